@@ -1,0 +1,273 @@
+//! The Socket.IO layer of a session: namespaces, binary reassembly and the per-mode event rules.
+//!
+//! Pure state machine: packets in, packets out (or a violation). The Session actor wraps it.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::Value;
+use switchboard_protocol::socketio::{
+    Assembly, Decoded, Limits, Packet, PacketData, PartialPacket,
+};
+
+use crate::transport::random_id;
+
+/// Which application the `/socket.io/` endpoint serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketIoMode {
+    /// The behaviour the public Socket.IO protocol test suite expects of its reference server:
+    /// namespaces `/` and `/custom`, `auth` echoed on connect, `message` → `message-back`,
+    /// `message-with-ack` acked with its own arguments.
+    Conformance,
+    /// The product: namespace `/` only.
+    Product,
+}
+
+impl SocketIoMode {
+    fn allows(self, nsp: &str) -> bool {
+        match self {
+            SocketIoMode::Conformance => nsp == "/" || nsp == "/custom",
+            SocketIoMode::Product => nsp == "/",
+        }
+    }
+}
+
+/// A broken Socket.IO rule; the whole connection is closed for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// The packet did not decode.
+    #[error("malformed packet: {0}")]
+    Decode(#[from] switchboard_protocol::socketio::DecodeError),
+    /// A text packet arrived while binary attachments were still awaited.
+    #[error("text packet while attachments are pending")]
+    TextDuringAttachments,
+    /// A binary frame arrived when none was awaited.
+    #[error("unexpected binary attachment")]
+    UnexpectedAttachment,
+    /// A packet other than CONNECT for a namespace the client has not joined.
+    #[error("packet for a namespace not joined")]
+    NotJoined,
+    /// A second CONNECT for a namespace already joined.
+    #[error("namespace already joined")]
+    AlreadyJoined,
+    /// A packet type only a server may send.
+    #[error("packet type reserved to the server")]
+    ServerOnly,
+}
+
+/// Socket.IO state of one Engine.IO session.
+#[derive(Debug)]
+pub struct SocketIo {
+    mode: SocketIoMode,
+    limits: Limits,
+    /// Joined namespace → socket id (the public id, distinct from the private Engine.IO sid).
+    namespaces: HashMap<String, String>,
+    /// A binary packet still waiting for attachments.
+    partial: Option<PartialPacket>,
+}
+
+impl SocketIo {
+    /// Fresh state: no namespace joined yet.
+    pub fn new(mode: SocketIoMode, limits: Limits) -> Self {
+        SocketIo {
+            mode,
+            limits,
+            namespaces: HashMap::new(),
+            partial: None,
+        }
+    }
+
+    /// Whether the client has joined any namespace (the connect timeout stops once it has).
+    pub fn connected(&self) -> bool {
+        !self.namespaces.is_empty()
+    }
+
+    /// Handle an Engine.IO text message; replies are pushed onto `out`.
+    pub fn on_text(&mut self, text: &str, out: &mut Vec<Packet>) -> Result<(), Violation> {
+        if self.partial.is_some() {
+            return Err(Violation::TextDuringAttachments);
+        }
+        match Packet::decode(text, &self.limits)? {
+            Decoded::Complete(packet) => self.on_packet(packet, out),
+            Decoded::Partial(partial) => {
+                self.partial = Some(partial);
+                Ok(())
+            }
+        }
+    }
+
+    /// Handle an Engine.IO binary message (an attachment).
+    pub fn on_binary(&mut self, data: Bytes, out: &mut Vec<Packet>) -> Result<(), Violation> {
+        let partial = self.partial.take().ok_or(Violation::UnexpectedAttachment)?;
+        match partial.push(data)? {
+            Assembly::Pending(partial) => {
+                self.partial = Some(partial);
+                Ok(())
+            }
+            Assembly::Complete(packet) => self.on_packet(packet, out),
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet, out: &mut Vec<Packet>) -> Result<(), Violation> {
+        let Packet { nsp, data } = packet;
+        match data {
+            PacketData::Connect(auth) => {
+                if self.namespaces.contains_key(&nsp) {
+                    return Err(Violation::AlreadyJoined);
+                }
+                if !self.mode.allows(&nsp) {
+                    out.push(Packet::connect_error(&nsp, "Invalid namespace"));
+                    return Ok(());
+                }
+                let id = random_id();
+                out.push(Packet::connect_ok(&nsp, &id));
+                if self.mode == SocketIoMode::Conformance {
+                    let auth = auth.unwrap_or_else(|| Value::Object(Default::default()));
+                    out.push(Packet::event(&nsp, "auth", vec![auth]));
+                }
+                self.namespaces.insert(nsp, id);
+                Ok(())
+            }
+            _ if !self.namespaces.contains_key(&nsp) => Err(Violation::NotJoined),
+            PacketData::Disconnect => {
+                self.namespaces.remove(&nsp);
+                Ok(())
+            }
+            PacketData::Event {
+                data,
+                id,
+                attachments,
+            } => {
+                if self.mode == SocketIoMode::Conformance {
+                    conformance_event(nsp, data, id, attachments, out);
+                }
+                Ok(())
+            }
+            // No server-initiated acks are outstanding yet; a stray ack is harmless.
+            PacketData::Ack { .. } => Ok(()),
+            PacketData::ConnectError(_) => Err(Violation::ServerOnly),
+        }
+    }
+}
+
+/// The reference test server's event rules.
+fn conformance_event(
+    nsp: String,
+    mut data: Vec<Value>,
+    id: Option<u64>,
+    attachments: Vec<Bytes>,
+    out: &mut Vec<Packet>,
+) {
+    match (data.first().and_then(Value::as_str), id) {
+        (Some("message"), _) => {
+            data[0] = Value::String("message-back".into());
+            out.push(Packet {
+                nsp,
+                data: PacketData::Event {
+                    data,
+                    id: None,
+                    attachments,
+                },
+            });
+        }
+        (Some("message-with-ack"), Some(id)) => {
+            data.remove(0);
+            out.push(Packet {
+                nsp,
+                data: PacketData::Ack {
+                    data,
+                    id,
+                    attachments,
+                },
+            });
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(sio: &mut SocketIo, text: &str) -> Result<Vec<String>, Violation> {
+        let mut out = Vec::new();
+        sio.on_text(text, &mut out)?;
+        Ok(out.iter().map(|p| p.encode().0).collect())
+    }
+
+    #[test]
+    fn conformance_connect_echoes_auth() {
+        let mut sio = SocketIo::new(SocketIoMode::Conformance, Limits::default());
+        let out = run(&mut sio, r#"0{"token":"abc"}"#).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(out[0].starts_with(r#"0{"sid":""#), "{}", out[0]);
+        assert_eq!(out[1], r#"2["auth",{"token":"abc"}]"#);
+        assert!(sio.connected());
+    }
+
+    #[test]
+    fn unknown_namespace_is_refused_without_closing() {
+        let mut sio = SocketIo::new(SocketIoMode::Product, Limits::default());
+        let out = run(&mut sio, "0/admin,").unwrap();
+        assert_eq!(
+            out,
+            vec![r#"4/admin,{"message":"Invalid namespace"}"#.to_string()]
+        );
+        assert!(!sio.connected());
+    }
+
+    #[test]
+    fn events_before_connect_and_double_connect_are_violations() {
+        let mut sio = SocketIo::new(SocketIoMode::Conformance, Limits::default());
+        assert_eq!(run(&mut sio, r#"2["message"]"#), Err(Violation::NotJoined));
+        run(&mut sio, "0").unwrap();
+        assert_eq!(run(&mut sio, "0"), Err(Violation::AlreadyJoined));
+    }
+
+    #[test]
+    fn message_is_echoed_and_acks_answered() {
+        let mut sio = SocketIo::new(SocketIoMode::Conformance, Limits::default());
+        run(&mut sio, "0/custom,").unwrap();
+        let out = run(&mut sio, r#"2/custom,["message",1,"two"]"#).unwrap();
+        assert_eq!(
+            out,
+            vec![r#"2/custom,["message-back",1,"two"]"#.to_string()]
+        );
+        let out = run(&mut sio, r#"2/custom,7["message-with-ack",{"a":1}]"#).unwrap();
+        assert_eq!(out, vec![r#"3/custom,7[{"a":1}]"#.to_string()]);
+    }
+
+    #[test]
+    fn binary_event_is_reassembled_and_echoed() {
+        let mut sio = SocketIo::new(SocketIoMode::Conformance, Limits::default());
+        run(&mut sio, "0").unwrap();
+        let mut out = Vec::new();
+        sio.on_text(r#"51-["message",{"_placeholder":true,"num":0}]"#, &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(
+            run(&mut sio, "0"),
+            Err(Violation::TextDuringAttachments),
+            "text while an attachment is pending"
+        );
+    }
+
+    #[test]
+    fn binary_attachment_completes_the_packet() {
+        let mut sio = SocketIo::new(SocketIoMode::Conformance, Limits::default());
+        run(&mut sio, "0").unwrap();
+        let mut out = Vec::new();
+        sio.on_text(r#"51-["message",{"_placeholder":true,"num":0}]"#, &mut out)
+            .unwrap();
+        sio.on_binary(Bytes::from_static(&[1, 2, 3]), &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        let (text, attachments) = out[0].encode();
+        assert_eq!(text, r#"51-["message-back",{"_placeholder":true,"num":0}]"#);
+        assert_eq!(attachments, vec![Bytes::from_static(&[1, 2, 3])]);
+        assert_eq!(
+            sio.on_binary(Bytes::from_static(&[4]), &mut out),
+            Err(Violation::UnexpectedAttachment)
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! What travels between a [`Session`](crate::Session) and the transports that carry its frames.
+
+use std::fmt;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
+use switchboard_protocol::engineio::{self, Frame};
+
+/// An Engine.IO session id: 20 random alphanumeric characters, private to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sid(Arc<str>);
+
+impl Sid {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Sid(random_id().into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Sid {
+    fn from(s: &str) -> Self {
+        Sid(s.into())
+    }
+}
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 20 random alphanumeric characters (about 119 bits), as used for sids and socket ids.
+pub fn random_id() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect()
+}
+
+/// One encoded Engine.IO packet, ready for a websocket frame or a polling record.
+///
+/// Text is a `ByteString` so that one encoding can be shared by many sessions without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A text frame: `<type digit><data>`.
+    Text(ByteString),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl Outgoing {
+    /// Encode an Engine.IO packet once.
+    pub fn packet(packet: &engineio::Packet) -> Self {
+        Self::from(packet.encode())
+    }
+
+    /// Size in bytes, for outbound accounting.
+    pub fn len(&self) -> usize {
+        match self {
+            Outgoing::Text(s) => s.len(),
+            Outgoing::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the frame carries no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The protocol crate's frame, for polling payload encoding.
+    pub fn to_frame(&self) -> Frame {
+        match self {
+            Outgoing::Text(s) => Frame::Text(s.to_string()),
+            Outgoing::Binary(b) => Frame::Binary(b.clone()),
+        }
+    }
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Self {
+        match frame {
+            Frame::Text(s) => Outgoing::Text(ByteString::from(s)),
+            Frame::Binary(b) => Outgoing::Binary(b),
+        }
+    }
+}
+
+/// Why a session ended: a closed set with stable names (logged, and later journaled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent an Engine.IO `close` packet.
+    ClientClose,
+    /// The transport closed (websocket closed, TCP gone).
+    TransportClose,
+    /// The transport failed (websocket protocol error, invalid UTF-8, oversize message).
+    TransportError,
+    /// No pong within pingTimeout.
+    PingTimeout,
+    /// No Socket.IO CONNECT within the connect timeout.
+    ConnectTimeout,
+    /// The client broke the Engine.IO or Socket.IO protocol.
+    ProtocolViolation,
+    /// The outbound queue filled up because the client does not read.
+    SlowClient,
+    /// A polling request broke the rules (overlapping GET/POST, oversized body).
+    BadPollingRequest,
+    /// The polling→websocket upgrade did not finish in time.
+    UpgradeTimeout,
+    /// The node is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClose => "client_disconnect",
+            CloseReason::TransportClose => "transport_close",
+            CloseReason::TransportError => "transport_error",
+            CloseReason::PingTimeout => "timeout",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::ProtocolViolation => "protocol_violation",
+            CloseReason::SlowClient => "slow_client",
+            CloseReason::BadPollingRequest => "bad_polling_request",
+            CloseReason::UpgradeTimeout => "upgrade_timeout",
+            CloseReason::ServerShutdown => "server_shutdown",
+        }
+    }
+
+    /// The websocket close code a client sees for this reason.
+    pub fn ws_code(self) -> u16 {
+        match self {
+            CloseReason::ClientClose
+            | CloseReason::TransportClose
+            | CloseReason::PingTimeout
+            | CloseReason::ConnectTimeout
+            | CloseReason::BadPollingRequest
+            | CloseReason::UpgradeTimeout => 1000,
+            CloseReason::ServerShutdown => 1001,
+            CloseReason::ProtocolViolation | CloseReason::TransportError => 1002,
+            CloseReason::SlowClient => 1008,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Session → websocket transport.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum WsOutbound {
+    /// Write one frame.
+    Frame(Outgoing),
+    /// Send a Close frame with this code and reason, then stop.
+    Close {
+        /// Websocket close code.
+        code: u16,
+        /// Short reason text.
+        reason: &'static str,
+    },
+}
+
+/// Websocket transport → Session: attach this websocket (fresh connection or upgrade).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachWebSocket {
+    /// Where the session writes frames (bounded with `try_send`; overflow means a slow client).
+    pub out: Recipient<WsOutbound>,
+    /// True when this websocket upgrades an existing polling session.
+    pub upgrade: bool,
+}
+
+/// Websocket transport → Session: one decoded Engine.IO packet from the client.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct WsInbound {
+    /// The packet.
+    pub packet: engineio::Packet,
+}
+
+/// Websocket transport → Session: the websocket is gone.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct WsClosed {
+    /// Whether it closed because of an error (protocol error) rather than a clean close.
+    pub error: bool,
+}
+
+/// A polling request that broke the rules; maps to an Engine.IO error response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    /// A second GET while one is pending, or a second POST while one is in flight.
+    #[error("overlapping polling request")]
+    Overlap,
+    /// The session no longer uses polling (upgraded to websocket) or never did.
+    #[error("session does not use polling")]
+    WrongTransport,
+    /// The body did not decode as an Engine.IO payload.
+    #[error("malformed polling payload")]
+    BadPayload,
+    /// The body exceeded maxPayload.
+    #[error("payload too large")]
+    TooLarge,
+}
+
+/// HTTP → Session: a polling GET; the session answers on `reply` when it has packets.
+#[derive(Message)]
+#[rtype(result = "Result<(), PollError>")]
+pub struct PollGet {
+    /// The encoded payload body, sent once.
+    pub reply: tokio::sync::oneshot::Sender<Vec<u8>>,
+}
+
+/// HTTP → Session: a polling POST starts (checked for overlap before the body is read).
+#[derive(Message)]
+#[rtype(result = "Result<(), PollError>")]
+pub struct PollPostStart;
+
+/// HTTP → Session: the POST body, or why it could not be read.
+#[derive(Message)]
+#[rtype(result = "Result<(), PollError>")]
+pub struct PollPostBody {
+    /// The body, or the error that ended reading it.
+    pub body: Result<Bytes, PollError>,
+}

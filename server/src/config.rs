@@ -1,0 +1,152 @@
+//! The node's one typed configuration, read once from flags and `SWITCHBOARD_*` variables.
+
+use std::time::Duration;
+
+use clap::Parser;
+use switchboard_actors::SessionConfig;
+
+/// Switchboard: a Socket.IO-compatible realtime node.
+///
+/// Every option can also be set through the environment variable named beside it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+pub struct Config {
+    /// Public listener for `/socket.io/`, `/health*`, `/metrics` and `/api/v1/*`.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: String,
+
+    /// This node's id: the `server_instance` label and Redis node keys (default: the hostname,
+    /// which is the pod name in a StatefulSet).
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Serve what the public Engine.IO/Socket.IO protocol test suites expect of their reference
+    /// server: an echo endpoint on `/engine.io/`, namespaces `/` and `/custom` with echo events on
+    /// `/socket.io/`, fast heartbeats (300/200 ms), a 1 s connect timeout, and no auth.
+    #[arg(long, env = "SWITCHBOARD_CONFORMANCE")]
+    pub conformance: bool,
+
+    /// How often the server pings each client, in ms [default: 25000; conformance: 300].
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS")]
+    pub ping_interval_ms: Option<u64>,
+
+    /// How long a client may take to answer a ping before it is disconnected, in ms
+    /// [default: 20000; conformance: 200].
+    #[arg(long, env = "SWITCHBOARD_PING_TIMEOUT_MS")]
+    pub ping_timeout_ms: Option<u64>,
+
+    /// How long a client may take to send its Socket.IO CONNECT, in ms
+    /// [default: 45000; conformance: 1000].
+    #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT_MS")]
+    pub connect_timeout_ms: Option<u64>,
+
+    /// How long a polling→websocket upgrade may take, in ms.
+    #[arg(long, env = "SWITCHBOARD_UPGRADE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upgrade_timeout_ms: u64,
+
+    /// Engine.IO maxPayload: bytes per polling POST (over it: 413) or websocket message (over it:
+    /// close 1009).
+    #[arg(long, env = "SWITCHBOARD_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub max_payload: usize,
+
+    /// Outbound frames a client that does not read may have queued before it is disconnected
+    /// as `slow_client`.
+    #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_FRAMES", default_value_t = 1024)]
+    pub max_buffered_frames: usize,
+
+    /// Comma-separated list of allowed browser origins, or `*` for any.
+    #[arg(long, env = "SWITCHBOARD_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+
+    /// HTTP worker threads [default: one per core].
+    #[arg(long, env = "SWITCHBOARD_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stdout.
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// The node id: the configured one, else the hostname, else `switchboard`.
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "switchboard".to_string())
+    }
+
+    /// Session settings derived from the flags (conformance mode changes the defaults).
+    pub fn session(&self) -> SessionConfig {
+        let (interval, timeout, connect) = if self.conformance {
+            (300, 200, 1_000)
+        } else {
+            (25_000, 20_000, 45_000)
+        };
+        SessionConfig {
+            ping_interval: Duration::from_millis(self.ping_interval_ms.unwrap_or(interval)),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms.unwrap_or(timeout)),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms.unwrap_or(connect)),
+            upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
+            max_payload: self.max_payload,
+            max_buffered_frames: self.max_buffered_frames,
+            limits: Default::default(),
+        }
+    }
+
+    /// The CORS allow-list; `None` means any origin.
+    pub fn allowed_origins(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect();
+        if list.is_empty() || list.iter().any(|o| o == "*") {
+            None
+        } else {
+            Some(list)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_conformance_defaults() {
+        let cfg = Config::parse_from(["switchboard"]);
+        assert_eq!(cfg.listen, "0.0.0.0:3000");
+        assert_eq!(cfg.session().ping_interval, Duration::from_millis(25_000));
+        let cfg = Config::parse_from(["switchboard", "--conformance"]);
+        let s = cfg.session();
+        assert_eq!(s.ping_interval, Duration::from_millis(300));
+        assert_eq!(s.ping_timeout, Duration::from_millis(200));
+        assert_eq!(s.connect_timeout, Duration::from_millis(1_000));
+        let cfg = Config::parse_from(["switchboard", "--conformance", "--ping-interval-ms", "50"]);
+        assert_eq!(cfg.session().ping_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn origins_allow_list() {
+        let cfg = Config::parse_from(["switchboard"]);
+        assert_eq!(cfg.allowed_origins(), None);
+        let cfg = Config::parse_from([
+            "switchboard",
+            "--cors-origins",
+            "https://a.io, https://b.io",
+        ]);
+        assert_eq!(
+            cfg.allowed_origins(),
+            Some(vec!["https://a.io".to_string(), "https://b.io".to_string()])
+        );
+    }
+}

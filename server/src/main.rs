@@ -1,0 +1,52 @@
+//! `switchboard`: start one node with the configuration from flags and the environment.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchboard::Config;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .init();
+
+    raise_open_file_limit();
+    let listener = match TcpListener::bind(&config.listen) {
+        Ok(listener) => listener,
+        Err(err) => {
+            error!(listen = %config.listen, %err, "cannot bind the listener");
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => info!(addr = %addr, "listening"),
+        Err(err) => warn!(%err, "listening on an unknown address"),
+    }
+    match switchboard::run(config, listener, std::future::pending()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!(%err, "node failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Each socket is a file: raise the soft limit to the hard one and say what that allows.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(
+            open_files = limit,
+            "open-file limit raised; about this many sockets fit on the node"
+        ),
+        Err(err) => warn!(%err, "could not raise the open-file limit"),
+    }
+}

@@ -1,0 +1,989 @@
+//! Shared fixture for the black-box tests: start a real `switchboard` node and talk to it over
+//! real sockets.
+//!
+//! # Layout
+//! - [`Node`]: spawns the built binary on `127.0.0.1:0`, waits for its `listening` log line and keeps
+//!   its output so a test can check that nothing panicked.
+//! - Raw HTTP/1.1 over a plain [`TcpStream`] ([`raw_request`], [`http_get`], [`http_post`]): the
+//!   server must also be driven with requests no well-behaved client would send.
+//! - Engine.IO clients: [`Polling`] (long-polling session), [`Ws`] (websocket via
+//!   tokio-tungstenite), [`RawWs`] (hand-written frames, for what tungstenite refuses to send, such
+//!   as invalid UTF-8 in a text frame).
+//! - [`Canary`]: a well-behaved Socket.IO client that keeps a session alive in the background so a
+//!   test can prove other sessions are unaffected by a misbehaving one.
+//!
+//! Every wait is bounded: a broken server makes a test fail, never hang.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a node may take to print its `listening` line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Arguments that put a node in conformance mode (fast heartbeat, echo handlers).
+pub const CONFORMANCE: &[&str] = &["--conformance"];
+
+/// Await `fut` for at most [`TIMEOUT`], panicking with `what` when it takes longer.
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    within_for(TIMEOUT, what, fut).await
+}
+
+/// Await `fut` for at most `limit`, panicking with `what` when it takes longer.
+pub async fn within_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node
+
+/// A running `switchboard` process, killed when dropped.
+pub struct Node {
+    addr: SocketAddr,
+    logs: Arc<Mutex<String>>,
+    child: Child,
+}
+
+/// Path of the binary under test: `$SWITCHBOARD_BIN`, or the workspace's debug build.
+pub fn binary_path() -> PathBuf {
+    match std::env::var_os("SWITCHBOARD_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/switchboard"),
+    }
+}
+
+impl Node {
+    /// Start a node with `--listen 127.0.0.1:0` plus `args`, and wait until it listens.
+    pub async fn start(args: &[&str]) -> Node {
+        let bin = binary_path();
+        assert!(
+            bin.is_file(),
+            "switchboard binary not found at {}: run `cargo build -p switchboard` first \
+             (or point SWITCHBOARD_BIN at it)",
+            bin.display()
+        );
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // The node reads its config from SWITCHBOARD_* too; only the flags given here may count.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SWITCHBOARD_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = oneshot::channel();
+        // unwrap: both pipes were requested above.
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        tokio::spawn(drain(stdout, logs.clone(), Some(addr_tx)));
+        tokio::spawn(drain(stderr, logs.clone(), None));
+
+        let addr = match tokio::time::timeout(START_TIMEOUT, addr_rx).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(_)) => {
+                let status = child.wait().await;
+                panic!(
+                    "node exited ({status:?}) before logging \"listening\"; args {args:?}; output:\n{}",
+                    lock(&logs)
+                )
+            }
+            Err(_) => panic!(
+                "node did not log \"listening\" within {START_TIMEOUT:?}; args {args:?}; output:\n{}",
+                lock(&logs)
+            ),
+        };
+        Node { addr, logs, child }
+    }
+
+    /// The address the node listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Everything the node has written to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        lock(&self.logs).clone()
+    }
+
+    /// Panic if the captured output contains a Rust panic message.
+    pub fn assert_no_panic(&self) {
+        let logs = self.logs();
+        assert!(
+            !logs.contains("panicked at"),
+            "the node panicked; output:\n{logs}"
+        );
+    }
+
+    /// Check the node is still running and answering `/health`, then that nothing panicked.
+    pub async fn assert_healthy(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the node exited ({status}); output:\n{}", self.logs());
+        }
+        let res = http_get(self.addr, "/health").await;
+        assert_eq!(res.status, 200, "GET /health: {res:?}");
+        // Not an assertion: give the drain tasks a moment to read a panic message that was written
+        // just before /health answered.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.assert_no_panic();
+    }
+}
+
+fn lock(logs: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
+    // A poisoned log buffer still holds useful text.
+    logs.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Copy `pipe` into `logs` line by line; on stdout, report the `listening` address once.
+async fn drain(
+    pipe: impl AsyncRead + Unpin,
+    logs: Arc<Mutex<String>>,
+    mut addr_tx: Option<oneshot::Sender<SocketAddr>>,
+) {
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        lock(&logs).push_str(&text);
+        if addr_tx.is_some()
+            && let Some(addr) = listening_addr(&text)
+            && let Some(tx) = addr_tx.take()
+        {
+            let _ = tx.send(addr);
+        }
+    }
+}
+
+/// The `addr` of a JSON log line whose `message` is `listening`.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let json: Value = serde_json::from_str(line.trim()).ok()?;
+    if json.get("message")?.as_str()? != "listening" {
+        return None;
+    }
+    json.get("addr")?.as_str()?.parse().ok()
+}
+
+/// Number of live Engine.IO sessions the node reports on `GET /health`.
+pub async fn health_sessions(addr: SocketAddr) -> u64 {
+    let res = http_get(addr, "/health").await;
+    assert_eq!(res.status, 200, "GET /health: {res:?}");
+    let json = res.json();
+    json["sessions"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("GET /health has no numeric `sessions`: {json}"))
+}
+
+/// Wait (bounded) until `/health` reports exactly `expected` sessions; panic with the last count.
+pub async fn wait_for_sessions(addr: SocketAddr, expected: u64) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let got = health_sessions(addr).await;
+        if got == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health reports {got} sessions after {TIMEOUT:?}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP/1.1
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers in arrival order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// Body, de-chunked when the server used chunked encoding.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// First header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the body when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {self:?}"))
+    }
+
+    /// Assert this is an Engine.IO error response: `status` and body `{"code":code,"message":…}`.
+    pub fn assert_eio_error(&self, status: u16, code: u64, message: &str) {
+        assert_eq!(self.status, status, "status of {self:?}");
+        let content_type = self.header("content-type").unwrap_or("");
+        assert!(
+            content_type.starts_with("application/json"),
+            "content-type of an error is {content_type:?}, expected application/json: {self:?}"
+        );
+        assert_eq!(
+            self.json(),
+            serde_json::json!({ "code": code, "message": message }),
+            "error body"
+        );
+    }
+}
+
+/// Send `request` verbatim on a new connection and read one response (bounded by [`TIMEOUT`] ×2).
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+    within_for(2 * TIMEOUT, "an HTTP response", async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .write_all(request)
+            .await
+            .unwrap_or_else(|e| panic!("write request: {e}"));
+        read_response(&mut stream).await
+    })
+    .await
+}
+
+/// `GET path` with `Connection: close`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_get_with_headers(addr, path, &[]).await
+}
+
+/// `GET path` with extra request headers.
+pub async fn http_get_with_headers(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw_request(addr, req.as_bytes()).await
+}
+
+/// `POST path` with a body and content type.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> HttpResponse {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    raw_request(addr, &req).await
+}
+
+/// Read one HTTP/1.1 response (Content-Length, chunked, or until EOF).
+async fn read_response(stream: &mut TcpStream) -> HttpResponse {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(pos) = find(&buf, b"\r\n\r\n") {
+            break pos;
+        }
+        if read_more(stream, &mut buf).await == 0 {
+            panic!(
+                "connection closed before a full response head; got {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut res = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let chunked = res
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let length = res
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok());
+    res.body = if chunked {
+        read_chunked(stream, rest).await
+    } else if let Some(length) = length {
+        while rest.len() < length {
+            if read_more(stream, &mut rest).await == 0 {
+                panic!(
+                    "connection closed after {} of {length} body bytes",
+                    rest.len()
+                );
+            }
+        }
+        rest.truncate(length);
+        rest
+    } else {
+        while read_more(stream, &mut rest).await > 0 {}
+        rest
+    };
+    res
+}
+
+async fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(pos) = find(&buf, b"\r\n") {
+                break pos;
+            }
+            assert!(read_more(stream, &mut buf).await > 0, "EOF in chunk size");
+        };
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            return body;
+        }
+        while buf.len() < size + 2 {
+            assert!(read_more(stream, &mut buf).await > 0, "EOF in chunk");
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
+}
+
+/// Read more bytes into `buf`; 0 at EOF (a reset counts as EOF: Node-style servers destroy the
+/// socket right after an error response).
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+    let mut chunk = [0u8; 16 * 1024];
+    match stream.read(&mut chunk).await {
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            n
+        }
+        Err(_) => 0,
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine.IO long-polling
+
+/// Engine.IO record separator in polling payloads.
+pub const RS: char = '\u{1e}';
+
+/// Path of a fresh polling handshake on `/socket.io/`.
+pub const POLLING_HANDSHAKE: &str = "/socket.io/?EIO=4&transport=polling";
+
+/// Content type the JS client uses for polling POSTs.
+pub const TEXT_PLAIN: &str = "text/plain;charset=UTF-8";
+
+/// Do a polling handshake; return the parsed open-packet JSON and the sid. Asserts 200 and `0{…}`.
+pub async fn polling_handshake(addr: SocketAddr) -> (Value, String) {
+    let res = http_get(addr, POLLING_HANDSHAKE).await;
+    assert_eq!(res.status, 200, "polling handshake: {res:?}");
+    let text = res.text();
+    let json = text
+        .strip_prefix('0')
+        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        .unwrap_or_else(|| panic!("polling handshake body is not `0{{json}}`: {text:?}"));
+    let sid = json["sid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("handshake has no string sid: {json}"))
+        .to_owned();
+    (json, sid)
+}
+
+/// An Engine.IO long-polling session on `/socket.io/`.
+pub struct Polling {
+    /// Node address.
+    pub addr: SocketAddr,
+    /// Engine.IO session id.
+    pub sid: String,
+    /// The open packet's JSON.
+    pub handshake: Value,
+}
+
+impl Polling {
+    /// Handshake a new session.
+    pub async fn open(addr: SocketAddr) -> Polling {
+        let (handshake, sid) = polling_handshake(addr).await;
+        Polling {
+            addr,
+            sid,
+            handshake,
+        }
+    }
+
+    /// `/socket.io/?EIO=4&transport=polling&sid=<sid>`.
+    pub fn path(&self) -> String {
+        format!("{POLLING_HANDSHAKE}&sid={}", self.sid)
+    }
+
+    /// One long-poll GET.
+    pub async fn get(&self) -> HttpResponse {
+        http_get(self.addr, &self.path()).await
+    }
+
+    /// One POST of `body` as text.
+    pub async fn post(&self, body: &str) -> HttpResponse {
+        http_post(self.addr, &self.path(), TEXT_PLAIN, body.as_bytes()).await
+    }
+
+    /// POST `body` and assert the server accepted it (200 `ok`).
+    pub async fn post_ok(&self, body: &str) {
+        let res = self.post(body).await;
+        assert_eq!(res.status, 200, "POST {body:?}: {res:?}");
+        assert_eq!(res.text(), "ok", "POST {body:?} response body");
+    }
+
+    /// One GET, asserting 200, split into records.
+    pub async fn get_records(&self) -> Vec<String> {
+        let res = self.get().await;
+        assert_eq!(res.status, 200, "polling GET: {res:?}");
+        res.text().split(RS).map(str::to_owned).collect()
+    }
+
+    /// GET until `n` records other than pings arrived, answering each ping `2` with a `3`.
+    pub async fn recv(&self, n: usize) -> Vec<String> {
+        within("polling records", async {
+            let mut out = Vec::new();
+            while out.len() < n {
+                for record in self.get_records().await {
+                    if record == "2" {
+                        self.post_ok("3").await;
+                    } else {
+                        out.push(record);
+                    }
+                }
+            }
+            out
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket via tokio-tungstenite
+
+/// The websocket stream type of tokio-tungstenite's `connect_async`.
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a websocket client saw next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WsEvent {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Bytes),
+    /// A Close frame: code and reason (None when the frame had no code).
+    Close(Option<(u16, String)>),
+    /// The connection ended without a Close frame, or with an error.
+    Ended(String),
+}
+
+/// Query of a websocket-only Engine.IO connection on `/socket.io/`.
+pub const WS_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+
+/// A websocket client speaking Engine.IO text frames.
+pub struct Ws {
+    /// The underlying stream, for tests that need more than the helpers.
+    pub stream: WsStream,
+}
+
+/// Open `ws://addr/socket.io/?EIO=4&transport=websocket` and read the open packet: returns the
+/// client and the handshake JSON.
+pub async fn ws_connect(addr: SocketAddr) -> (Ws, Value) {
+    let mut ws = Ws::connect(addr, WS_PATH).await;
+    let open = ws.recv_text().await;
+    let json = open
+        .strip_prefix('0')
+        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        .unwrap_or_else(|| panic!("first websocket frame is not `0{{json}}`: {open:?}"));
+    (ws, json)
+}
+
+impl Ws {
+    /// Open a websocket to `path` (with query) and read nothing.
+    pub async fn connect(addr: SocketAddr, path: &str) -> Ws {
+        let url = format!("ws://{addr}{path}");
+        let (stream, _) = within(
+            "websocket handshake",
+            tokio_tungstenite::connect_async(&url),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("websocket handshake to {url}: {e}"));
+        Ws { stream }
+    }
+
+    /// Send a text frame; panics on failure.
+    pub async fn send_text(&mut self, text: &str) {
+        within("websocket send", self.stream.send(Message::text(text)))
+            .await
+            .unwrap_or_else(|e| panic!("websocket send {:?}: {e}", truncate(text)));
+    }
+
+    /// Send a binary frame; panics on failure.
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        within(
+            "websocket send",
+            self.stream.send(Message::binary(data.to_vec())),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("websocket send binary: {e}"));
+    }
+
+    /// The next event (websocket-level ping/pong frames are skipped).
+    pub async fn recv(&mut self) -> WsEvent {
+        within("a websocket frame", next_event(&mut self.stream)).await
+    }
+
+    /// The next frame, which must be text.
+    pub async fn recv_text(&mut self) -> String {
+        match self.recv().await {
+            WsEvent::Text(t) => t,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next text frame that is not an Engine.IO ping; pings are answered with `3`.
+    pub async fn recv_text_answering_pings(&mut self) -> String {
+        loop {
+            let text = self.recv_text().await;
+            if text == "2" {
+                self.send_text("3").await;
+            } else {
+                return text;
+            }
+        }
+    }
+
+    /// The next event other than an Engine.IO ping (answered with `3`).
+    pub async fn recv_answering_pings(&mut self) -> WsEvent {
+        loop {
+            match self.recv().await {
+                WsEvent::Text(t) if t == "2" => {
+                    // The server may be closing already; a failed pong is not this helper's concern.
+                    let _ = self.stream.send(Message::text("3")).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Send `messages` in order while reading, and return the first event that is not an
+    /// Engine.IO ping together with the first send error. Sending and reading run concurrently, so
+    /// a server that answers a huge frame with a Close before reading all of it cannot stall the
+    /// test. Pings are not answered meanwhile.
+    pub async fn send_and_recv(self, messages: Vec<Message>) -> (WsEvent, Option<String>) {
+        let (mut sink, mut stream) = self.stream.split();
+        let send = async {
+            for message in messages {
+                if let Err(e) = sink.send(message).await {
+                    return Some(e.to_string());
+                }
+            }
+            None
+        };
+        let recv = async {
+            loop {
+                match next_event(&mut stream).await {
+                    WsEvent::Text(t) if t == "2" => continue,
+                    other => return other,
+                }
+            }
+        };
+        within("the reply to the frames sent", async {
+            tokio::join!(recv, send)
+        })
+        .await
+    }
+
+    /// Join namespace `/` (`40`): assert `40{"sid":…}` then `42["auth",{}]`; return the socket id.
+    pub async fn connect_default_namespace(&mut self) -> String {
+        self.send_text("40").await;
+        let reply = self.recv_text_answering_pings().await;
+        let sid = connect_reply_sid(&reply, "");
+        let auth = self.recv_text_answering_pings().await;
+        assert_eq!(auth, r#"42["auth",{}]"#, "event after CONNECT");
+        sid
+    }
+}
+
+/// Parse a `40[nsp,]{"sid":…}` CONNECT reply (`nsp_prefix` is e.g. `/custom,` or empty) and
+/// return the socket id.
+pub fn connect_reply_sid(reply: &str, nsp_prefix: &str) -> String {
+    let json = reply
+        .strip_prefix("40")
+        .and_then(|r| r.strip_prefix(nsp_prefix))
+        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        .unwrap_or_else(|| panic!("expected `40{nsp_prefix}{{\"sid\":…}}`, got {reply:?}"));
+    let obj = json
+        .as_object()
+        .unwrap_or_else(|| panic!("CONNECT reply payload is not an object: {reply:?}"));
+    assert_eq!(
+        obj.keys().collect::<Vec<_>>(),
+        ["sid"],
+        "CONNECT reply keys: {reply:?}"
+    );
+    let sid = obj["sid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("CONNECT reply sid is not a string: {reply:?}"));
+    assert!(!sid.is_empty(), "CONNECT reply sid is empty");
+    sid.to_owned()
+}
+
+async fn next_event<S>(stream: &mut S) -> WsEvent
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    loop {
+        return match stream.next().await {
+            Some(Ok(Message::Text(t))) => WsEvent::Text(t.as_str().to_owned()),
+            Some(Ok(Message::Binary(b))) => WsEvent::Binary(b),
+            Some(Ok(Message::Close(frame))) => {
+                WsEvent::Close(frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Err(e)) => WsEvent::Ended(e.to_string()),
+            None => WsEvent::Ended("stream ended".to_owned()),
+        };
+    }
+}
+
+fn truncate(text: &str) -> String {
+    if text.len() <= 120 {
+        text.to_owned()
+    } else {
+        let mut end = 120;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes)", &text[..end], text.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canary
+
+/// A well-behaved Socket.IO client on `/` (websocket) that answers pings in the background and
+/// can prove, at any moment, that it still round-trips `message` → `message-back` (conformance).
+pub struct Canary {
+    outgoing: mpsc::UnboundedSender<String>,
+    incoming: mpsc::UnboundedReceiver<WsEvent>,
+    task: JoinHandle<()>,
+    count: u64,
+}
+
+impl Canary {
+    /// Connect over websocket and join `/`.
+    pub async fn connect(addr: SocketAddr) -> Canary {
+        let (mut ws, _) = ws_connect(addr).await;
+        ws.connect_default_namespace().await;
+        let (outgoing, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let (in_tx, incoming) = mpsc::unbounded_channel();
+        let mut stream = ws.stream;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = next_event(&mut stream) => {
+                        let done = matches!(event, WsEvent::Close(_) | WsEvent::Ended(_));
+                        if event == WsEvent::Text("2".to_owned()) {
+                            if let Err(e) = stream.send(Message::text("3")).await {
+                                let _ = in_tx.send(WsEvent::Ended(format!("pong failed: {e}")));
+                                return;
+                            }
+                            continue;
+                        }
+                        let _ = in_tx.send(event);
+                        if done {
+                            return;
+                        }
+                    }
+                    text = out_rx.recv() => {
+                        let Some(text) = text else { return };
+                        if let Err(e) = stream.send(Message::text(text)).await {
+                            let _ = in_tx.send(WsEvent::Ended(format!("send failed: {e}")));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Canary {
+            outgoing,
+            incoming,
+            task,
+            count: 0,
+        }
+    }
+
+    /// Send `42["message",tag,n]` and assert the very next packet is `42["message-back",tag,n]`.
+    pub async fn round_trip(&mut self, tag: &str) {
+        self.count += 1;
+        let tag_json = Value::from(tag);
+        let n = self.count;
+        let send = format!(r#"42["message",{tag_json},{n}]"#);
+        let expect = format!(r#"42["message-back",{tag_json},{n}]"#);
+        assert!(
+            self.outgoing.send(send).is_ok(),
+            "canary connection is gone (before {tag})"
+        );
+        let got = within_for(
+            TIMEOUT,
+            &format!("the canary's message-back ({tag})"),
+            self.incoming.recv(),
+        )
+        .await;
+        assert_eq!(
+            got,
+            Some(WsEvent::Text(expect)),
+            "canary round trip after {tag}"
+        );
+    }
+}
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-written websocket frames
+
+/// Websocket opcode of a text frame.
+pub const OP_TEXT: u8 = 0x1;
+/// Websocket opcode of a binary frame.
+pub const OP_BINARY: u8 = 0x2;
+/// Websocket opcode of a close frame.
+pub const OP_CLOSE: u8 = 0x8;
+/// Websocket opcode of a ping frame.
+pub const OP_PING: u8 = 0x9;
+/// Websocket opcode of a pong frame.
+pub const OP_PONG: u8 = 0xA;
+
+/// A websocket client that writes its own frames, so it can send what tungstenite refuses to
+/// (e.g. a text frame that is not UTF-8).
+pub struct RawWs {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Perform the HTTP upgrade to `path` by hand; asserts `101`.
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        within("raw websocket handshake", async {
+            let mut stream = TcpStream::connect(addr)
+                .await
+                .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            );
+            stream
+                .write_all(req.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("write upgrade request: {e}"));
+            let mut buf = Vec::new();
+            let end = loop {
+                if let Some(pos) = find(&buf, b"\r\n\r\n") {
+                    break pos;
+                }
+                assert!(
+                    read_more(&mut stream, &mut buf).await > 0,
+                    "connection closed during upgrade: {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            assert!(
+                head.starts_with("HTTP/1.1 101"),
+                "upgrade refused: {head:?}"
+            );
+            buf.drain(..end + 4);
+            RawWs { stream, buf }
+        })
+        .await
+    }
+
+    /// Write one final, masked frame.
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) {
+        let mask = [0x12u8, 0x34, 0x56, 0x78];
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            // Casts: each arm bounds the length to the field it is written into.
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        within("raw websocket write", self.stream.write_all(&frame))
+            .await
+            .unwrap_or_else(|e| panic!("raw websocket write: {e}"));
+    }
+
+    /// Write a text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_frame(OP_TEXT, text.as_bytes()).await;
+    }
+
+    /// Read one frame: `(opcode, payload)`, or None when the connection ended.
+    pub async fn recv_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        within("a raw websocket frame", async {
+            loop {
+                if let Some((frame, used)) = parse_frame(&self.buf) {
+                    self.buf.drain(..used);
+                    return Some(frame);
+                }
+                if read_more(&mut self.stream, &mut self.buf).await == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next text frame other than an Engine.IO ping (answered `3`); websocket pings are
+    /// answered too. Panics on anything else.
+    pub async fn recv_text_answering_pings(&mut self) -> String {
+        loop {
+            match self.recv_frame().await {
+                Some((OP_TEXT, data)) if data == b"2" => self.send_text("3").await,
+                Some((OP_TEXT, data)) => {
+                    return String::from_utf8(data)
+                        .unwrap_or_else(|e| panic!("server sent invalid UTF-8 text: {e}"));
+                }
+                Some((OP_PING, data)) => self.send_frame(OP_PONG, &data).await,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Read until the server's Close frame (answering pings); its code and reason, or None when
+    /// the connection ended without one. Text frames other than pings are a failure.
+    pub async fn expect_close(&mut self) -> Option<(u16, String)> {
+        loop {
+            match self.recv_frame().await {
+                None => return None,
+                Some((OP_CLOSE, data)) => {
+                    if data.len() < 2 {
+                        return Some((1005, String::new()));
+                    }
+                    let code = u16::from_be_bytes([data[0], data[1]]);
+                    return Some((code, String::from_utf8_lossy(&data[2..]).into_owned()));
+                }
+                Some((OP_TEXT, data)) if data == b"2" => {
+                    // The server may be closing; a failed pong is not this helper's concern.
+                    let _ = self.try_pong().await;
+                }
+                Some((OP_PING, _)) => {}
+                Some((op, data)) => panic!(
+                    "expected a Close frame, got opcode {op}: {:?}",
+                    String::from_utf8_lossy(&data)
+                ),
+            }
+        }
+    }
+
+    /// Send the Engine.IO pong `3` (mask of zeros), reporting rather than panicking on failure.
+    async fn try_pong(&mut self) -> std::io::Result<()> {
+        self.stream
+            .write_all(&[0x80 | OP_TEXT, 0x80 | 1, 0, 0, 0, 0, b'3'])
+            .await
+    }
+}
+
+/// Parse one unfragmented server frame from `buf`: `((opcode, payload), bytes used)`.
+fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    let masked = b1 & 0x80 != 0;
+    let (len, mut pos) = match b1 & 0x7f {
+        126 => (
+            usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+            4,
+        ),
+        127 => {
+            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            (usize::try_from(u64::from_be_bytes(bytes)).ok()?, 10)
+        }
+        n => (usize::from(n), 2),
+    };
+    let mask = if masked {
+        let m: [u8; 4] = buf.get(pos..pos + 4)?.try_into().ok()?;
+        pos += 4;
+        Some(m)
+    } else {
+        None
+    };
+    let data = buf.get(pos..pos + len)?;
+    let payload = match mask {
+        Some(m) => data.iter().enumerate().map(|(i, b)| b ^ m[i % 4]).collect(),
+        None => data.to_vec(),
+    };
+    Some(((b0 & 0x0f, payload), pos + len))
+}
