@@ -7,9 +7,17 @@
 //!   [`transport`] messages.
 //! - [`registry`]: the per-node [`registry::SessionRegistry`] that indexes and supervises sessions.
 //! - [`transport`]: the typed messages between a Session and whatever carries its frames.
+//! - [`presence`], [`ratelimiter`], [`journal`]: the infrastructure actors (presence table,
+//!   per-user limits, stored messages), in memory for a single node.
+//! - [`auth`], [`ratelimit`]: pure parts (JWT verification, rate-limit state machines).
 //!
 //! Actors talk only through typed messages; no actor shares mutable state with another.
 
+pub mod auth;
+pub mod journal;
+pub mod presence;
+pub mod ratelimit;
+pub mod ratelimiter;
 pub mod registry;
 pub mod session;
 pub mod transport;

@@ -36,6 +36,14 @@ impl fmt::Display for Sid {
     }
 }
 
+/// A process-unique id for a websocket transport, so a session can tell its own transport's
+/// packets from those of a refused or replaced one.
+pub fn next_transport_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// 20 random alphanumeric characters (about 119 bits), as used for sids and socket ids.
 pub fn random_id() -> String {
     use rand::Rng;
@@ -118,6 +126,10 @@ pub enum CloseReason {
     UpgradeTimeout,
     /// The node is shutting down.
     ServerShutdown,
+    /// The socket's token expired.
+    TokenExpired,
+    /// The application disconnected the user (server API).
+    ServerDisconnect,
 }
 
 impl CloseReason {
@@ -134,6 +146,8 @@ impl CloseReason {
             CloseReason::BadPollingRequest => "bad_polling_request",
             CloseReason::UpgradeTimeout => "upgrade_timeout",
             CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::ServerDisconnect => "server_disconnect",
         }
     }
 
@@ -145,7 +159,9 @@ impl CloseReason {
             | CloseReason::PingTimeout
             | CloseReason::ConnectTimeout
             | CloseReason::BadPollingRequest
-            | CloseReason::UpgradeTimeout => 1000,
+            | CloseReason::UpgradeTimeout
+            | CloseReason::TokenExpired
+            | CloseReason::ServerDisconnect => 1000,
             CloseReason::ServerShutdown => 1001,
             CloseReason::ProtocolViolation | CloseReason::TransportError => 1002,
             CloseReason::SlowClient => 1008,
@@ -178,6 +194,8 @@ pub enum WsOutbound {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AttachWebSocket {
+    /// The transport's id (see [`next_transport_id`]).
+    pub id: u64,
     /// Where the session writes frames (bounded with `try_send`; overflow means a slow client).
     pub out: Recipient<WsOutbound>,
     /// True when this websocket upgrades an existing polling session.
@@ -188,6 +206,8 @@ pub struct AttachWebSocket {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct WsInbound {
+    /// The transport's id.
+    pub id: u64,
     /// The packet.
     pub packet: engineio::Packet,
 }
@@ -196,6 +216,8 @@ pub struct WsInbound {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct WsClosed {
+    /// The transport's id.
+    pub id: u64,
     /// Whether it closed because of an error (protocol error) rather than a clean close.
     pub error: bool,
 }

@@ -182,7 +182,11 @@ impl ErrorCode {
     /// `{"code":N,"message":"…"}`
     pub fn to_json(self) -> String {
         // The messages are fixed ASCII without quotes or backslashes: no escaping needed.
-        format!(r#"{{"code":{},"message":"{}"}}"#, self.code(), self.message())
+        format!(
+            r#"{{"code":{},"message":"{}"}}"#,
+            self.code(),
+            self.message()
+        )
     }
 }
 
@@ -232,10 +236,22 @@ mod tests {
         assert_eq!(Packet::decode_text(""), Err(DecodeError::Empty));
         assert_eq!(Packet::decode_text("7"), Err(DecodeError::UnknownType('7')));
         assert_eq!(Packet::decode_text("b"), Err(DecodeError::UnknownType('b')));
-        assert_eq!(Packet::decode_text("é4"), Err(DecodeError::UnknownType('é')));
-        assert_eq!(Packet::decode_text("1x"), Err(DecodeError::UnexpectedData('x')));
-        assert_eq!(Packet::decode_text("5probe"), Err(DecodeError::UnexpectedData('p')));
-        assert_eq!(Packet::decode_text("6 "), Err(DecodeError::UnexpectedData(' ')));
+        assert_eq!(
+            Packet::decode_text("é4"),
+            Err(DecodeError::UnknownType('é'))
+        );
+        assert_eq!(
+            Packet::decode_text("1x"),
+            Err(DecodeError::UnexpectedData('x'))
+        );
+        assert_eq!(
+            Packet::decode_text("5probe"),
+            Err(DecodeError::UnexpectedData('p'))
+        );
+        assert_eq!(
+            Packet::decode_text("6 "),
+            Err(DecodeError::UnexpectedData(' '))
+        );
     }
 
     #[test]
@@ -255,7 +271,10 @@ mod tests {
         let Packet::Open(json) = packet else {
             panic!("expected an open packet")
         };
-        assert_eq!(serde_json::from_str::<Handshake>(&json).ok(), Some(handshake));
+        assert_eq!(
+            serde_json::from_str::<Handshake>(&json).ok(),
+            Some(handshake)
+        );
     }
 
     #[test]

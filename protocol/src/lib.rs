@@ -18,6 +18,7 @@
 //! ([`socketio::Packet::to_frames`]).
 
 pub mod engineio;
+pub mod events;
 pub mod socketio;
 
 pub use bytes::Bytes;

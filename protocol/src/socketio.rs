@@ -448,10 +448,7 @@ impl Packet {
 
     /// A CONNECT refusal: `4[nsp,]{"message":message}`.
     pub fn connect_error(nsp: &str, message: &str) -> Packet {
-        Packet::new(
-            nsp,
-            PacketData::ConnectError(json!({ "message": message })),
-        )
+        Packet::new(nsp, PacketData::ConnectError(json!({ "message": message })))
     }
 
     /// A CONNECT refusal with middleware data: `4[nsp,]{"message":message,"data":data}`.
@@ -540,7 +537,8 @@ fn parse_decimal(digits: &str) -> Option<u64> {
         return None;
     }
     digits.bytes().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d.wrapping_sub(b'0')))
+        n.checked_mul(10)?
+            .checked_add(u64::from(d.wrapping_sub(b'0')))
     })
 }
 
@@ -671,7 +669,10 @@ mod tests {
             r#"0{"token":"x"}"#,
             Packet::new("/", PacketData::Connect(Some(json!({"token": "x"})))),
         );
-        both_ways("0/custom,", Packet::new("/custom", PacketData::Connect(None)));
+        both_ways(
+            "0/custom,",
+            Packet::new("/custom", PacketData::Connect(None)),
+        );
         both_ways(
             r#"0/custom,{"a":1}"#,
             Packet::new("/custom", PacketData::Connect(Some(json!({"a": 1})))),
@@ -772,7 +773,10 @@ mod tests {
         let expected = Packet::new(
             "/",
             PacketData::Event {
-                data: vec![json!("message-back"), json!({"_placeholder": true, "num": 0})],
+                data: vec![
+                    json!("message-back"),
+                    json!({"_placeholder": true, "num": 0}),
+                ],
                 id: None,
                 attachments: vec![attachment.clone()],
             },
@@ -807,7 +811,8 @@ mod tests {
 
     #[test]
     fn binary_event_with_two_attachments_and_an_ack_id() {
-        let wire = r#"52-/a,9["up",{"f":[{"_placeholder":true,"num":1}]},{"_placeholder":true,"num":0}]"#;
+        let wire =
+            r#"52-/a,9["up",{"f":[{"_placeholder":true,"num":1}]},{"_placeholder":true,"num":0}]"#;
         let pending = partial(wire);
         assert_eq!(pending.expected(), 2);
         let pending = match pending.push(Bytes::from_static(b"first")) {
@@ -940,12 +945,17 @@ mod tests {
                 DecodeError::ReservedEventName(name.to_owned())
             );
             assert_eq!(
-                error(&format!("51-[\"{name}\",{{\"_placeholder\":true,\"num\":0}}]")),
+                error(&format!(
+                    "51-[\"{name}\",{{\"_placeholder\":true,\"num\":0}}]"
+                )),
                 DecodeError::ReservedEventName(name.to_owned())
             );
         }
         // Only the exact names are reserved.
-        assert_eq!(complete(r#"2["Connect"]"#).data.event_name(), Some("Connect"));
+        assert_eq!(
+            complete(r#"2["Connect"]"#).data.event_name(),
+            Some("Connect")
+        );
     }
 
     #[test]
@@ -975,9 +985,14 @@ mod tests {
             );
         }
         // Only `_placeholder: true` marks a placeholder, and plain events carry none.
-        assert_eq!(partial(r#"51-["a",{"_placeholder":1,"num":9}]"#).expected(), 1);
         assert_eq!(
-            complete(r#"2["a",{"_placeholder":true,"num":9}]"#).data.event_name(),
+            partial(r#"51-["a",{"_placeholder":1,"num":9}]"#).expected(),
+            1
+        );
+        assert_eq!(
+            complete(r#"2["a",{"_placeholder":true,"num":9}]"#)
+                .data
+                .event_name(),
             Some("a")
         );
     }
@@ -996,7 +1011,9 @@ mod tests {
         json("2-");
         let deep = format!("2[\"a\",{}{}]", "[".repeat(200), "]".repeat(200));
         match error(&deep) {
-            DecodeError::InvalidJson(message) => assert!(message.contains("recursion"), "{message}"),
+            DecodeError::InvalidJson(message) => {
+                assert!(message.contains("recursion"), "{message}")
+            }
             other => panic!("expected InvalidJson, got {other:?}"),
         }
     }

@@ -66,10 +66,7 @@ fn json_object() -> impl Strategy<Value = Value> {
 }
 
 fn namespace() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just("/".to_owned()),
-        "/[a-zA-Z0-9_/.é-]{0,24}",
-    ]
+    prop_oneof![Just("/".to_owned()), "/[a-zA-Z0-9_/.é-]{0,24}",]
 }
 
 fn event_name() -> impl Strategy<Value = Value> {
@@ -140,16 +137,13 @@ fn sio_packet() -> impl Strategy<Value = socketio::Packet> {
 /// Text built from the pieces of the Socket.IO wire form, to reach deep decoder paths.
 fn sio_like_text() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
-        "[0-7]",
-        "[0-9]{1,3}-",
-        "/[a-z]{0,4},?",
-        "[0-9]{0,25}",
         Just("[".to_owned()),
         Just("]".to_owned()),
         Just("{".to_owned()),
         Just("}".to_owned()),
         Just(",".to_owned()),
         Just(":".to_owned()),
+        Just(r#"{"_placeholder":true,"num":"#.to_owned()),
         Just(r#""_placeholder":true"#.to_owned()),
         Just(r#""num":"#.to_owned()),
         Just(r#""connect""#.to_owned()),
@@ -158,17 +152,60 @@ fn sio_like_text() -> impl Strategy<Value = String> {
         Just("-1".to_owned()),
         "[0-9]{1,4}",
         "\"[a-z]{0,3}\"",
+        "[0-9a-z/,-]",
     ];
-    ("[0-6]", proptest::collection::vec(piece, 0..16))
-        .prop_map(|(head, pieces)| head + &pieces.concat())
+    // Attachment counts mostly where they belong, sometimes where they do not.
+    let count = prop_oneof![4 => "[1-3]-", 1 => "[0-9]{1,25}-"];
+    let head = prop_oneof![
+        (
+            prop::sample::select(vec!['5', '6']),
+            proptest::option::weighted(0.9, count.clone())
+        ),
+        (
+            prop::sample::select(vec!['0', '1', '2', '3', '4', '7']),
+            proptest::option::weighted(0.1, count)
+        ),
+    ];
+    (
+        head,
+        proptest::option::of("/[a-z]{0,4},?"),
+        "[0-9]{0,3}",
+        prop_oneof![
+            // Fragments: mostly invalid JSON.
+            (
+                proptest::option::of(Just("[")),
+                proptest::collection::vec(piece, 0..12),
+                proptest::option::of(Just("]")),
+            )
+                .prop_map(|(open, body, close)| {
+                    format!(
+                        "{}{}{}",
+                        open.unwrap_or(""),
+                        body.concat(),
+                        close.unwrap_or("")
+                    )
+                }),
+            // Valid JSON of the right and wrong shapes, placeholders included.
+            args_with_attachments().prop_map(|(args, _)| Value::Array(args).to_string()),
+            json_value().prop_map(|value| value.to_string()),
+        ],
+    )
+        .prop_map(|((kind, count), nsp, id, body)| {
+            let mut text = String::from(kind);
+            text.push_str(count.as_deref().unwrap_or(""));
+            text.push_str(nsp.as_deref().unwrap_or(""));
+            text.push_str(&id);
+            text.push_str(&body);
+            text
+        })
 }
 
 /// Bodies built from the pieces of the polling wire form.
 fn payload_like_body() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
-        Just(vec![0x1e]),
-        "[0-7b][a-zA-Z0-9+/=]{0,8}".prop_map(String::into_bytes),
-        proptest::collection::vec(any::<u8>(), 0..4),
+        3 => Just(vec![0x1e]),
+        6 => "[0-7b][a-zA-Z0-9+/=]{0,8}".prop_map(String::into_bytes),
+        1 => proptest::collection::vec(any::<u8>(), 0..4),
     ];
     proptest::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
 }

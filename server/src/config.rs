@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchboard_actors::SessionConfig;
+use switchboard_actors::session::ProductLimits;
 
 /// Switchboard: a Socket.IO-compatible realtime node.
 ///
@@ -62,6 +63,60 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_WORKERS")]
     pub workers: Option<usize>,
 
+    /// HS256 secret for client tokens [default: random, and a demo token is printed].
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key for client tokens: RS256 for an RSA key, ES256 for an EC P-256 key
+    /// (replaces the HS256 secret).
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock leeway for `exp` and `nbf`, in seconds.
+    #[arg(long, env = "SWITCHBOARD_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// Bearer key for the server API `/api/v1/*` [default: unset, the API is off].
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Largest application event, in bytes (over it: an `error` event or error ack).
+    #[arg(long, env = "SWITCHBOARD_MAX_EVENT_BYTES", default_value_t = 65_536)]
+    pub max_event_bytes: usize,
+
+    /// Events one socket may send per `--socket-event-window-ms`.
+    #[arg(long, env = "SWITCHBOARD_SOCKET_EVENT_LIMIT", default_value_t = 100)]
+    pub socket_event_limit: u32,
+
+    /// The per-socket event window, in ms.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SOCKET_EVENT_WINDOW_MS",
+        default_value_t = 10_000
+    )]
+    pub socket_event_window_ms: u64,
+
+    /// `message:send` events one user may send per `--user-message-window-ms`, across all of
+    /// the user's sockets.
+    #[arg(long, env = "SWITCHBOARD_USER_MESSAGE_LIMIT", default_value_t = 30)]
+    pub user_message_limit: u32,
+
+    /// The per-user message window, in ms.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_USER_MESSAGE_WINDOW_MS",
+        default_value_t = 60_000
+    )]
+    pub user_message_window_ms: u64,
+
     /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stdout.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
@@ -97,6 +152,15 @@ impl Config {
             max_payload: self.max_payload,
             max_buffered_frames: self.max_buffered_frames,
             limits: Default::default(),
+        }
+    }
+
+    /// Product-mode limits.
+    pub fn product_limits(&self) -> ProductLimits {
+        ProductLimits {
+            max_event_bytes: self.max_event_bytes,
+            socket_events: self.socket_event_limit.max(1),
+            socket_window: Duration::from_millis(self.socket_event_window_ms.max(1)),
         }
     }
 

@@ -4,9 +4,11 @@
 //! - [`config`]: the one typed [`Config`], from flags and `SWITCHBOARD_*` variables.
 //! - [`transport`]: the Engine.IO endpoint (polling handlers and the websocket transport actor).
 //! - [`health`]: `/health`, `/health/live`, `/health/ready`.
+//! - [`api`]: the server API for application backends (`/api/v1/*`).
 //!
 //! [`run`] serves a node on a listener the caller bound, so tests start nodes the way users do.
 
+pub mod api;
 pub mod config;
 pub mod health;
 pub mod transport;
@@ -14,11 +16,16 @@ pub mod transport;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::{App, HttpRequest, HttpServer, web};
 use switchboard_actors::SessionRegistry;
-use switchboard_actors::session::{SessionConfig, SessionKind, SocketIoMode};
+use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
+use switchboard_actors::journal::Journal;
+use switchboard_actors::presence::Presence;
+use switchboard_actors::ratelimiter::RateLimiter;
+use switchboard_actors::session::{Product, SessionConfig, SessionKind};
 use tracing::info;
 use tracing_actix_web::TracingLogger;
 
@@ -35,8 +42,60 @@ pub struct AppState {
     pub session: Arc<SessionConfig>,
     /// Browser origin policy.
     pub cors: Cors,
-    /// What `/socket.io/` serves.
-    pub mode: SocketIoMode,
+    /// What `/socket.io/` serves: conformance, or the product.
+    pub kind: SessionKind,
+    /// The product context (absent in conformance mode).
+    pub product: Option<Arc<Product>>,
+    /// Bearer key of the server API; `None` turns the API off.
+    pub api_key: Option<String>,
+}
+
+/// A configuration the node cannot start with.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The JWT key file could not be read.
+    #[error("cannot read the JWT public key file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The JWT settings are unusable.
+    #[error("invalid JWT settings: {0}")]
+    Auth(#[from] auth::AuthSetupError),
+    /// The listener failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Who the demo token is for.
+const DEMO_USER: &str = "demo";
+
+/// Build the token verifier; with no key configured, use a random secret and log a demo token.
+fn authenticator(config: &Config) -> Result<Authenticator, StartError> {
+    let key = match (&config.jwt_public_key_file, &config.jwt_secret) {
+        (Some(path), _) => {
+            KeySource::PublicKeyPem(std::fs::read(path).map_err(|source| StartError::KeyFile {
+                path: path.display().to_string(),
+                source,
+            })?)
+        }
+        (None, Some(secret)) => KeySource::Secret(secret.as_bytes().to_vec()),
+        (None, None) => {
+            let secret = auth::random_secret();
+            let token = auth::mint_hs256(&secret, DEMO_USER, 24 * 3600, &["lobby".to_string()]);
+            // Printed on purpose: the embedded default must be usable without configuration.
+            info!(userId = DEMO_USER, token = %token, "demo token");
+            KeySource::Secret(secret)
+        }
+    };
+    Ok(Authenticator::new(AuthConfig {
+        key,
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        leeway_secs: config.jwt_leeway_secs,
+    })?)
 }
 
 /// Serve a node on `listener` until `shutdown` resolves (or the process is signalled).
@@ -46,19 +105,43 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + 'static,
-) -> std::io::Result<()> {
+) -> Result<(), StartError> {
     let node_id = config.node_id();
     let conformance = config.conformance;
+    let registry = SessionRegistry::start_default();
+    let product = if conformance {
+        None
+    } else {
+        let auth = Arc::new(authenticator(&config)?);
+        info!(algorithm = auth.algorithm(), "client tokens verified");
+        let presence = Presence::new(registry.clone().recipient()).start();
+        let rate_limiter = RateLimiter::new(
+            config.user_message_limit.max(1),
+            Duration::from_millis(config.user_message_window_ms.max(1)),
+        )
+        .start();
+        Some(Arc::new(Product {
+            node_id: node_id.clone(),
+            auth,
+            registry: registry.clone(),
+            presence,
+            rate_limiter,
+            journal: Journal::default().start(),
+            limits: config.product_limits(),
+        }))
+    };
+    let kind = match &product {
+        Some(product) => SessionKind::Product(product.clone()),
+        None => SessionKind::Conformance,
+    };
     let state = web::Data::new(AppState {
         node_id: node_id.clone(),
-        registry: SessionRegistry::start_default(),
+        registry,
         session: Arc::new(config.session()),
         cors: Cors::new(config.allowed_origins()),
-        mode: if conformance {
-            SocketIoMode::Conformance
-        } else {
-            SocketIoMode::Product
-        },
+        kind,
+        product,
+        api_key: config.api_key.clone().filter(|k| !k.is_empty()),
     });
 
     let mut server = HttpServer::new(move || {
@@ -66,6 +149,7 @@ pub async fn run(
             .wrap(TracingLogger::default())
             .app_data(state.clone())
             .configure(health::routes)
+            .configure(api::routes)
             .service(web::resource(["/socket.io", "/socket.io/"]).to(socket_io));
         if conformance {
             app.service(web::resource(["/engine.io", "/engine.io/"]).to(engine_io))
@@ -86,7 +170,7 @@ pub async fn run(
         handle.stop(true).await;
     });
     info!(node = %node_id, conformance, "node started");
-    server.await
+    Ok(server.await?)
 }
 
 async fn socket_io(
@@ -94,7 +178,7 @@ async fn socket_io(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> actix_web::HttpResponse {
-    let kind = SessionKind::SocketIo(state.mode);
+    let kind = state.kind.clone();
     engineio::handle(req, payload, state, kind).await
 }
 

@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
     match switchboard::run(config, listener, std::future::pending()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!(%err, "node failed");
+            error!(err = %err, "node failed");
             ExitCode::FAILURE
         }
     }

@@ -48,7 +48,9 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 
 /// Await `fut` for at most `limit`, panicking with `what` when it takes longer.
 pub async fn within_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(limit, fut).await {
+    // Boxed: nested test futures are large in debug builds and would overflow the test thread's
+    // stack if every layer lived inline.
+    match tokio::time::timeout(limit, Box::pin(fut)).await {
         Ok(out) => out,
         Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
     }
@@ -409,14 +411,8 @@ async fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
 /// Read more bytes into `buf`; 0 at EOF (a reset counts as EOF: Node-style servers destroy the
 /// socket right after an error response).
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
-    let mut chunk = [0u8; 16 * 1024];
-    match stream.read(&mut chunk).await {
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            n
-        }
-        Err(_) => 0,
-    }
+    buf.reserve(16 * 1024);
+    stream.read_buf(buf).await.unwrap_or(0)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -786,8 +782,7 @@ impl Canary {
             self.outgoing.send(send).is_ok(),
             "canary connection is gone (before {tag})"
         );
-        let got = within_for(
-            TIMEOUT,
+        let got = within(
             &format!("the canary's message-back ({tag})"),
             self.incoming.recv(),
         )
@@ -795,7 +790,7 @@ impl Canary {
         assert_eq!(
             got,
             Some(WsEvent::Text(expect)),
-            "canary round trip after {tag}"
+            "canary round trip ({tag})"
         );
     }
 }

@@ -4,12 +4,17 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::json;
 use switchboard_tests::{
     CONFORMANCE, Node, POLLING_HANDSHAKE, Polling, RS, TEXT_PLAIN, Ws, WsEvent, connect_reply_sid,
     health_sessions, http_get, http_get_with_headers, http_post, polling_handshake, raw_request,
     wait_for_sessions, within, ws_connect,
 };
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
 
 // ----- handshakes -------------------------------------------------------------------------------
 
@@ -23,6 +28,7 @@ async fn polling_handshake_sends_open_packet_with_conformance_settings() {
         Some("text/plain; charset=UTF-8"),
         "content-type of the polling handshake"
     );
+    assert_eq!(res.header("cache-control"), Some("no-store"), "{res:?}");
     let text = res.text();
     assert!(text.starts_with('0'), "handshake body {text:?}");
     let hs: serde_json::Value = serde_json::from_str(&text[1..]).expect("handshake JSON");
@@ -295,6 +301,37 @@ async fn post_close_while_get_pending_answers_noop() {
 }
 
 #[tokio::test]
+async fn overlapping_post_is_refused_and_closes_session() {
+    let node = Node::start(CONFORMANCE).await;
+    let s = Polling::open(node.addr()).await;
+    // A POST whose body never completes keeps the first POST in flight.
+    let mut first = TcpStream::connect(node.addr()).await.expect("connect");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {TEXT_PLAIN}\r\n\
+         Content-Length: 100\r\n\r\n42[",
+        s.path(),
+        node.addr()
+    );
+    first.write_all(head.as_bytes()).await.expect("write");
+    // Not an assertion: let the first POST reach the server.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = s.post(r#"42["message",1]"#).await;
+    assert_eq!(second.status, 400, "overlapping POST: {second:?}");
+    s.get().await.assert_eio_error(400, 1, "Session ID unknown");
+    drop(first);
+    wait_for_sessions(node.addr(), 0).await;
+}
+
+#[tokio::test]
+async fn polling_post_as_octet_stream_is_refused_and_closes_session() {
+    let node = Node::start(CONFORMANCE).await;
+    let s = Polling::open(node.addr()).await;
+    let res = http_post(node.addr(), &s.path(), "application/octet-stream", b"40").await;
+    assert_eq!(res.status, 400, "{res:?}");
+    s.get().await.assert_eio_error(400, 1, "Session ID unknown");
+}
+
+#[tokio::test]
 async fn polling_client_ping_gets_pong() {
     let node = Node::start(CONFORMANCE).await;
     let s = Polling::open(node.addr()).await;
@@ -366,6 +403,41 @@ async fn polling_upgrades_to_websocket() {
     let res = s.get().await;
     assert_eq!(res.status, 400, "polling GET after upgrade: {res:?}");
     res.assert_eio_error(400, 3, "Bad request");
+    assert_eq!(health_sessions(node.addr()).await, 1);
+}
+
+#[tokio::test]
+async fn second_websocket_for_upgraded_sid_is_refused_and_first_survives() {
+    let node = Node::start(&["--conformance", "--ping-interval-ms", "10000"]).await;
+    let s = Polling::open(node.addr()).await;
+    s.post_ok("40").await;
+    s.recv(2).await;
+    let path = format!("/socket.io/?EIO=4&transport=websocket&sid={}", s.sid);
+    let mut ws = Ws::connect(node.addr(), &path).await;
+    ws.send_text("2probe").await;
+    assert_eq!(ws.recv_text().await, "3probe");
+    ws.send_text("5").await;
+    ws.send_text(r#"42["message","upgraded"]"#).await;
+    assert_eq!(
+        ws.recv_text_answering_pings().await,
+        r#"42["message-back","upgraded"]"#
+    );
+
+    // Refused either at the handshake or by an immediate close.
+    let url = format!("ws://{}{path}", node.addr());
+    if let Ok((mut second, _)) = within("second websocket", connect_async(&url)).await {
+        let event = within("the second websocket's fate", second.next()).await;
+        assert!(
+            matches!(event, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
+            "second websocket for an upgraded sid got {event:?}"
+        );
+    }
+    // The session's own websocket is unaffected.
+    ws.send_text(r#"42["message","still"]"#).await;
+    assert_eq!(
+        ws.recv_text_answering_pings().await,
+        r#"42["message-back","still"]"#
+    );
     assert_eq!(health_sessions(node.addr()).await, 1);
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard_tests::{
-    CONFORMANCE, Node, Polling, WsEvent, connect_reply_sid, health_sessions, wait_for_sessions,
+    CONFORMANCE, Node, Polling, RS, WsEvent, connect_reply_sid, health_sessions, wait_for_sessions,
     ws_connect,
 };
 
@@ -153,6 +153,25 @@ async fn binary_message_is_echoed_with_attachment() {
 }
 
 #[tokio::test]
+async fn polling_binary_message_round_trip() {
+    let node = Node::start(CONFORMANCE).await;
+    let s = Polling::open(node.addr()).await;
+    s.post_ok("40").await;
+    s.recv(2).await;
+    s.post_ok(&format!(
+        r#"451-["message",{{"_placeholder":true,"num":0}}]{RS}bAQID"#
+    ))
+    .await;
+    assert_eq!(
+        s.recv(2).await,
+        [
+            r#"451-["message-back",{"_placeholder":true,"num":0}]"#,
+            "bAQID"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn client_disconnect_leaves_namespace_and_keeps_connection() {
     let node = Node::start(CONFORMANCE).await;
     let (mut ws, _) = ws_connect(node.addr()).await;
@@ -170,15 +189,23 @@ async fn default_mode_uses_production_settings() {
     assert_eq!(hs["pingInterval"], json!(25000));
     assert_eq!(hs["pingTimeout"], json!(20000));
     assert_eq!(hs["maxPayload"], json!(1_000_000));
+    // The product authenticates every CONNECT; without a token it is refused, and the
+    // connection stays usable for a retry.
     ws.send_text("40").await;
-    connect_reply_sid(&ws.recv_text().await, "");
+    assert_eq!(
+        ws.recv_text().await,
+        r#"44{"message":"auth_failed","data":{"reason":"missing_token"}}"#
+    );
+    ws.send_text(r#"40{"token":"not.a.jwt"}"#).await;
+    assert_eq!(
+        ws.recv_text().await,
+        r#"44{"message":"auth_failed","data":{"reason":"malformed"}}"#
+    );
+    // Only `/` exists outside conformance mode.
     ws.send_text("40/custom,").await;
-    // Only `/` exists outside conformance mode; skip anything the server emits on `/`.
-    loop {
-        let t = ws.recv_text().await;
-        if t.starts_with("44") || !t.starts_with("42[") {
-            assert_eq!(t, r#"44/custom,{"message":"Invalid namespace"}"#);
-            break;
-        }
-    }
+    assert_eq!(
+        ws.recv_text().await,
+        r#"44/custom,{"message":"Invalid namespace"}"#
+    );
+    node.assert_no_panic();
 }

@@ -6,6 +6,7 @@
 //! [`PollGet`]/[`PollPostStart`]/[`PollPostBody`], a websocket transport actor attaches with
 //! [`AttachWebSocket`] and forwards [`WsInbound`] packets.
 
+mod product;
 pub mod socketio;
 
 use std::collections::VecDeque;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use switchboard_protocol::engineio::{self, Handshake, Packet as EioPacket};
-use switchboard_protocol::socketio::Limits;
+use switchboard_protocol::socketio::{self as socketio_packet, Limits};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
@@ -24,12 +25,19 @@ use crate::transport::{
     AttachWebSocket, CloseReason, Outgoing, PollError, PollGet, PollPostBody, PollPostStart, Sid,
     WsClosed, WsInbound, WsOutbound,
 };
+use product::UserState;
+pub use product::{
+    ErrorCode, HandshakeInfo, Product, ProductLimits, Push, ServerDisconnect, SetRooms,
+};
 pub use socketio::SocketIoMode;
-use socketio::{SocketIo, Violation};
+use socketio::{Output, SocketIo, Violation};
 
 /// Most records one polling POST may hold (bounds work per request, not memory: the body is
 /// already capped by maxPayload).
 const MAX_POST_RECORDS: usize = 10_000;
+
+/// Longest a closed polling session waits for the GET that collects its final packets.
+const MAX_LINGER: Duration = Duration::from_secs(5);
 
 /// Per-session settings, shared by every session of a node.
 #[derive(Debug, Clone)]
@@ -66,12 +74,14 @@ impl Default for SessionConfig {
 }
 
 /// What the session speaks above Engine.IO.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum SessionKind {
     /// Bare Engine.IO that echoes every message (the Engine.IO conformance endpoint).
     EngineEcho,
-    /// Socket.IO in the given mode.
-    SocketIo(SocketIoMode),
+    /// Socket.IO as the protocol test suites' reference server.
+    Conformance,
+    /// The product: authenticated Socket.IO with Switchboard's events.
+    Product(Arc<Product>),
 }
 
 /// How the client first reached the session.
@@ -95,6 +105,14 @@ pub struct SessionInit {
     pub kind: SessionKind,
     /// The transport of the handshake.
     pub transport: InitialTransport,
+    /// What the handshake request said about the client.
+    pub handshake: HandshakeInfo,
+}
+
+/// A websocket transport attached to the session, told apart from others by its id.
+struct WsLink {
+    id: u64,
+    out: Recipient<WsOutbound>,
 }
 
 enum Transport {
@@ -106,7 +124,7 @@ enum Transport {
     },
     /// A websocket session whose transport has not attached yet.
     WsPending,
-    WebSocket(Recipient<WsOutbound>),
+    WebSocket(WsLink),
 }
 
 enum Upper {
@@ -122,7 +140,15 @@ pub struct Session {
     upper: Upper,
     transport: Transport,
     /// A websocket probing an upgrade from polling.
-    probe: Option<Recipient<WsOutbound>>,
+    probe: Option<WsLink>,
+    /// Product mode: the application context.
+    product: Option<Arc<Product>>,
+    /// Product mode: the handshake request's client details.
+    handshake: HandshakeInfo,
+    /// Product mode: the authenticated user, once CONNECT succeeded.
+    user: Option<UserState>,
+    /// Volatile frames dropped for a congested client.
+    dropped_volatile: u64,
     /// Frames waiting for a polling GET (or for the websocket to attach).
     buffer: VecDeque<Outgoing>,
     ping_timer: Option<SpawnHandle>,
@@ -144,9 +170,17 @@ impl Session {
     }
 
     fn new(init: SessionInit) -> Self {
-        let upper = match init.kind {
-            SessionKind::EngineEcho => Upper::Echo,
-            SessionKind::SocketIo(mode) => Upper::SocketIo(SocketIo::new(mode, init.config.limits)),
+        let limits = init.config.limits;
+        let (upper, app) = match init.kind {
+            SessionKind::EngineEcho => (Upper::Echo, None),
+            SessionKind::Conformance => (
+                Upper::SocketIo(SocketIo::new(SocketIoMode::Conformance, limits)),
+                None,
+            ),
+            SessionKind::Product(app) => (
+                Upper::SocketIo(SocketIo::new(SocketIoMode::Product, limits)),
+                Some(app),
+            ),
         };
         let transport = match init.transport {
             InitialTransport::Polling => Transport::Polling {
@@ -162,6 +196,10 @@ impl Session {
             upper,
             transport,
             probe: None,
+            product: app,
+            handshake: init.handshake,
+            user: None,
+            dropped_volatile: 0,
             buffer: VecDeque::new(),
             ping_timer: None,
             pong_timer: None,
@@ -188,23 +226,46 @@ impl Session {
 
     /// Queue one frame for the client on whatever transport is current.
     fn send(&mut self, frame: Outgoing, ctx: &mut Context<Self>) {
+        self.send_frame(frame, false, ctx);
+    }
+
+    /// Queue one frame; a volatile one is dropped instead of closing a congested client.
+    fn send_frame(&mut self, frame: Outgoing, volatile: bool, ctx: &mut Context<Self>) {
         if self.closing.is_some() {
             return;
         }
-        match &mut self.transport {
-            Transport::WebSocket(out) => match out.try_send(WsOutbound::Frame(frame)) {
-                Ok(()) => {}
-                Err(SendError::Full(_)) => self.close(CloseReason::SlowClient, ctx),
-                Err(SendError::Closed(_)) => self.close(CloseReason::TransportClose, ctx),
+        let congested = match &mut self.transport {
+            Transport::WebSocket(link) => match link.out.try_send(WsOutbound::Frame(frame)) {
+                Ok(()) => false,
+                Err(SendError::Full(_)) => true,
+                Err(SendError::Closed(_)) => {
+                    self.close(CloseReason::TransportClose, ctx);
+                    return;
+                }
             },
             Transport::Polling { .. } | Transport::WsPending => {
                 if self.buffer.len() >= self.config.max_buffered_frames {
-                    self.close(CloseReason::SlowClient, ctx);
-                    return;
+                    true
+                } else {
+                    self.buffer.push_back(frame);
+                    self.flush_polling();
+                    false
                 }
-                self.buffer.push_back(frame);
-                self.flush_polling();
             }
+        };
+        if congested {
+            if volatile {
+                self.dropped_volatile += 1;
+            } else {
+                self.close(CloseReason::SlowClient, ctx);
+            }
+        }
+    }
+
+    /// Send a Socket.IO packet (one text frame plus any attachments).
+    fn send_sio(&mut self, packet: &socketio_packet::Packet, ctx: &mut Context<Self>) {
+        for frame in packet.to_frames() {
+            self.send(Outgoing::from(frame), ctx);
         }
     }
 
@@ -243,28 +304,40 @@ impl Session {
         self.closing = Some(reason);
         info!(sid = %self.sid, reason = reason.as_str(), "session closed");
         match &self.transport {
-            Transport::WebSocket(out) => out.do_send(WsOutbound::Close {
+            Transport::WebSocket(link) => link.out.do_send(WsOutbound::Close {
                 code: reason.ws_code(),
                 reason: reason.as_str(),
             }),
             Transport::Polling { .. } => {
-                // Node answers a GET pending at a client close with a noop, otherwise with close.
-                let packet = if reason == CloseReason::ClientClose {
-                    EioPacket::Noop
+                if reason == CloseReason::ClientClose {
+                    // Node answers a GET pending at a client close with a noop.
+                    self.answer_get_with(EioPacket::Noop);
+                } else if reason == CloseReason::BadPollingRequest || self.buffer.is_empty() {
+                    self.answer_get_with(EioPacket::Close);
                 } else {
-                    EioPacket::Close
-                };
-                self.answer_get_with(packet);
+                    // Final packets (an error, a `41`) are queued: deliver them first and the
+                    // close packet in a later response, because socket.io-client handles
+                    // Socket.IO packets a tick after the Engine.IO close of the same payload.
+                    self.flush_polling();
+                    self.close_probe(reason);
+                    let linger = self.config.ping_timeout.min(MAX_LINGER);
+                    ctx.run_later(linger, |_, ctx| ctx.stop());
+                    return;
+                }
             }
             Transport::WsPending => {}
         }
+        self.close_probe(reason);
+        ctx.stop();
+    }
+
+    fn close_probe(&mut self, reason: CloseReason) {
         if let Some(probe) = self.probe.take() {
-            probe.do_send(WsOutbound::Close {
+            probe.out.do_send(WsOutbound::Close {
                 code: reason.ws_code(),
                 reason: reason.as_str(),
             });
         }
-        ctx.stop();
     }
 
     fn schedule_ping(&mut self, ctx: &mut Context<Self>) {
@@ -316,29 +389,37 @@ impl Session {
                 self.send_packet(&packet, ctx);
             }
             Upper::SocketIo(sio) => {
-                let was_connected = sio.connected();
-                let mut replies = Vec::new();
+                let mut outputs = Vec::new();
                 let result = match message {
-                    Message::Text(text) => sio.on_text(&text, &mut replies),
-                    Message::Binary(data) => sio.on_binary(data, &mut replies),
+                    Message::Text(text) => sio.on_text(&text, &mut outputs),
+                    Message::Binary(data) => sio.on_binary(data, &mut outputs),
                 };
-                let now_connected = sio.connected();
-                for packet in &replies {
-                    for frame in packet.to_frames() {
-                        self.send(Outgoing::from(frame), ctx);
+                for output in outputs {
+                    match output {
+                        Output::Reply(packet) => self.send_sio(&packet, ctx),
+                        Output::Connect { nsp, auth } => self.product_connect(&nsp, auth, ctx),
+                        Output::Event { data, id, size, .. } => {
+                            self.product_event(data, id, size, ctx)
+                        }
+                        Output::Disconnected { .. } => self.close(CloseReason::ClientClose, ctx),
                     }
                 }
                 if let Err(violation) = result {
                     self.violation(&violation, ctx);
                     return;
                 }
-                if !was_connected
-                    && now_connected
-                    && let Some(handle) = self.connect_timer.take()
-                {
-                    ctx.cancel_future(handle);
-                }
+                self.stop_connect_timer(ctx);
             }
+        }
+    }
+
+    /// Once a namespace is joined the connect timeout no longer applies.
+    fn stop_connect_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Upper::SocketIo(sio) = &self.upper
+            && sio.connected()
+            && let Some(handle) = self.connect_timer.take()
+        {
+            ctx.cancel_future(handle);
         }
     }
 
@@ -353,7 +434,7 @@ impl Session {
             EioPacket::Ping(data) if data == "probe" => {
                 if let Some(probe) = &self.probe {
                     let pong = Outgoing::packet(&EioPacket::Pong(data));
-                    if probe.try_send(WsOutbound::Frame(pong)).is_err() {
+                    if probe.out.try_send(WsOutbound::Frame(pong)).is_err() {
                         self.abort_upgrade(ctx);
                         return;
                     }
@@ -383,11 +464,19 @@ impl Session {
             ctx.cancel_future(handle);
         }
         if let Some(probe) = self.probe.take() {
-            probe.do_send(WsOutbound::Close {
+            probe.out.do_send(WsOutbound::Close {
                 code: 1002,
                 reason: "upgrade aborted",
             });
         }
+    }
+
+    fn is_active_ws(&self, id: u64) -> bool {
+        matches!(&self.transport, Transport::WebSocket(link) if link.id == id)
+    }
+
+    fn is_probe(&self, id: u64) -> bool {
+        self.probe.as_ref().is_some_and(|p| p.id == id)
     }
 }
 
@@ -413,6 +502,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.product_stopped();
         if self.closing.is_none() {
             // Stopped without a close (the system is going down): tell a waiting GET.
             self.answer_get_with(EioPacket::Close);
@@ -434,23 +524,27 @@ impl Handler<AttachWebSocket> for Session {
             refuse(&msg.out, "session closed");
             return;
         }
+        let link = WsLink {
+            id: msg.id,
+            out: msg.out,
+        };
         match (&self.transport, msg.upgrade) {
             (Transport::WsPending, false) => {
-                self.transport = Transport::WebSocket(msg.out);
+                self.transport = Transport::WebSocket(link);
                 let buffered: Vec<_> = self.buffer.drain(..).collect();
                 for frame in buffered {
                     self.send(frame, ctx);
                 }
             }
             (Transport::Polling { .. }, true) if self.probe.is_none() => {
-                self.probe = Some(msg.out);
+                self.probe = Some(link);
                 let timeout = self.config.upgrade_timeout;
                 self.upgrade_timer = Some(ctx.run_later(timeout, |act, ctx| {
                     act.upgrade_timer = None;
                     act.abort_upgrade(ctx);
                 }));
             }
-            _ => refuse(&msg.out, "upgrade refused"),
+            _ => refuse(&link.out, "upgrade refused"),
         }
     }
 }
@@ -459,9 +553,10 @@ impl Handler<WsInbound> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: WsInbound, ctx: &mut Context<Self>) {
-        if self.probe.is_some() && matches!(self.transport, Transport::Polling { .. }) {
+        // Packets from a refused or replaced websocket are ignored.
+        if self.is_probe(msg.id) {
             self.on_probe_packet(msg.packet, ctx);
-        } else if matches!(self.transport, Transport::WebSocket(_)) {
+        } else if self.is_active_ws(msg.id) {
             self.on_packet(msg.packet, ctx);
         }
     }
@@ -471,15 +566,15 @@ impl Handler<WsClosed> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: WsClosed, ctx: &mut Context<Self>) {
-        if self.probe.is_some() && matches!(self.transport, Transport::Polling { .. }) {
+        if self.is_probe(msg.id) {
             // The probe went away: the upgrade failed, polling goes on.
             self.abort_upgrade(ctx);
             return;
         }
-        if matches!(
-            self.transport,
-            Transport::WebSocket(_) | Transport::WsPending
-        ) {
+        // A refused extra websocket closing says nothing about this session's own transport.
+        let own = self.is_active_ws(msg.id)
+            || (matches!(self.transport, Transport::WsPending) && self.probe.is_none());
+        if own {
             let reason = if msg.error {
                 CloseReason::TransportError
             } else {
@@ -497,6 +592,17 @@ impl Handler<PollGet> for Session {
         let Transport::Polling { get, .. } = &mut self.transport else {
             return Err(PollError::WrongTransport);
         };
+        if self.closing.is_some() {
+            // A lingering closed session: hand over its final packets, then the close packet.
+            *get = Some(msg.reply);
+            if self.buffer.is_empty() {
+                self.answer_get_with(EioPacket::Close);
+                ctx.stop();
+            } else {
+                self.flush_polling();
+            }
+            return Ok(());
+        }
         if get.is_some() {
             self.close(CloseReason::BadPollingRequest, ctx);
             return Err(PollError::Overlap);

@@ -55,6 +55,39 @@ pub enum Violation {
     ServerOnly,
 }
 
+/// What the session must do after a packet.
+#[derive(Debug)]
+pub enum Output {
+    /// Send this packet to the client.
+    Reply(Packet),
+    /// Product mode: a CONNECT to an allowed namespace; the session authenticates it and then
+    /// calls [`SocketIo::join`] or refuses it.
+    Connect {
+        /// The namespace.
+        nsp: String,
+        /// The CONNECT payload (the `auth` object).
+        auth: Option<Value>,
+    },
+    /// Product mode: an event for the application.
+    Event {
+        /// The namespace.
+        nsp: String,
+        /// `[name, args…]`.
+        data: Vec<Value>,
+        /// Ack id, when the client wants an answer.
+        id: Option<u64>,
+        /// Binary attachments.
+        attachments: Vec<Bytes>,
+        /// Encoded size of the event (text plus attachments), for the event size limit.
+        size: usize,
+    },
+    /// Product mode: the client left a namespace.
+    Disconnected {
+        /// The namespace.
+        nsp: String,
+    },
+}
+
 /// Socket.IO state of one Engine.IO session.
 #[derive(Debug)]
 pub struct SocketIo {
@@ -64,6 +97,8 @@ pub struct SocketIo {
     namespaces: HashMap<String, String>,
     /// A binary packet still waiting for attachments.
     partial: Option<PartialPacket>,
+    /// Size of the text part of the pending binary packet.
+    partial_size: usize,
 }
 
 impl SocketIo {
@@ -74,7 +109,19 @@ impl SocketIo {
             limits,
             namespaces: HashMap::new(),
             partial: None,
+            partial_size: 0,
         }
+    }
+
+    /// Join `nsp` as socket `socket_id` (product mode, after the session accepted the CONNECT).
+    pub fn join(&mut self, nsp: &str, socket_id: &str) {
+        self.namespaces
+            .insert(nsp.to_string(), socket_id.to_string());
+    }
+
+    /// The socket id of a joined namespace.
+    pub fn socket_id(&self, nsp: &str) -> Option<&str> {
+        self.namespaces.get(nsp).map(String::as_str)
     }
 
     /// Whether the client has joined any namespace (the connect timeout stops once it has).
@@ -83,32 +130,42 @@ impl SocketIo {
     }
 
     /// Handle an Engine.IO text message; replies are pushed onto `out`.
-    pub fn on_text(&mut self, text: &str, out: &mut Vec<Packet>) -> Result<(), Violation> {
+    pub fn on_text(&mut self, text: &str, out: &mut Vec<Output>) -> Result<(), Violation> {
         if self.partial.is_some() {
             return Err(Violation::TextDuringAttachments);
         }
         match Packet::decode(text, &self.limits)? {
-            Decoded::Complete(packet) => self.on_packet(packet, out),
+            Decoded::Complete(packet) => self.on_packet(packet, text.len(), out),
             Decoded::Partial(partial) => {
                 self.partial = Some(partial);
+                self.partial_size = text.len();
                 Ok(())
             }
         }
     }
 
     /// Handle an Engine.IO binary message (an attachment).
-    pub fn on_binary(&mut self, data: Bytes, out: &mut Vec<Packet>) -> Result<(), Violation> {
+    pub fn on_binary(&mut self, data: Bytes, out: &mut Vec<Output>) -> Result<(), Violation> {
         let partial = self.partial.take().ok_or(Violation::UnexpectedAttachment)?;
+        self.partial_size = self.partial_size.saturating_add(data.len());
         match partial.push(data)? {
             Assembly::Pending(partial) => {
                 self.partial = Some(partial);
                 Ok(())
             }
-            Assembly::Complete(packet) => self.on_packet(packet, out),
+            Assembly::Complete(packet) => {
+                let size = std::mem::take(&mut self.partial_size);
+                self.on_packet(packet, size, out)
+            }
         }
     }
 
-    fn on_packet(&mut self, packet: Packet, out: &mut Vec<Packet>) -> Result<(), Violation> {
+    fn on_packet(
+        &mut self,
+        packet: Packet,
+        size: usize,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Violation> {
         let Packet { nsp, data } = packet;
         match data {
             PacketData::Connect(auth) => {
@@ -116,21 +173,29 @@ impl SocketIo {
                     return Err(Violation::AlreadyJoined);
                 }
                 if !self.mode.allows(&nsp) {
-                    out.push(Packet::connect_error(&nsp, "Invalid namespace"));
+                    out.push(Output::Reply(Packet::connect_error(
+                        &nsp,
+                        "Invalid namespace",
+                    )));
+                    return Ok(());
+                }
+                if self.mode == SocketIoMode::Product {
+                    out.push(Output::Connect { nsp, auth });
                     return Ok(());
                 }
                 let id = random_id();
-                out.push(Packet::connect_ok(&nsp, &id));
-                if self.mode == SocketIoMode::Conformance {
-                    let auth = auth.unwrap_or_else(|| Value::Object(Default::default()));
-                    out.push(Packet::event(&nsp, "auth", vec![auth]));
-                }
+                out.push(Output::Reply(Packet::connect_ok(&nsp, &id)));
+                let auth = auth.unwrap_or_else(|| Value::Object(Default::default()));
+                out.push(Output::Reply(Packet::event(&nsp, "auth", vec![auth])));
                 self.namespaces.insert(nsp, id);
                 Ok(())
             }
             _ if !self.namespaces.contains_key(&nsp) => Err(Violation::NotJoined),
             PacketData::Disconnect => {
                 self.namespaces.remove(&nsp);
+                if self.mode == SocketIoMode::Product {
+                    out.push(Output::Disconnected { nsp });
+                }
                 Ok(())
             }
             PacketData::Event {
@@ -138,8 +203,15 @@ impl SocketIo {
                 id,
                 attachments,
             } => {
-                if self.mode == SocketIoMode::Conformance {
-                    conformance_event(nsp, data, id, attachments, out);
+                match self.mode {
+                    SocketIoMode::Conformance => conformance_event(nsp, data, id, attachments, out),
+                    SocketIoMode::Product => out.push(Output::Event {
+                        nsp,
+                        data,
+                        id,
+                        attachments,
+                        size,
+                    }),
                 }
                 Ok(())
             }
@@ -156,30 +228,30 @@ fn conformance_event(
     mut data: Vec<Value>,
     id: Option<u64>,
     attachments: Vec<Bytes>,
-    out: &mut Vec<Packet>,
+    out: &mut Vec<Output>,
 ) {
     match (data.first().and_then(Value::as_str), id) {
         (Some("message"), _) => {
             data[0] = Value::String("message-back".into());
-            out.push(Packet {
+            out.push(Output::Reply(Packet {
                 nsp,
                 data: PacketData::Event {
                     data,
                     id: None,
                     attachments,
                 },
-            });
+            }));
         }
         (Some("message-with-ack"), Some(id)) => {
             data.remove(0);
-            out.push(Packet {
+            out.push(Output::Reply(Packet {
                 nsp,
                 data: PacketData::Ack {
                     data,
                     id,
                     attachments,
                 },
-            });
+            }));
         }
         _ => {}
     }
@@ -189,10 +261,19 @@ fn conformance_event(
 mod tests {
     use super::*;
 
+    fn replies(out: &[Output]) -> Vec<String> {
+        out.iter()
+            .map(|o| match o {
+                Output::Reply(p) => p.encode().0,
+                other => panic!("expected a reply, got {other:?}"),
+            })
+            .collect()
+    }
+
     fn run(sio: &mut SocketIo, text: &str) -> Result<Vec<String>, Violation> {
         let mut out = Vec::new();
         sio.on_text(text, &mut out)?;
-        Ok(out.iter().map(|p| p.encode().0).collect())
+        Ok(replies(&out))
     }
 
     #[test]
@@ -203,6 +284,26 @@ mod tests {
         assert!(out[0].starts_with(r#"0{"sid":""#), "{}", out[0]);
         assert_eq!(out[1], r#"2["auth",{"token":"abc"}]"#);
         assert!(sio.connected());
+    }
+
+    #[test]
+    fn product_mode_hands_connects_and_events_to_the_session() {
+        let mut sio = SocketIo::new(SocketIoMode::Product, Limits::default());
+        let mut out = Vec::new();
+        sio.on_text(r#"0{"token":"t"}"#, &mut out).unwrap();
+        assert!(matches!(&out[0], Output::Connect { nsp, auth: Some(_) } if nsp == "/"));
+        assert!(!sio.connected(), "joined only once the session accepts");
+        sio.join("/", "sock1");
+        out.clear();
+        sio.on_text(r#"23["typing",{"to":"b"}]"#, &mut out).unwrap();
+        assert!(matches!(
+            &out[0],
+            Output::Event {
+                id: Some(3),
+                size: 23,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -262,7 +363,10 @@ mod tests {
         sio.on_binary(Bytes::from_static(&[1, 2, 3]), &mut out)
             .unwrap();
         assert_eq!(out.len(), 1);
-        let (text, attachments) = out[0].encode();
+        let Output::Reply(packet) = &out[0] else {
+            panic!("expected a reply")
+        };
+        let (text, attachments) = packet.encode();
         assert_eq!(text, r#"51-["message-back",{"_placeholder":true,"num":0}]"#);
         assert_eq!(attachments, vec![Bytes::from_static(&[1, 2, 3])]);
         assert_eq!(

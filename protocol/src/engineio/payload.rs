@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(decode(b"", LIMIT), Err(DecodeError::Empty));
         assert_eq!(decode(b"4a\x1e\x1e4b", LIMIT), Err(DecodeError::Empty));
         assert_eq!(decode(b"4a\x1e", LIMIT), Err(DecodeError::Empty));
-        assert_eq!(decode(b"4a\x1e9", LIMIT), Err(DecodeError::UnknownType('9')));
+        assert_eq!(
+            decode(b"4a\x1e9", LIMIT),
+            Err(DecodeError::UnknownType('9'))
+        );
         assert_eq!(decode(b"5x", LIMIT), Err(DecodeError::UnexpectedData('x')));
         assert_eq!(decode(b"4\xff\xfe", LIMIT), Err(DecodeError::InvalidUtf8));
         assert_eq!(decode(b"b\xc3", LIMIT), Err(DecodeError::InvalidUtf8));
@@ -152,7 +155,10 @@ mod tests {
     #[test]
     fn bounds_the_record_count() {
         assert_eq!(decode(b"6\x1e6\x1e6", 3).map(|p| p.len()), Ok(3));
-        assert_eq!(decode(b"6\x1e6\x1e6\x1e6", 3), Err(DecodeError::TooManyRecords));
+        assert_eq!(
+            decode(b"6\x1e6\x1e6\x1e6", 3),
+            Err(DecodeError::TooManyRecords)
+        );
         assert_eq!(decode(b"6", 0), Err(DecodeError::TooManyRecords));
     }
 }

@@ -12,7 +12,9 @@ use actix_web_actors::ws as actix_ws;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use switchboard_actors::registry::{Lookup, Register};
-use switchboard_actors::session::{InitialTransport, Session, SessionInit, SessionKind};
+use switchboard_actors::session::{
+    HandshakeInfo, InitialTransport, Session, SessionInit, SessionKind,
+};
 use switchboard_actors::transport::{PollError, PollGet, PollPostBody, PollPostStart, Sid};
 use switchboard_protocol::engineio::{ErrorCode, PROTOCOL};
 use tokio::sync::oneshot;
@@ -157,6 +159,7 @@ async fn serve(
                 registry: state.registry.clone(),
                 kind,
                 transport: initial,
+                handshake: handshake_info(req, &query),
             });
             state
                 .registry
@@ -171,6 +174,29 @@ async fn serve(
                 TransportName::WebSocket => start_websocket(req, payload, state, session, false),
             }
         }
+    }
+}
+
+/// What the handshake request says about the client (for auth and logs).
+fn handshake_info(req: &HttpRequest, query: &HashMap<String, String>) -> HandshakeInfo {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let bearer = header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string())
+    });
+    HandshakeInfo {
+        bearer,
+        query_token: query.get("token").cloned(),
+        device_id: header("x-device-id"),
+        platform: header("x-platform"),
+        remote_addr: req.peer_addr().map(|a| a.ip().to_string()),
     }
 }
 

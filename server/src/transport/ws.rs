@@ -10,12 +10,15 @@ use actix_http::ws::Item;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use switchboard_actors::session::Session;
-use switchboard_actors::transport::{AttachWebSocket, Outgoing, WsClosed, WsInbound, WsOutbound};
+use switchboard_actors::transport::{
+    AttachWebSocket, Outgoing, WsClosed, WsInbound, WsOutbound, next_transport_id,
+};
 use switchboard_protocol::engineio::Packet;
 use tracing::debug;
 
 /// One client websocket (see the module docs).
 pub struct WsTransport {
+    id: u64,
     session: Addr<Session>,
     upgrade: bool,
     max_payload: usize,
@@ -30,6 +33,7 @@ impl WsTransport {
     /// A transport for `session`; `upgrade` when it upgrades a polling session.
     pub fn new(session: Addr<Session>, upgrade: bool, max_payload: usize, mailbox: usize) -> Self {
         WsTransport {
+            id: next_transport_id(),
             session,
             upgrade,
             max_payload,
@@ -51,13 +55,17 @@ impl WsTransport {
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         match Packet::decode_text(text) {
-            Ok(packet) => self.session.do_send(WsInbound { packet }),
+            Ok(packet) => self.session.do_send(WsInbound {
+                id: self.id,
+                packet,
+            }),
             Err(_) => self.fail(ctx, CloseCode::Protocol, "invalid engine.io packet"),
         }
     }
 
     fn on_binary(&mut self, data: Bytes) {
         self.session.do_send(WsInbound {
+            id: self.id,
             packet: Packet::from_binary(data),
         });
     }
@@ -117,13 +125,17 @@ impl Actor for WsTransport {
         // Bounded so that the Session's `try_send` fails fast for a client that stops reading.
         ctx.set_mailbox_capacity(self.mailbox);
         self.session.do_send(AttachWebSocket {
+            id: self.id,
             out: ctx.address().recipient(),
             upgrade: self.upgrade,
         });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.session.do_send(WsClosed { error: self.error });
+        self.session.do_send(WsClosed {
+            id: self.id,
+            error: self.error,
+        });
     }
 }
 

@@ -1,0 +1,373 @@
+//! The server API for application backends: emit to users, rooms or everyone, read presence,
+//! disconnect users and manage room membership. Off unless an API key is configured.
+//!
+//! JSON in and out; every refusal is `{"error":{"code","message"}}` with a 400, 401 or 404.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchboard_actors::presence::{OnlineUsers, QueryStatuses};
+use switchboard_actors::registry::{
+    Deliver, DisconnectUser, RoomMembers, RoomMembership, Target, encode_event,
+};
+use switchboard_actors::session::Product;
+use switchboard_protocol::events::{MAX_ID_LEN, MAX_USER_IDS};
+use switchboard_protocol::socketio::RESERVED_EVENTS;
+
+use crate::AppState;
+
+/// Largest API request body.
+const MAX_BODY: usize = 1024 * 1024;
+/// Events the server itself emits; applications may not forge them.
+const SERVER_EVENTS: [&str; 6] = [
+    "error",
+    "authenticated",
+    "rate_limited",
+    "server:maintenance",
+    "server:shutdown",
+    "message",
+];
+
+/// Register `/api/v1/*`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .app_data(web::PayloadConfig::new(MAX_BODY))
+            .route("/emit", web::post().to(emit))
+            .route("/presence", web::get().to(presence))
+            .route("/online", web::get().to(online))
+            .route("/users/{id}/disconnect", web::post().to(disconnect_user))
+            .route("/rooms/{room}/members", web::post().to(room_join))
+            .route("/rooms/{room}/members", web::get().to(room_members))
+            .route("/rooms/{room}/members/{user}", web::delete().to(room_leave)),
+    );
+}
+
+/// An API refusal; the one place API errors become HTTP responses.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+
+    fn response(&self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .json(json!({"error": {"code": self.code, "message": self.message}}))
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(_: actix::MailboxError) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: "the node is not ready".into(),
+        }
+    }
+}
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+/// Check the API key and hand back the product context.
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<Product>, ApiError> {
+    let (Some(key), Some(product)) = (&state.api_key, &state.product) else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: "the server API is off (set SWITCHBOARD_API_KEY)".into(),
+        });
+    };
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(product.clone()),
+        _ => Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "a valid `Authorization: Bearer <api key>` header is required".into(),
+        }),
+    }
+}
+
+/// Compare without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn respond(result: ApiResult) -> HttpResponse {
+    result.unwrap_or_else(|err| err.response())
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1 to 255 bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmitTo {
+    user: Option<String>,
+    room: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize)]
+struct EmitBody {
+    to: EmitTo,
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+async fn emit(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    respond(
+        async {
+            let product = authorize(&req, &state)?;
+            let body: EmitBody = parse_json(&body)?;
+            let target = match (body.to.user, body.to.room, body.to.all) {
+                (Some(user), None, false) => {
+                    check_id(&user, "`to.user`")?;
+                    Target::User(user)
+                }
+                (None, Some(room), false) => {
+                    check_id(&room, "`to.room`")?;
+                    Target::Room(room)
+                }
+                (None, None, true) => Target::All,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "`to` must be exactly one of {user}, {room} or {all: true}",
+                    ));
+                }
+            };
+            if body.event.is_empty() || body.event.len() > MAX_ID_LEN {
+                return Err(ApiError::bad_request("`event` must be 1 to 255 bytes"));
+            }
+            let event = body.event.as_str();
+            if RESERVED_EVENTS.contains(&event) || SERVER_EVENTS.contains(&event) {
+                return Err(ApiError::bad_request(format!(
+                    "`{event}` is a reserved event name"
+                )));
+            }
+            product.registry.do_send(Deliver {
+                target,
+                frames: encode_event(event, body.data),
+                except: None,
+                volatile: false,
+            });
+            Ok(HttpResponse::Accepted().json(json!({"ok": true})))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PresenceQuery {
+    user_ids: Option<String>,
+}
+
+async fn presence(
+    req: HttpRequest,
+    query: web::Query<PresenceQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    respond(
+        async {
+            let product = authorize(&req, &state)?;
+            let ids = query
+                .user_ids
+                .as_deref()
+                .ok_or_else(|| ApiError::bad_request("`userIds` (comma-separated) is required"))?;
+            let users: Vec<String> = ids
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if users.is_empty() || users.len() > MAX_USER_IDS {
+                return Err(ApiError::bad_request("`userIds` must name 1 to 1000 users"));
+            }
+            for user in &users {
+                check_id(user, "each user id")?;
+            }
+            let statuses = product.presence.send(QueryStatuses { users }).await?;
+            let statuses: serde_json::Map<String, Value> = statuses
+                .into_iter()
+                .map(|(u, s)| (u, Value::from(s.as_str())))
+                .collect();
+            Ok(HttpResponse::Ok().json(json!({"statuses": statuses})))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct OnlineQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn online(
+    req: HttpRequest,
+    query: web::Query<OnlineQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    respond(
+        async {
+            let product = authorize(&req, &state)?;
+            let limit = match &query.limit {
+                None => 100,
+                Some(l) => l
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| ApiError::bad_request("`limit` must be 1 to 1000"))?,
+            };
+            let page = product
+                .presence
+                .send(OnlineUsers {
+                    limit,
+                    cursor: query.cursor.clone().filter(|c| !c.is_empty()),
+                })
+                .await?;
+            Ok(HttpResponse::Ok().json(page))
+        }
+        .await,
+    )
+}
+
+async fn disconnect_user(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    respond(
+        async {
+            let product = authorize(&req, &state)?;
+            let user = path.into_inner();
+            check_id(&user, "the user id")?;
+            let n = product.registry.send(DisconnectUser { user }).await?;
+            Ok(HttpResponse::Ok().json(json!({"ok": true, "disconnected": n})))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberBody {
+    user_id: String,
+}
+
+async fn room_join(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    respond(
+        async {
+            let product = authorize(&req, &state)?;
+            let room = path.into_inner();
+            check_id(&room, "the room name")?;
+            let body: MemberBody = parse_json(&body)?;
+            check_id(&body.user_id, "`userId`")?;
+            let n = product
+                .registry
+                .send(RoomMembership {
+                    user: body.user_id,
+                    room,
+                    join: true,
+                })
+                .await?;
+            Ok(HttpResponse::Ok().json(json!({"ok": true, "sockets": n})))
+        }
+        .await,
+    )
+}
+
+async fn room_leave(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    respond(
+        async {
+            let product = authorize(&req, &state)?;
+            let (room, user) = path.into_inner();
+            check_id(&room, "the room name")?;
+            check_id(&user, "the user id")?;
+            let n = product
+                .registry
+                .send(RoomMembership {
+                    user,
+                    room,
+                    join: false,
+                })
+                .await?;
+            Ok(HttpResponse::Ok().json(json!({"ok": true, "sockets": n})))
+        }
+        .await,
+    )
+}
+
+async fn room_members(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    respond(
+        async {
+            let product = authorize(&req, &state)?;
+            let room = path.into_inner();
+            check_id(&room, "the room name")?;
+            let (users, sockets) = product
+                .registry
+                .send(RoomMembers { room: room.clone() })
+                .await?;
+            Ok(HttpResponse::Ok().json(json!({"room": room, "users": users, "sockets": sockets})))
+        }
+        .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_keys() {
+        assert!(constant_time_eq(b"key", b"key"));
+        assert!(!constant_time_eq(b"key", b"kez"));
+        assert!(!constant_time_eq(b"key", b"key2"));
+    }
+}
