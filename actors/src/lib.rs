@@ -14,6 +14,7 @@
 //! Actors talk only through typed messages; no actor shares mutable state with another.
 
 pub mod auth;
+pub mod bridge;
 pub mod journal;
 pub mod presence;
 pub mod ratelimit;

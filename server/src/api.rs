@@ -63,6 +63,14 @@ impl ApiError {
         }
     }
 
+    fn unavailable(err: impl std::fmt::Display) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "service_unavailable",
+            message: err.to_string(),
+        }
+    }
+
     fn response(&self) -> HttpResponse {
         HttpResponse::build(self.status)
             .json(json!({"error": {"code": self.code, "message": self.message}}))
@@ -219,7 +227,11 @@ async fn presence(
             for user in &users {
                 check_id(user, "each user id")?;
             }
-            let statuses = product.presence.send(QueryStatuses { users }).await?;
+            let statuses = product
+                .presence
+                .send(QueryStatuses { users })
+                .await?
+                .map_err(ApiError::unavailable)?;
             let statuses: serde_json::Map<String, Value> = statuses
                 .into_iter()
                 .map(|(u, s)| (u, Value::from(s.as_str())))
@@ -258,7 +270,8 @@ async fn online(
                     limit,
                     cursor: query.cursor.clone().filter(|c| !c.is_empty()),
                 })
-                .await?;
+                .await?
+                .map_err(ApiError::unavailable)?;
             Ok(HttpResponse::Ok().json(page))
         }
         .await,

@@ -63,6 +63,15 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Redis URL (`redis://host:6379/0`); setting it turns on cluster mode [default: unset,
+    /// single node with in-memory presence and limits].
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix for every Redis key and channel (to share one Redis between deployments).
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+
     /// HS256 secret for client tokens [default: random, and a demo token is printed].
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -116,6 +125,11 @@ pub struct Config {
         default_value_t = 60_000
     )]
     pub user_message_window_ms: u64,
+
+    /// Print an HS256 token for this user id (signed with --jwt-secret, valid for 24 hours) and
+    /// exit: for development and for trying the node out.
+    #[arg(long, value_name = "USER")]
+    pub mint_token: Option<String>,
 
     /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stdout.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]

@@ -22,9 +22,12 @@ use actix::prelude::*;
 use actix_web::{App, HttpRequest, HttpServer, web};
 use switchboard_actors::SessionRegistry;
 use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
+use switchboard_actors::bridge::{self, RedisBridge, RedisSettings};
 use switchboard_actors::journal::Journal;
 use switchboard_actors::presence::Presence;
-use switchboard_actors::ratelimiter::RateLimiter;
+use switchboard_actors::presence::redis_store::RedisPresenceStore;
+use switchboard_actors::ratelimiter::{RateLimiter, RedisRateStore};
+use switchboard_actors::registry::AttachBridge;
 use switchboard_actors::session::{Product, SessionConfig, SessionKind};
 use tracing::info;
 use tracing_actix_web::TracingLogger;
@@ -48,6 +51,8 @@ pub struct AppState {
     pub product: Option<Arc<Product>>,
     /// Bearer key of the server API; `None` turns the API off.
     pub api_key: Option<String>,
+    /// The RedisBridge, in cluster mode.
+    pub bridge: Option<Addr<RedisBridge>>,
 }
 
 /// A configuration the node cannot start with.
@@ -64,6 +69,9 @@ pub enum StartError {
     /// The JWT settings are unusable.
     #[error("invalid JWT settings: {0}")]
     Auth(#[from] auth::AuthSetupError),
+    /// The Redis URL is unusable.
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] redis::RedisError),
     /// The listener failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -109,17 +117,44 @@ pub async fn run(
     let node_id = config.node_id();
     let conformance = config.conformance;
     let registry = SessionRegistry::start_default();
+    let mut bridge_addr = None;
     let product = if conformance {
         None
     } else {
         let auth = Arc::new(authenticator(&config)?);
         info!(algorithm = auth.algorithm(), "client tokens verified");
-        let presence = Presence::new(registry.clone().recipient()).start();
-        let rate_limiter = RateLimiter::new(
-            config.user_message_limit.max(1),
-            Duration::from_millis(config.user_message_window_ms.max(1)),
-        )
-        .start();
+        let limit = config.user_message_limit.max(1);
+        let window = Duration::from_millis(config.user_message_window_ms.max(1));
+        let (presence, rate_limiter) = match &config.redis_url {
+            Some(url) => {
+                let settings = RedisSettings {
+                    url: url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                };
+                let pool = bridge::pool(&settings).await?;
+                let bridge = RedisBridge::new(
+                    settings.clone(),
+                    node_id.clone(),
+                    registry.clone().recipient(),
+                )?
+                .start();
+                registry.do_send(AttachBridge {
+                    node_id: node_id.clone(),
+                    settings: settings.clone(),
+                    bridge: bridge.clone(),
+                });
+                bridge_addr = Some(bridge);
+                info!(prefix = %settings.prefix, "cluster mode: presence, limits and routing on Redis");
+                let store = RedisPresenceStore::new(pool.clone(), settings.clone(), &node_id);
+                let presence = Presence::new(Arc::new(store), registry.clone(), true).start();
+                let rates = RedisRateStore::new(pool, settings, limit, window);
+                (presence, RateLimiter::new(Arc::new(rates)).start())
+            }
+            None => (
+                Presence::in_memory(registry.clone()).start(),
+                RateLimiter::in_memory(limit, window).start(),
+            ),
+        };
         Some(Arc::new(Product {
             node_id: node_id.clone(),
             auth,
@@ -142,6 +177,7 @@ pub async fn run(
         kind,
         product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+        bridge: bridge_addr,
     });
 
     let mut server = HttpServer::new(move || {

@@ -11,6 +11,9 @@ use tracing_subscriber::EnvFilter;
 #[actix_web::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(user) = &config.mint_token {
+        return mint_token(&config, user);
+    }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .json()
@@ -38,6 +41,21 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--mint-token USER`: print a token for USER and exit.
+fn mint_token(config: &Config, user: &str) -> ExitCode {
+    let Some(secret) = config.jwt_secret.as_deref().filter(|s| !s.is_empty()) else {
+        eprintln!(
+            "--mint-token needs the HS256 secret: set SWITCHBOARD_JWT_SECRET or --jwt-secret"
+        );
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "{}",
+        switchboard_actors::auth::mint_hs256(secret.as_bytes(), user, 24 * 3600, &[])
+    );
+    ExitCode::SUCCESS
 }
 
 /// Each socket is a file: raise the soft limit to the hard one and say what that allows.

@@ -1,16 +1,24 @@
 //! The Presence actor: who is online on which sockets and devices, and each user's status.
 //!
-//! Single-node mode keeps the table in memory ([`PresenceTable`]); transitions (first socket of a
-//! user → online, last socket gone → offline, status changes) are reported to the registry, which
-//! notifies the watchers.
+//! Single-node mode keeps the table in memory ([`PresenceTable`]); cluster mode keeps it in Redis
+//! ([`redis_store::RedisPresenceStore`]), refreshes this node's liveness key, sweeps the sockets of dead
+//! nodes and re-asserts this node's sockets after Redis loses its data. Transitions (first socket
+//! of a user → online, last socket gone → offline, status changes) go to the registry, which
+//! notifies local watchers and, in cluster mode, the watchers on other nodes.
+
+pub mod redis_store;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
+use tracing::{debug, info, warn};
 
-use crate::registry::{PresenceChange, PresenceChanged};
+use crate::registry::{LiveSockets, PresenceChange, PresenceChanged, SessionRegistry};
+pub use store::{MemoryPresenceStore, PresenceStore, SocketPresence, StoreError};
 
 /// A user id (the JWT subject), shared cheaply between indexes.
 pub type UserId = Arc<str>;
@@ -157,9 +165,9 @@ impl PresenceTable {
     }
 }
 
-/// A socket of `user` connected.
+/// A socket of `user` connected; answers once presence has it (or why it could not).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), StoreError>")]
 pub struct PresenceConnect {
     /// The user.
     pub user: UserId,
@@ -181,7 +189,7 @@ pub struct PresenceDisconnect {
 
 /// A user sets their status.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), StoreError>")]
 pub struct SetStatus {
     /// The user.
     pub user: UserId,
@@ -191,7 +199,7 @@ pub struct SetStatus {
 
 /// Statuses of several users.
 #[derive(Message)]
-#[rtype(result = "Vec<(String, Status)>")]
+#[rtype(result = "Result<Vec<(String, Status)>, StoreError>")]
 pub struct QueryStatuses {
     /// Who to look up.
     pub users: Vec<String>,
@@ -199,7 +207,7 @@ pub struct QueryStatuses {
 
 /// A page of online users.
 #[derive(Message)]
-#[rtype(result = "OnlinePage")]
+#[rtype(result = "Result<OnlinePage, StoreError>")]
 pub struct OnlineUsers {
     /// Page size.
     pub limit: usize,
@@ -207,23 +215,99 @@ pub struct OnlineUsers {
     pub cursor: Option<String>,
 }
 
+/// How often a cluster node refreshes its liveness key and sweeps dead nodes.
+pub const NODE_TICK: Duration = Duration::from_secs(2);
+/// How often a cluster node re-asserts its live sockets and refreshes their TTLs.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
 /// The Presence actor (see the module docs).
+///
+/// Store operations run one at a time ([`AtomicResponse`]): a disconnect can never overtake the
+/// connect of the same socket on another pooled Redis connection.
 pub struct Presence {
-    table: PresenceTable,
-    notify: Recipient<PresenceChanged>,
+    store: Arc<dyn PresenceStore>,
+    registry: Addr<SessionRegistry>,
+    cluster: bool,
+    /// Whether this node's liveness key has been written once (a missing key after that
+    /// means Redis lost its data).
+    beaten: bool,
 }
 
 impl Presence {
-    /// A presence actor that reports transitions to `notify` (the registry).
-    pub fn new(notify: Recipient<PresenceChanged>) -> Self {
+    /// A presence actor over `store`; `cluster` turns on liveness, sweeps and reconciles.
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        registry: Addr<SessionRegistry>,
+        cluster: bool,
+    ) -> Self {
         Presence {
-            table: PresenceTable::default(),
-            notify,
+            store,
+            registry,
+            cluster,
+            beaten: false,
         }
     }
 
+    /// The single-node presence actor (in-memory store).
+    pub fn in_memory(registry: Addr<SessionRegistry>) -> Self {
+        Presence::new(Arc::new(MemoryPresenceStore::default()), registry, false)
+    }
+
     fn changed(&self, user: UserId, change: PresenceChange) {
-        self.notify.do_send(PresenceChanged { user, change });
+        self.registry.do_send(PresenceChanged { user, change });
+    }
+
+    fn offline_all(&self, users: Vec<UserId>) {
+        for user in users {
+            self.changed(user, PresenceChange::Offline);
+        }
+    }
+
+    /// Liveness, then a sweep of dead nodes, one after the other.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let beat = self.store.heartbeat_node();
+        let sweep = self.store.sweep_dead_nodes(false);
+        ctx.wait(async move { (beat.await, sweep.await) }.into_actor(self).map(
+            |(beat, sweep), act, ctx| {
+                match beat {
+                    Ok(existed) => {
+                        if act.beaten && !existed {
+                            warn!("this node's liveness key vanished: Redis lost data; re-asserting sockets");
+                            act.reconcile(ctx);
+                        }
+                        act.beaten = true;
+                    }
+                    Err(err) => debug!(%err, "liveness refresh failed"),
+                }
+                match sweep {
+                    Ok(result) if !result.nodes.is_empty() => {
+                        info!(nodes = ?result.nodes, offline = result.offline.len(), "swept dead nodes");
+                        act.offline_all(result.offline);
+                    }
+                    Ok(_) => {}
+                    Err(err) => debug!(%err, "dead-node sweep failed"),
+                }
+            },
+        ));
+    }
+
+    /// Re-assert every live socket of this node and drop its stale entries.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let live = self.registry.send(LiveSockets);
+        let store = self.store.clone();
+        let fut = async move {
+            let live = live.await.map_err(|e| StoreError(e.to_string()))?;
+            store.reconcile(live).await
+        };
+        ctx.wait(fut.into_actor(self).map(|result, act, _ctx| match result {
+            Ok(t) => {
+                for user in t.online {
+                    act.changed(user, PresenceChange::Online);
+                }
+                act.offline_all(t.offline);
+            }
+            Err(err) => debug!(%err, "presence reconcile failed"),
+        }));
     }
 }
 
@@ -232,60 +316,95 @@ impl Actor for Presence {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        if !self.cluster {
+            return;
+        }
+        // A restarted node (same id) first clears what its previous run left behind.
+        let sweep = self.store.sweep_dead_nodes(true);
+        ctx.wait(
+            sweep
+                .into_actor(self)
+                .map(|result, act, _ctx| match result {
+                    Ok(result) => act.offline_all(result.offline),
+                    Err(err) => warn!(%err, "could not clear this node's stale presence"),
+                }),
+        );
+        self.tick(ctx);
+        ctx.run_interval(NODE_TICK, |act, ctx| act.tick(ctx));
+        ctx.run_interval(RECONCILE_EVERY, |act, ctx| act.reconcile(ctx));
     }
 }
 
 impl Handler<PresenceConnect> for Presence {
-    type Result = ();
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
 
-    fn handle(&mut self, msg: PresenceConnect, _ctx: &mut Context<Self>) {
-        if self.table.connect(&msg.user, &msg.socket, &msg.device) {
-            self.changed(msg.user, PresenceChange::Online);
-        }
+    fn handle(&mut self, msg: PresenceConnect, _ctx: &mut Context<Self>) -> Self::Result {
+        let user = msg.user.clone();
+        let fut = self.store.connect(SocketPresence {
+            user: msg.user,
+            socket: msg.socket,
+            device: msg.device,
+        });
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            move |result, act, _ctx| {
+                if result.clone()? {
+                    act.changed(user, PresenceChange::Online);
+                }
+                Ok(())
+            },
+        )))
     }
 }
 
 impl Handler<PresenceDisconnect> for Presence {
-    type Result = ();
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: PresenceDisconnect, _ctx: &mut Context<Self>) {
-        if self.table.disconnect(&msg.user, &msg.socket) {
-            self.changed(msg.user, PresenceChange::Offline);
-        }
+    fn handle(&mut self, msg: PresenceDisconnect, _ctx: &mut Context<Self>) -> Self::Result {
+        let user = msg.user.clone();
+        let fut = self.store.disconnect(msg.user, msg.socket);
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            move |result, act, _ctx| {
+                match result {
+                    Ok(true) => act.changed(user, PresenceChange::Offline),
+                    Ok(false) => {}
+                    // The reconcile removes it once the store is back.
+                    Err(err) => debug!(%err, "presence disconnect failed"),
+                }
+            },
+        )))
     }
 }
 
 impl Handler<SetStatus> for Presence {
-    type Result = ();
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
 
-    fn handle(&mut self, msg: SetStatus, _ctx: &mut Context<Self>) {
-        if self.table.set_status(&msg.user, msg.status) {
-            self.changed(msg.user, PresenceChange::Status(msg.status));
-        }
+    fn handle(&mut self, msg: SetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        let (user, status) = (msg.user.clone(), msg.status);
+        let fut = self.store.set_status(msg.user, msg.status);
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+            move |result, act, _ctx| {
+                if result? {
+                    act.changed(user, PresenceChange::Status(status));
+                }
+                Ok(())
+            },
+        )))
     }
 }
 
 impl Handler<QueryStatuses> for Presence {
-    type Result = MessageResult<QueryStatuses>;
+    type Result = ResponseFuture<Result<Vec<(String, Status)>, StoreError>>;
 
     fn handle(&mut self, msg: QueryStatuses, _ctx: &mut Context<Self>) -> Self::Result {
-        let statuses = msg
-            .users
-            .into_iter()
-            .map(|u| {
-                let status = self.table.status(&u);
-                (u, status)
-            })
-            .collect();
-        MessageResult(statuses)
+        self.store.statuses(msg.users)
     }
 }
 
 impl Handler<OnlineUsers> for Presence {
-    type Result = MessageResult<OnlineUsers>;
+    type Result = ResponseFuture<Result<OnlinePage, StoreError>>;
 
     fn handle(&mut self, msg: OnlineUsers, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.table.online(msg.limit, msg.cursor.as_deref()))
+        self.store.online(msg.limit, msg.cursor)
     }
 }
 

@@ -5,6 +5,11 @@
 //! request always finds its session. Once a socket authenticates, the registry indexes it by
 //! user and room, and by the users it watches for presence. A delivery is encoded once by the
 //! sender and the same frames go to every target session.
+//!
+//! In cluster mode the registry also tells the RedisBridge which channels the node needs (a
+//! user's channel while it holds one of the user's sockets, a room's while it holds a member, a
+//! watch channel while a local socket watches that user) and publishes every delivery, presence
+//! change and control action to the target's channel, so other nodes serve their own sockets.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,7 +18,11 @@ use actix::prelude::*;
 use serde_json::json;
 use switchboard_protocol::socketio::Packet;
 
-use crate::presence::{Status, UserId};
+use bytestring::ByteString;
+use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
+
+use crate::bridge::{ClusterInbound, Publish, RedisBridge, RedisSettings, Subscribe, now_micros};
+use crate::presence::{SocketPresence, Status, UserId};
 use crate::session::{Push, ServerDisconnect, Session, SetRooms};
 use crate::transport::{Outgoing, Sid};
 
@@ -54,6 +63,10 @@ pub struct CountSessions;
 pub struct Authenticated {
     /// The session.
     pub sid: Sid,
+    /// The public socket id.
+    pub socket_id: String,
+    /// The device id.
+    pub device: String,
     /// The user.
     pub user: UserId,
     /// Rooms from the token.
@@ -146,8 +159,59 @@ pub struct DisconnectUser {
     pub user: String,
 }
 
+/// Every authenticated socket on this node, for presence re-assertion.
+#[derive(Message)]
+#[rtype(result = "Vec<SocketPresence>")]
+pub struct LiveSockets;
+
+/// Connect the registry to the cluster (cluster mode only).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachBridge {
+    /// This node's id (frame origin).
+    pub node_id: String,
+    /// Key and channel naming.
+    pub settings: RedisSettings,
+    /// The bridge.
+    pub bridge: Addr<RedisBridge>,
+}
+
+struct ClusterLink {
+    node_id: String,
+    settings: RedisSettings,
+    bridge: Addr<RedisBridge>,
+}
+
+impl ClusterLink {
+    fn publish(&self, channel: String, body: Body) {
+        let frame = ClusterFrame {
+            origin: self.node_id.clone(),
+            sent_at_micros: now_micros(),
+            body,
+        };
+        self.bridge.do_send(Publish {
+            channel,
+            payload: frame.encode().into(),
+        });
+    }
+
+    fn subscribe(&self, channel: String, on: bool) {
+        self.bridge.do_send(Subscribe { channel, on });
+    }
+
+    fn channel_of(&self, target: &Target) -> String {
+        match target {
+            Target::User(user) => self.settings.user_channel(user),
+            Target::Room(room) => self.settings.room_channel(room),
+            Target::All => self.settings.broadcast_channel(),
+        }
+    }
+}
+
 struct Entry {
     addr: Addr<Session>,
+    socket_id: String,
+    device: String,
     user: Option<UserId>,
     rooms: HashSet<String>,
     watching: HashSet<String>,
@@ -160,6 +224,7 @@ pub struct SessionRegistry {
     users: HashMap<String, HashSet<Sid>>,
     rooms: HashMap<String, HashSet<Sid>>,
     watchers: HashMap<String, HashSet<Sid>>,
+    cluster: Option<ClusterLink>,
 }
 
 impl SessionRegistry {
@@ -201,10 +266,11 @@ impl SessionRegistry {
         if !entry.rooms.insert(room.to_string()) {
             return false;
         }
-        self.rooms
-            .entry(room.to_string())
-            .or_default()
-            .insert(sid.clone());
+        if index_add(&mut self.rooms, room, sid)
+            && let Some(c) = &self.cluster
+        {
+            c.subscribe(c.settings.room_channel(room), true);
+        }
         true
     }
 
@@ -215,8 +281,76 @@ impl SessionRegistry {
         if !entry.rooms.remove(room) {
             return false;
         }
-        remove_from(&mut self.rooms, room, sid);
+        if remove_from(&mut self.rooms, room, sid)
+            && let Some(c) = &self.cluster
+        {
+            c.subscribe(c.settings.room_channel(room), false);
+        }
         true
+    }
+
+    /// Deliver to this node's sockets only.
+    fn deliver_local(
+        &self,
+        target: &Target,
+        frames: &Arc<[Outgoing]>,
+        except: Option<&Sid>,
+        volatile: bool,
+    ) {
+        for sid in self.sids_of(target) {
+            if except != Some(&sid) {
+                self.push(&sid, frames, volatile);
+            }
+        }
+    }
+
+    fn notify_watchers(&self, user: &str, change: PresenceChange) {
+        let Some(watchers) = self.watchers.get(user) else {
+            return;
+        };
+        let frames = match change {
+            PresenceChange::Online => encode_event("friend:online", json!({"userId": user})),
+            PresenceChange::Offline => encode_event("friend:offline", json!({"userId": user})),
+            PresenceChange::Status(status) => encode_event(
+                "friend:status",
+                json!({"userId": user, "status": status.as_str()}),
+            ),
+        };
+        for sid in watchers {
+            self.push(sid, &frames, false);
+        }
+    }
+
+    fn membership_local(&mut self, user: &str, room: &str, join: bool) -> usize {
+        let sids = self.users.get(user).map(collect).unwrap_or_default();
+        let mut changed = 0;
+        for sid in &sids {
+            let ok = if join {
+                self.join(sid, room)
+            } else {
+                self.leave(sid, room)
+            };
+            if ok {
+                changed += 1;
+                if let Some(entry) = self.sessions.get(sid) {
+                    entry.addr.do_send(SetRooms {
+                        room: room.to_string(),
+                        member: join,
+                    });
+                }
+            }
+        }
+        changed
+    }
+
+    fn disconnect_local(&self, user: &str) -> usize {
+        let sids = self.users.get(user).map(collect).unwrap_or_default();
+        for sid in &sids {
+            if let Some(entry) = self.sessions.get(sid) {
+                entry.addr.do_send(ServerDisconnect);
+            }
+        }
+        sids.len()
     }
 }
 
@@ -224,13 +358,50 @@ fn collect(set: &HashSet<Sid>) -> Vec<Sid> {
     set.iter().cloned().collect()
 }
 
-fn remove_from(index: &mut HashMap<String, HashSet<Sid>>, key: &str, sid: &Sid) {
+/// Add `sid` under `key`; true when the key is new (first local member).
+fn index_add(index: &mut HashMap<String, HashSet<Sid>>, key: &str, sid: &Sid) -> bool {
+    match index.get_mut(key) {
+        Some(set) => {
+            set.insert(sid.clone());
+            false
+        }
+        None => {
+            index.insert(key.to_string(), HashSet::from([sid.clone()]));
+            true
+        }
+    }
+}
+
+/// Remove `sid` from `key`; true when that emptied the key (last local member gone).
+fn remove_from(index: &mut HashMap<String, HashSet<Sid>>, key: &str, sid: &Sid) -> bool {
     if let Some(set) = index.get_mut(key) {
         set.remove(sid);
         if set.is_empty() {
             index.remove(key);
+            return true;
         }
     }
+    false
+}
+
+fn to_parts(frames: &[Outgoing]) -> Vec<Part> {
+    frames
+        .iter()
+        .map(|f| match f {
+            Outgoing::Text(s) => Part::Text(s.as_bytes().clone()),
+            Outgoing::Binary(b) => Part::Binary(b.clone()),
+        })
+        .collect()
+}
+
+fn from_parts(parts: Vec<Part>) -> Option<Arc<[Outgoing]>> {
+    parts
+        .into_iter()
+        .map(|p| match p {
+            Part::Text(b) => ByteString::try_from(b).ok().map(Outgoing::Text),
+            Part::Binary(b) => Some(Outgoing::Binary(b)),
+        })
+        .collect()
 }
 
 /// Encode `[event, data]` on `/` once, as frames ready to share.
@@ -254,6 +425,8 @@ impl Handler<Register> for SessionRegistry {
             msg.sid,
             Entry {
                 addr: msg.addr,
+                socket_id: String::new(),
+                device: String::new(),
                 user: None,
                 rooms: HashSet::new(),
                 watching: HashSet::new(),
@@ -269,14 +442,26 @@ impl Handler<Unregister> for SessionRegistry {
         let Some(entry) = self.sessions.remove(&msg.sid) else {
             return;
         };
-        if let Some(user) = &entry.user {
-            remove_from(&mut self.users, user, &msg.sid);
+        let mut gone = Vec::new();
+        if let Some(user) = &entry.user
+            && remove_from(&mut self.users, user, &msg.sid)
+        {
+            gone.push((ChannelKind::User, user.to_string()));
         }
         for room in &entry.rooms {
-            remove_from(&mut self.rooms, room, &msg.sid);
+            if remove_from(&mut self.rooms, room, &msg.sid) {
+                gone.push((ChannelKind::Room, room.clone()));
+            }
         }
         for watched in &entry.watching {
-            remove_from(&mut self.watchers, watched, &msg.sid);
+            if remove_from(&mut self.watchers, watched, &msg.sid) {
+                gone.push((ChannelKind::Watch, watched.clone()));
+            }
+        }
+        if let Some(c) = &self.cluster {
+            for (kind, name) in gone {
+                c.subscribe(kind.channel(&c.settings, &name), false);
+            }
         }
     }
 }
@@ -309,10 +494,13 @@ impl Handler<Authenticated> for SessionRegistry {
             return;
         };
         entry.user = Some(msg.user.clone());
-        self.users
-            .entry(msg.user.to_string())
-            .or_default()
-            .insert(msg.sid.clone());
+        entry.socket_id = msg.socket_id;
+        entry.device = msg.device;
+        if index_add(&mut self.users, &msg.user, &msg.sid)
+            && let Some(c) = &self.cluster
+        {
+            c.subscribe(c.settings.user_channel(&msg.user), true);
+        }
         for room in &msg.rooms {
             self.join(&msg.sid, room);
         }
@@ -327,15 +515,15 @@ impl Handler<Watch> for SessionRegistry {
             return;
         };
         for user in msg.users {
-            if msg.watch {
+            let changed = if msg.watch {
                 entry.watching.insert(user.clone());
-                self.watchers
-                    .entry(user)
-                    .or_default()
-                    .insert(msg.sid.clone());
+                index_add(&mut self.watchers, &user, &msg.sid)
             } else {
                 entry.watching.remove(&user);
-                remove_from(&mut self.watchers, &user, &msg.sid);
+                remove_from(&mut self.watchers, &user, &msg.sid)
+            };
+            if changed && let Some(c) = &self.cluster {
+                c.subscribe(c.settings.watch_channel(&user), msg.watch);
             }
         }
     }
@@ -345,10 +533,16 @@ impl Handler<Deliver> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
-        for sid in self.sids_of(&msg.target) {
-            if msg.except.as_ref() != Some(&sid) {
-                self.push(&sid, &msg.frames, msg.volatile);
-            }
+        self.deliver_local(&msg.target, &msg.frames, msg.except.as_ref(), msg.volatile);
+        if let Some(c) = &self.cluster {
+            c.publish(
+                c.channel_of(&msg.target),
+                Body::Deliver {
+                    except: msg.except.map(|s| s.to_string()),
+                    volatile: msg.volatile,
+                    parts: to_parts(&msg.frames),
+                },
+            );
         }
     }
 }
@@ -357,21 +551,20 @@ impl Handler<PresenceChanged> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: PresenceChanged, _ctx: &mut Context<Self>) {
-        let Some(watchers) = self.watchers.get(&*msg.user) else {
-            return;
-        };
-        let frames = match msg.change {
-            PresenceChange::Online => encode_event("friend:online", json!({"userId": &*msg.user})),
-            PresenceChange::Offline => {
-                encode_event("friend:offline", json!({"userId": &*msg.user}))
-            }
-            PresenceChange::Status(status) => encode_event(
-                "friend:status",
-                json!({"userId": &*msg.user, "status": status.as_str()}),
-            ),
-        };
-        for sid in watchers {
-            self.push(sid, &frames, false);
+        self.notify_watchers(&msg.user, msg.change);
+        if let Some(c) = &self.cluster {
+            let change = match msg.change {
+                PresenceChange::Online => PresenceWire::Online,
+                PresenceChange::Offline => PresenceWire::Offline,
+                PresenceChange::Status(s) => PresenceWire::Status(s.as_str().to_string()),
+            };
+            c.publish(
+                c.settings.watch_channel(&msg.user),
+                Body::Presence {
+                    user: msg.user.to_string(),
+                    change,
+                },
+            );
         }
     }
 }
@@ -380,23 +573,16 @@ impl Handler<RoomMembership> for SessionRegistry {
     type Result = usize;
 
     fn handle(&mut self, msg: RoomMembership, _ctx: &mut Context<Self>) -> usize {
-        let sids = self.users.get(&msg.user).map(collect).unwrap_or_default();
-        let mut changed = 0;
-        for sid in &sids {
-            let ok = if msg.join {
-                self.join(sid, &msg.room)
-            } else {
-                self.leave(sid, &msg.room)
-            };
-            if ok {
-                changed += 1;
-                if let Some(entry) = self.sessions.get(sid) {
-                    entry.addr.do_send(SetRooms {
-                        room: msg.room.clone(),
-                        member: msg.join,
-                    });
-                }
-            }
+        let changed = self.membership_local(&msg.user, &msg.room, msg.join);
+        if let Some(c) = &self.cluster {
+            c.publish(
+                c.settings.user_channel(&msg.user),
+                Body::Membership {
+                    user: msg.user,
+                    room: msg.room,
+                    join: msg.join,
+                },
+            );
         }
         changed
     }
@@ -422,12 +608,152 @@ impl Handler<DisconnectUser> for SessionRegistry {
     type Result = usize;
 
     fn handle(&mut self, msg: DisconnectUser, _ctx: &mut Context<Self>) -> usize {
-        let sids = self.users.get(&msg.user).map(collect).unwrap_or_default();
-        for sid in &sids {
-            if let Some(entry) = self.sessions.get(sid) {
-                entry.addr.do_send(ServerDisconnect);
-            }
+        let n = self.disconnect_local(&msg.user);
+        if let Some(c) = &self.cluster {
+            c.publish(
+                c.settings.user_channel(&msg.user),
+                Body::DisconnectUser { user: msg.user },
+            );
         }
-        sids.len()
+        n
+    }
+}
+
+impl Handler<LiveSockets> for SessionRegistry {
+    type Result = MessageResult<LiveSockets>;
+
+    fn handle(&mut self, _msg: LiveSockets, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.sessions
+                .values()
+                .filter_map(|e| {
+                    Some(SocketPresence {
+                        user: e.user.clone()?,
+                        socket: e.socket_id.clone(),
+                        device: e.device.clone(),
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<AttachBridge> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachBridge, _ctx: &mut Context<Self>) {
+        let link = ClusterLink {
+            node_id: msg.node_id,
+            settings: msg.settings,
+            bridge: msg.bridge,
+        };
+        // Channels the node already needs (sockets that connected before the bridge).
+        for user in self.users.keys() {
+            link.subscribe(link.settings.user_channel(user), true);
+        }
+        for room in self.rooms.keys() {
+            link.subscribe(link.settings.room_channel(room), true);
+        }
+        for user in self.watchers.keys() {
+            link.subscribe(link.settings.watch_channel(user), true);
+        }
+        self.cluster = Some(link);
+    }
+}
+
+/// Which family a channel belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChannelKind {
+    User,
+    Room,
+    Watch,
+}
+
+impl ChannelKind {
+    fn channel(self, settings: &RedisSettings, name: &str) -> String {
+        match self {
+            ChannelKind::User => settings.user_channel(name),
+            ChannelKind::Room => settings.room_channel(name),
+            ChannelKind::Watch => settings.watch_channel(name),
+        }
+    }
+}
+
+/// What a channel name addresses.
+enum Addressed {
+    Target(Target),
+    Watch(String),
+    Node,
+}
+
+fn parse_channel(prefix: &str, channel: &str) -> Option<Addressed> {
+    let name = channel.strip_prefix(prefix)?.strip_prefix("sb:")?;
+    if let Some(user) = name.strip_prefix("user:") {
+        Some(Addressed::Target(Target::User(user.to_string())))
+    } else if let Some(room) = name.strip_prefix("room:") {
+        Some(Addressed::Target(Target::Room(room.to_string())))
+    } else if let Some(user) = name.strip_prefix("watch:") {
+        Some(Addressed::Watch(user.to_string()))
+    } else if name == "broadcast" {
+        Some(Addressed::Target(Target::All))
+    } else if name.starts_with("node:") {
+        Some(Addressed::Node)
+    } else {
+        None
+    }
+}
+
+impl Handler<ClusterInbound> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClusterInbound, _ctx: &mut Context<Self>) {
+        let Some(c) = &self.cluster else { return };
+        let Some(addressed) = parse_channel(&c.settings.prefix, &msg.channel) else {
+            return;
+        };
+        // Only the actions that make sense on a channel are honoured; anything else is dropped.
+        match (addressed, msg.frame.body) {
+            (
+                Addressed::Target(target),
+                Body::Deliver {
+                    except,
+                    volatile,
+                    parts,
+                },
+            ) => {
+                let Some(frames) = from_parts(parts) else {
+                    return;
+                };
+                let except = except.map(|s| Sid::from(s.as_str()));
+                self.deliver_local(&target, &frames, except.as_ref(), volatile);
+            }
+            (Addressed::Watch(user), Body::Presence { user: who, change }) if user == who => {
+                let change = match change {
+                    PresenceWire::Online => PresenceChange::Online,
+                    PresenceWire::Offline => PresenceChange::Offline,
+                    PresenceWire::Status(s) => match Status::settable(&s) {
+                        Some(status) => PresenceChange::Status(status),
+                        None => return,
+                    },
+                };
+                self.notify_watchers(&user, change);
+            }
+            (Addressed::Target(Target::User(user)), Body::DisconnectUser { user: who })
+                if user == who =>
+            {
+                self.disconnect_local(&user);
+            }
+            (
+                Addressed::Target(Target::User(user)),
+                Body::Membership {
+                    user: who,
+                    room,
+                    join,
+                },
+            ) if user == who => {
+                self.membership_local(&user, &room, join);
+            }
+            _ => {}
+        }
     }
 }

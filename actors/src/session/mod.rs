@@ -149,6 +149,8 @@ pub struct Session {
     user: Option<UserState>,
     /// Volatile frames dropped for a congested client.
     dropped_volatile: u64,
+    /// Product mode: a CONNECT is waiting for presence to admit it.
+    connecting: bool,
     /// Frames waiting for a polling GET (or for the websocket to attach).
     buffer: VecDeque<Outgoing>,
     ping_timer: Option<SpawnHandle>,
@@ -200,6 +202,7 @@ impl Session {
             handshake: init.handshake,
             user: None,
             dropped_volatile: 0,
+            connecting: false,
             buffer: VecDeque::new(),
             ping_timer: None,
             pong_timer: None,

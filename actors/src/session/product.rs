@@ -27,6 +27,9 @@ use crate::ratelimiter::{CheckMessage, RateLimiter};
 use crate::registry::{Authenticated, Deliver, SessionRegistry, Target, Watch, encode_event};
 use crate::transport::{CloseReason, Outgoing, random_id};
 
+/// Longest a socket's token timer runs (ten years); later expiries are treated as this.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// Longest device id or platform name kept from a client.
 const MAX_DEVICE_LEN: usize = 128;
 
@@ -124,6 +127,8 @@ pub enum ErrorCode {
     TokenExpired,
     /// A node-side failure; the client may retry.
     Internal,
+    /// A backing service (Redis, the database) is down; the client may retry later.
+    ServiceUnavailable,
 }
 
 impl ErrorCode {
@@ -137,6 +142,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::Internal => "internal",
+            ErrorCode::ServiceUnavailable => "service_unavailable",
         }
     }
 }
@@ -191,11 +197,62 @@ impl Session {
                 return;
             }
         };
+        if self.connecting {
+            // A second CONNECT while the first is still being admitted.
+            return;
+        }
         let socket_id = random_id();
         let device = bounded(auth.get("deviceId").and_then(Value::as_str))
             .or_else(|| bounded(self.handshake.device_id.as_deref()))
             .unwrap_or_else(|| socket_id.clone());
         let user: UserId = Arc::from(identity.user_id.as_str());
+        // Admitted only once presence has the socket: in cluster mode a Redis outage refuses
+        // the connection clearly instead of leaving it half-registered.
+        self.connecting = true;
+        let admit = product.presence.send(PresenceConnect {
+            user: user.clone(),
+            socket: socket_id.clone(),
+            device: device.clone(),
+        });
+        let nsp = nsp.to_string();
+        ctx.spawn(admit.into_actor(self).map(move |result, act, ctx| {
+            act.connecting = false;
+            let admitted = matches!(result, Ok(Ok(())));
+            if act.closing.is_some() {
+                if admitted {
+                    product.presence.do_send(PresenceDisconnect {
+                        user,
+                        socket: socket_id,
+                    });
+                }
+                return;
+            }
+            if !admitted {
+                warn!(sid = %act.sid, "presence unavailable; connection refused");
+                let refusal = Packet::connect_error_with_data(
+                    &nsp,
+                    "service_unavailable",
+                    json!({"reason": "service_unavailable"}),
+                );
+                act.send_sio(&refusal, ctx);
+                return;
+            }
+            act.admit(&product, &nsp, identity, user, socket_id, device, ctx);
+        }));
+    }
+
+    /// Join the namespace and announce the authenticated socket.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        product: &Arc<Product>,
+        nsp: &str,
+        identity: crate::auth::Identity,
+        user: UserId,
+        socket_id: String,
+        device: String,
+        ctx: &mut Context<Self>,
+    ) {
         if let super::Upper::SocketIo(sio) = &mut self.upper {
             sio.join(nsp, &socket_id);
         }
@@ -221,19 +278,18 @@ impl Session {
         );
         product.registry.do_send(Authenticated {
             sid: self.sid.clone(),
+            socket_id: socket_id.clone(),
+            device,
             user: user.clone(),
             rooms: identity.rooms.clone(),
         });
-        product.presence.do_send(PresenceConnect {
-            user: user.clone(),
-            socket: socket_id.clone(),
-            device,
-        });
-        let expires_in =
-            (identity.expires_at + product.auth.leeway_secs()).saturating_sub(unix_now());
-        ctx.run_later(Duration::from_secs(expires_in), |act, ctx| {
-            act.token_expired(ctx)
-        });
+        let expires_in = identity
+            .expires_at
+            .saturating_add(product.auth.leeway_secs())
+            .saturating_sub(unix_now());
+        // Capped: a far-future `exp` must not overflow the timer's deadline.
+        let expires_in = Duration::from_secs(expires_in.min(MAX_TOKEN_LIFETIME_SECS));
+        ctx.run_later(expires_in, |act, ctx| act.token_expired(ctx));
         self.user = Some(UserState {
             socket_id,
             user,
@@ -296,7 +352,7 @@ impl Session {
     }
 
     fn rate_limited(&mut self, id: Option<u64>, retry: Duration, ctx: &mut Context<Self>) {
-        let retry_ms = retry.as_millis().max(1) as u64;
+        let retry_ms = crate::ratelimit::ceil_millis(retry).max(1);
         self.send_event("rate_limited", json!({"retryAfterMs": retry_ms}), ctx);
         if let Some(id) = id {
             let error = json!({
@@ -386,8 +442,12 @@ impl Session {
             .send(CheckMessage { user: user.clone() });
         ctx.spawn(check.into_actor(self).map(move |verdict, act, ctx| {
             match verdict {
-                Ok(Ok(())) => {}
-                Ok(Err(retry)) => return act.rate_limited(id, retry, ctx),
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(retry))) => return act.rate_limited(id, retry, ctx),
+                Ok(Err(err)) => {
+                    warn!(%err, "rate limiter unavailable");
+                    return act.reply_error(id, ErrorCode::ServiceUnavailable, "try again later", ctx);
+                }
                 Err(err) => {
                     warn!(%err, "rate limiter unavailable");
                     return act.reply_error(id, ErrorCode::Internal, "try again", ctx);
@@ -546,13 +606,19 @@ impl Session {
             query
                 .into_actor(self)
                 .map(move |statuses, act, ctx| match statuses {
-                    Ok(statuses) => {
+                    Ok(Ok(statuses)) => {
                         let statuses: serde_json::Map<String, Value> = statuses
                             .into_iter()
                             .map(|(u, s)| (u, Value::from(s.as_str())))
                             .collect();
                         act.reply_ok(id, json!({"ok": true, "statuses": statuses}), ctx);
                     }
+                    Ok(Err(_)) => act.reply_error(
+                        id,
+                        ErrorCode::ServiceUnavailable,
+                        "presence is unavailable; try again later",
+                        ctx,
+                    ),
                     Err(_) => act.reply_error(id, ErrorCode::Internal, "try again", ctx),
                 }),
         );
@@ -569,8 +635,19 @@ impl Session {
         let Some(status) = Status::settable(&msg.status) else {
             return;
         };
-        product.presence.do_send(SetStatus { user, status });
-        self.reply_ok(id, json!({"ok": true}), ctx);
+        let set = product.presence.send(SetStatus { user, status });
+        ctx.spawn(
+            set.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(Ok(())) => act.reply_ok(id, json!({"ok": true}), ctx),
+                    _ => act.reply_error(
+                        id,
+                        ErrorCode::ServiceUnavailable,
+                        "presence is unavailable; try again later",
+                        ctx,
+                    ),
+                }),
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 
 import { describe, test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { closeAll, sessionsBecome } from "./fixture.js";
+import { closeAll, sessionsBecome, newClient, waitEvent } from "./fixture.js";
 import { startProductNode, connectUser, token, ack, api, assertStatus, uid, safeJson, eventually } from "./product-fixture.js";
 
 const T = { timeout: 30_000 };
@@ -232,6 +232,23 @@ describe("API on a node with --api-key", T, () => {
     const delAgain = await api(node, "DELETE", `/api/v1/rooms/${enc(room)}/members/${enc(p)}`, { key: KEY });
     assertStatus(delAgain, 200, "remove p again");
     assert.deepEqual(delAgain.json, { ok: true, sockets: 0 });
+  });
+
+  test("a user whose CONNECT failed is in no index: not online, not disconnectable, not reachable", async () => {
+    const ghost = uid("ghost");
+    const s = newClient(node.url, "/", { transports: ["websocket"], auth: { token: token(ghost, { exp: Math.floor(Date.now() / 1000) - 600 }) } });
+    const err = waitEvent(s, "connect_error", { timeout: 5_000, failOn: ["connect"] });
+    s.connect();
+    const [e] = await err;
+    assert.equal(e.message, "auth_failed");
+    const pres = await api(node, "GET", `/api/v1/presence?userIds=${enc(ghost)}`, { key: KEY });
+    assert.deepEqual(pres.json, { statuses: { [ghost]: "offline" } });
+    const online = await api(node, "GET", "/api/v1/online?limit=1000", { key: KEY });
+    assert.ok(!online.json.users.includes(ghost), online.text);
+    const dis = await api(node, "POST", `/api/v1/users/${enc(ghost)}/disconnect`, { key: KEY });
+    assert.deepEqual(dis.json, { ok: true, disconnected: 0 });
+    const add = await api(node, "POST", `/api/v1/rooms/${enc(uid("r"))}/members`, { key: KEY, body: { userId: ghost } });
+    assert.deepEqual(add.json, { ok: true, sockets: 0 });
   });
 
   test("room members: bad bodies → 400", async () => {

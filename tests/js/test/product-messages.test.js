@@ -212,6 +212,7 @@ describe("invalid payloads: error event, or error ack instead when an ack was as
     ["presence:query with non-string ids", "presence:query", (u) => ({ userIds: [1, 2] }), "invalid_payload"],
     ["status:set with an unknown status", "status:set", (u) => ({ status: "busy" }), "invalid_payload"],
     ["room:emit without room", "room:emit", (u) => ({ data: 1 }), "invalid_payload"],
+    ["signal with data over --max-event-bytes 1024", "signal", (u) => ({ to: u, data: { blob: "z".repeat(1_500) } }), "payload_too_large"],
     ["unknown event", "no:such:event", (u) => ({ x: 1 }), "unknown_event"],
   ];
 
@@ -257,5 +258,51 @@ describe("invalid payloads: error event, or error ack instead when an ack was as
     await sleep(100);
     await assertDmWorks(a1, alice, b1, bob);
     await assertDmWorks(b1, bob, a1, alice);
+  });
+});
+
+describe("message:sync defaults and the 500 cap (node with raised rate limits)", { timeout: 60_000 }, () => {
+  let big;
+  before(async () => {
+    big = await startProductNode({
+      name: "messages-sync",
+      nodeId: "msg-sync-node",
+      flags: ["--user-message-limit", "100000", "--socket-event-limit", "100000"],
+    });
+  });
+  after(async () => {
+    closeAll();
+    await big?.stop();
+  });
+
+  test("601 messages: sync {} returns the first 100 (hasMore); limit 1000 is capped at 500 (hasMore); the rest follows", async () => {
+    const alice = uid("alice");
+    const bob = uid("bob");
+    const a = await connectUser(big, alice);
+    const ids = [];
+    for (let i = 0; i < 601; i += 50) {
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(50, 601 - i) }, (_, j) => ack(a, "message:send", { to: bob, text: `t${i + j}` }, { timeout: 10_000 })),
+      );
+      for (const r of batch) {
+        assert.equal(r?.ok, true, safeJson(r));
+        ids.push(r.messageId);
+      }
+    }
+    ids.sort((x, y) => x - y);
+    const b = await connectUser(big, bob);
+    const d = await ack(b, "message:sync", {});
+    assert.equal(d?.ok, true, safeJson(d).slice(0, 300));
+    assert.equal(d.messages.length, 100, "default limit 100");
+    assert.equal(d.hasMore, true);
+    assert.deepEqual(d.messages.map((m) => m.messageId), ids.slice(0, 100));
+    const capped = await ack(b, "message:sync", { after: 0, limit: 1000 });
+    assert.equal(capped?.ok, true, safeJson(capped).slice(0, 300));
+    assert.equal(capped.messages.length, 500, "limit is capped at 500");
+    assert.equal(capped.hasMore, true);
+    assert.deepEqual(capped.messages.map((m) => m.messageId), ids.slice(0, 500));
+    const rest = await ack(b, "message:sync", { after: ids[499], limit: 500 });
+    assert.deepEqual(rest.messages.map((m) => m.messageId), ids.slice(500));
+    assert.equal(rest.hasMore, false);
   });
 });

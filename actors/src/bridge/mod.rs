@@ -1,0 +1,358 @@
+//! The RedisBridge actor: one per node, the only owner of the node's pub/sub connection.
+//!
+//! It keeps one dedicated subscriber connection, subscribed to exactly the channels the registry
+//! says the node needs (`sb:user:{id}` while the node holds a socket of that user, `sb:room:{r}`
+//! while it holds a member, `sb:watch:{id}` while a local socket watches that user's presence,
+//! and always `sb:node:{id}` and `sb:broadcast`). Frames are published on one multiplexed
+//! connection, so frames published by this node keep their order. When the subscriber stream
+//! ends (Redis restarted, or cut us off as a slow subscriber) the bridge reconnects with backoff
+//! and re-subscribes everything, counting the gap.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, PubSubSink};
+use switchboard_protocol::cluster::ClusterFrame;
+use tracing::{debug, info, warn};
+
+/// Longest pause between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Redis connection settings shared by every Redis-backed actor.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://…` URL.
+    pub url: String,
+    /// Prefix for every key and channel (empty by default).
+    pub prefix: String,
+}
+
+impl RedisSettings {
+    /// A key or channel name with the prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, name)
+    }
+
+    /// The channel of a user's sockets.
+    pub fn user_channel(&self, user: &str) -> String {
+        self.key(&format!("sb:user:{user}"))
+    }
+
+    /// The channel of a room's members.
+    pub fn room_channel(&self, room: &str) -> String {
+        self.key(&format!("sb:room:{room}"))
+    }
+
+    /// The channel of a user's presence watchers.
+    pub fn watch_channel(&self, user: &str) -> String {
+        self.key(&format!("sb:watch:{user}"))
+    }
+
+    /// The channel of one node.
+    pub fn node_channel(&self, node: &str) -> String {
+        self.key(&format!("sb:node:{node}"))
+    }
+
+    /// The channel every node listens to.
+    pub fn broadcast_channel(&self) -> String {
+        self.key("sb:broadcast")
+    }
+}
+
+/// Microseconds since the Unix epoch (frame timestamps).
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The node needs (or no longer needs) a channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    /// The full channel name.
+    pub channel: String,
+    /// Subscribe (true) or unsubscribe.
+    pub on: bool,
+}
+
+/// Publish an encoded frame.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// The full channel name.
+    pub channel: String,
+    /// [`ClusterFrame::encode`] output.
+    pub payload: Bytes,
+}
+
+/// A frame from another node, for the registry.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClusterInbound {
+    /// The channel it arrived on.
+    pub channel: String,
+    /// The decoded frame.
+    pub frame: ClusterFrame,
+}
+
+/// Is the bridge connected to Redis?
+#[derive(Message)]
+#[rtype(result = "BridgeStatus")]
+pub struct GetStatus;
+
+/// What [`GetStatus`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeStatus {
+    /// The subscriber connection is up.
+    pub connected: bool,
+    /// Subscriber reconnects so far (each may have lost frames).
+    pub gaps: u64,
+    /// Frames dropped as foreign or malformed.
+    pub rejected: u64,
+    /// Publishes that failed.
+    pub publish_errors: u64,
+}
+
+/// The RedisBridge actor (see the module docs).
+pub struct RedisBridge {
+    client: redis::Client,
+    node_id: String,
+    inbound: Recipient<ClusterInbound>,
+    channels: HashSet<String>,
+    sink: Option<PubSubSink>,
+    publisher: Option<ConnectionManager>,
+    /// Bumped on every (re)connect so a stale stream's end is not mistaken for the current one.
+    generation: u64,
+    backoff: Duration,
+    status: BridgeStatus,
+    connecting: bool,
+}
+
+impl RedisBridge {
+    /// A bridge for `node_id` that hands inbound frames to `inbound` (the registry).
+    pub fn new(
+        settings: RedisSettings,
+        node_id: String,
+        inbound: Recipient<ClusterInbound>,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let channels = HashSet::from([
+            settings.node_channel(&node_id),
+            settings.broadcast_channel(),
+        ]);
+        Ok(RedisBridge {
+            client,
+            node_id,
+            inbound,
+            channels,
+            sink: None,
+            publisher: None,
+            generation: 0,
+            backoff: Duration::from_millis(100),
+            status: BridgeStatus {
+                connected: false,
+                gaps: 0,
+                rejected: 0,
+                publish_errors: 0,
+            },
+            connecting: false,
+        })
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.connecting {
+            return;
+        }
+        self.connecting = true;
+        let client = self.client.clone();
+        let channels: Vec<String> = self.channels.iter().cloned().collect();
+        let fut = async move {
+            let pubsub_client = client.clone();
+            let pubsub = pubsub_client.get_async_pubsub().await?;
+            let (mut sink, stream) = pubsub.split();
+            if !channels.is_empty() {
+                sink.subscribe(&channels).await?;
+            }
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)));
+            let publisher = ConnectionManager::new_with_config(client, config).await?;
+            Ok::<_, redis::RedisError>((sink, stream, publisher))
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.connecting = false;
+            match result {
+                Ok((sink, stream, publisher)) => {
+                    act.generation += 1;
+                    let generation = act.generation;
+                    act.sink = Some(sink);
+                    act.publisher = Some(publisher);
+                    act.status.connected = true;
+                    act.backoff = Duration::from_millis(100);
+                    info!(channels = act.channels.len(), "redis subscriber connected");
+                    // Tag each message with its connection generation.
+                    let tagged = futures_util::StreamExt::map(stream, move |m| (generation, m));
+                    ctx.add_stream(tagged);
+                    // Channels wanted while we were connecting.
+                    act.resubscribe_missing(ctx);
+                }
+                Err(err) => {
+                    warn!(%err, retry_in_ms = act.backoff.as_millis() as u64, "redis subscriber connect failed");
+                    act.retry_later(ctx);
+                }
+            }
+        }));
+    }
+
+    fn retry_later(&mut self, ctx: &mut Context<Self>) {
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    fn resubscribe_missing(&mut self, _ctx: &mut Context<Self>) {
+        // `connect` subscribed the set as it was when the connection started; subscribing again
+        // is idempotent, so simply subscribe everything now wanted.
+        if let Some(sink) = &self.sink {
+            let mut sink = sink.clone();
+            let channels: Vec<String> = self.channels.iter().cloned().collect();
+            actix::spawn(async move {
+                if let Err(err) = sink.subscribe(&channels).await {
+                    debug!(%err, "re-subscribe failed; the reconnect will retry");
+                }
+            });
+        }
+    }
+
+    fn on_disconnected(&mut self, ctx: &mut Context<Self>) {
+        if self.status.connected {
+            self.status.gaps += 1;
+            warn!(
+                gaps = self.status.gaps,
+                "redis subscriber lost; frames may have been missed"
+            );
+        }
+        self.status.connected = false;
+        self.sink = None;
+        self.retry_later(ctx);
+    }
+}
+
+impl Actor for RedisBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(16_384);
+        self.connect(ctx);
+    }
+}
+
+impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
+    fn handle(&mut self, (generation, msg): (u64, redis::Msg), _ctx: &mut Context<Self>) {
+        if generation != self.generation {
+            return;
+        }
+        let frame = match ClusterFrame::decode(msg.get_payload_bytes()) {
+            Ok(frame) => frame,
+            Err(err) => {
+                self.status.rejected += 1;
+                debug!(%err, channel = msg.get_channel_name(), "dropped a foreign frame");
+                return;
+            }
+        };
+        if frame.origin == self.node_id {
+            // Our own publication: local sockets were served before publishing.
+            return;
+        }
+        self.inbound.do_send(ClusterInbound {
+            channel: msg.get_channel_name().to_string(),
+            frame,
+        });
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // Only the current connection's end matters; `add_stream` streams end one by one.
+        if self.sink.is_some() || self.status.connected {
+            self.on_disconnected(ctx);
+        }
+    }
+}
+
+impl Handler<Subscribe> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
+        let changed = if msg.on {
+            self.channels.insert(msg.channel.clone())
+        } else {
+            self.channels.remove(&msg.channel)
+        };
+        if !changed {
+            return;
+        }
+        if let Some(sink) = &self.sink {
+            let mut sink = sink.clone();
+            let on = msg.on;
+            actix::spawn(async move {
+                let result = if on {
+                    sink.subscribe(&msg.channel).await
+                } else {
+                    sink.unsubscribe(&msg.channel).await
+                };
+                if let Err(err) = result {
+                    debug!(%err, "subscription change failed; the reconnect will redo it");
+                }
+            });
+        }
+    }
+}
+
+impl Handler<Publish> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        let Some(publisher) = &self.publisher else {
+            self.status.publish_errors += 1;
+            return;
+        };
+        let mut conn = publisher.clone();
+        // Started in handling order on one multiplexed connection, so publishes keep order.
+        let fut = async move {
+            redis::cmd("PUBLISH")
+                .arg(&msg.channel)
+                .arg(msg.payload.as_ref())
+                .query_async::<i64>(&mut conn)
+                .await
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, _ctx| {
+            if let Err(err) = result {
+                act.status.publish_errors += 1;
+                debug!(%err, "publish failed");
+            }
+        }));
+    }
+}
+
+impl Handler<GetStatus> for RedisBridge {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status)
+    }
+}
+
+/// Build the bb8 pool the Redis-backed stores share.
+pub async fn pool(
+    settings: &RedisSettings,
+) -> Result<bb8::Pool<bb8_redis::RedisConnectionManager>, redis::RedisError> {
+    let manager = bb8_redis::RedisConnectionManager::new(settings.url.as_str())?;
+    Ok(bb8::Pool::builder()
+        .max_size(16)
+        .connection_timeout(Duration::from_secs(2))
+        // Start even when Redis is down: connections are made on demand.
+        .min_idle(Some(0))
+        .build_unchecked(manager))
+}

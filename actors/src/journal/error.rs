@@ -1,0 +1,114 @@
+//! [`JournalError`] and the one place that sorts database errors into its variants.
+
+use std::time::Duration;
+
+use sea_orm::{DbErr, RuntimeErr, sqlx};
+
+/// Why a Journal request failed. The variants are stable; callers branch on them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    /// The database cannot be reached, did not answer in time, or the journal's backlog is
+    /// full. Retryable: the session answers `service_unavailable`.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a statement (a bug or a schema mismatch, not an outage).
+    #[error("database error: {0}")]
+    Database(String),
+    /// The request cannot be stored as given (e.g. a user id over 255 characters).
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    /// The database URL is unusable (unparsable, or neither `sqlite:` nor `postgres:`).
+    #[error("invalid database url: {0}")]
+    Config(String),
+    /// Applying the migrations failed at startup.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+}
+
+impl JournalError {
+    /// Whether retrying later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, JournalError::Unavailable(_))
+    }
+
+    /// A database operation did not finish within `limit`.
+    pub(super) fn timed_out(limit: Duration) -> Self {
+        JournalError::Unavailable(format!("no answer within {} ms", limit.as_millis()))
+    }
+}
+
+impl From<DbErr> for JournalError {
+    fn from(err: DbErr) -> Self {
+        if is_outage(&err) {
+            JournalError::Unavailable(err.to_string())
+        } else {
+            JournalError::Database(err.to_string())
+        }
+    }
+}
+
+/// Whether `err` means "the database is not there right now" rather than "the statement is bad".
+fn is_outage(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match &**e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs and SQLite result codes that describe an outage or contention.
+fn transient_code(code: &str) -> bool {
+    // PostgreSQL: class 08 connection exception, 53 insufficient resources, 57P0x shutdown
+    // or "cannot connect now", 40001/40P01 serialization failure and deadlock.
+    if code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || code == "40001"
+        || code == "40P01"
+    {
+        return true;
+    }
+    // SQLite reports the (extended) result code as a number; the low byte is the primary code:
+    // BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+    code.parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ConnAcquireErr;
+
+    use super::*;
+
+    #[test]
+    fn outages_are_unavailable_and_bad_statements_are_not() {
+        let timeout = DbErr::ConnectionAcquire(ConnAcquireErr::Timeout);
+        assert!(JournalError::from(timeout).is_unavailable());
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let reset = DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Io(io).into()));
+        assert!(JournalError::from(reset).is_unavailable());
+        let bad = DbErr::Query(RuntimeErr::Internal("syntax error".into()));
+        assert!(matches!(JournalError::from(bad), JournalError::Database(_)));
+    }
+
+    #[test]
+    fn transient_codes() {
+        for code in ["08006", "57P01", "53300", "40001", "5", "517", "6", "10"] {
+            assert!(transient_code(code), "{code}");
+        }
+        for code in ["23505", "22021", "42P01", "19", "1"] {
+            assert!(!transient_code(code), "{code}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+-- A socket connects (or is re-asserted after Redis lost its data). Atomic.
+-- KEYS: 1 user:{u}:sockets  2 socket:{s}:user  3 online_users  4 user:{u}:status
+--       5 user:{u}:devices  6 node:{n}:sockets
+-- ARGV: 1 user  2 socket  3 device  4 node  5 now_ms  6 socket_ttl_s  7 status_ttl_s
+-- Returns 1 when this is the user's first socket (the user comes online), else 0.
+local first = redis.call('SCARD', KEYS[1]) == 0
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'userId', ARGV[1], 'deviceId', ARGV[3],
+  'connectedAt', ARGV[5], 'serverInstance', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+-- Keep a status the user set (away) while refreshing its TTL.
+if not redis.call('SET', KEYS[4], 'online', 'NX', 'EX', ARGV[7]) then
+  redis.call('EXPIRE', KEYS[4], ARGV[7])
+end
+redis.call('SADD', KEYS[5], ARGV[3])
+redis.call('SADD', KEYS[6], ARGV[2])
+if first then return 1 end
+return 0

@@ -1,0 +1,382 @@
+//! The cluster presence store: the reference design's keys in Redis, each transition one Lua
+//! script so that "first socket → online" and "last socket → offline" are exact across nodes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bb8_redis::RedisConnectionManager;
+use futures_util::future::join_all;
+use redis::Script;
+
+use super::store::{
+    PresenceStore, SocketPresence, StoreError, StoreFuture, SweepResult, Transitions,
+};
+use super::{OnlinePage, Status, UserId};
+use crate::bridge::RedisSettings;
+
+/// `socket:{id}:user` lives this long unless refreshed (the reconcile refreshes it).
+pub const SOCKET_TTL_SECS: u64 = 3600;
+/// `user:{id}:status` lives this long unless refreshed.
+pub const STATUS_TTL_SECS: u64 = 300;
+/// `node:{id}:alive` lives this long; a node that stops refreshing it is swept.
+pub const NODE_ALIVE_TTL_SECS: u64 = 10;
+
+type Pool = bb8::Pool<RedisConnectionManager>;
+
+struct Scripts {
+    connect: Script,
+    disconnect: Script,
+    status: Script,
+}
+
+/// Presence in Redis (see the module docs).
+#[derive(Clone)]
+pub struct RedisPresenceStore {
+    pool: Pool,
+    settings: RedisSettings,
+    node_id: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RedisPresenceStore {
+    /// A store for `node_id` on `pool`.
+    pub fn new(pool: Pool, settings: RedisSettings, node_id: &str) -> Self {
+        RedisPresenceStore {
+            pool,
+            settings,
+            node_id: Arc::from(node_id),
+            scripts: Arc::new(Scripts {
+                connect: Script::new(include_str!("connect.lua")),
+                disconnect: Script::new(include_str!("disconnect.lua")),
+                status: Script::new(include_str!("status.lua")),
+            }),
+        }
+    }
+
+    fn k(&self, name: String) -> String {
+        self.settings.key(&name)
+    }
+
+    fn transition_keys(&self, user: &str, socket: &str, node: &str) -> [String; 6] {
+        [
+            self.k(format!("user:{user}:sockets")),
+            self.k(format!("socket:{socket}:user")),
+            self.k("online_users".into()),
+            self.k(format!("user:{user}:status")),
+            self.k(format!("user:{user}:devices")),
+            self.k(format!("node:{node}:sockets")),
+        ]
+    }
+
+    async fn run_connect(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        s: &SocketPresence,
+    ) -> Result<bool, StoreError> {
+        let keys = self.transition_keys(&s.user, &s.socket, &self.node_id);
+        let first: i64 = self
+            .scripts
+            .connect
+            .key(&keys[..])
+            .arg(&*s.user)
+            .arg(&s.socket)
+            .arg(&s.device)
+            .arg(&*self.node_id)
+            .arg(now_ms())
+            .arg(SOCKET_TTL_SECS)
+            .arg(STATUS_TTL_SECS)
+            .invoke_async(conn)
+            .await?;
+        Ok(first == 1)
+    }
+
+    async fn run_disconnect(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        user: &str,
+        socket: &str,
+        node: &str,
+    ) -> Result<bool, StoreError> {
+        let keys = self.transition_keys(user, socket, node);
+        let last: i64 = self
+            .scripts
+            .disconnect
+            .key(&keys[..])
+            .arg(user)
+            .arg(socket)
+            .arg(&self.settings.prefix)
+            .invoke_async(conn)
+            .await?;
+        Ok(last == 1)
+    }
+
+    /// Remove every socket a node registered; answers who went offline.
+    async fn sweep_node(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        node: &str,
+    ) -> Result<Vec<UserId>, StoreError> {
+        let node_sockets = self.k(format!("node:{node}:sockets"));
+        let sockets: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&node_sockets)
+            .query_async(conn)
+            .await?;
+        let mut offline = Vec::new();
+        for socket in sockets {
+            let user: Option<String> = redis::cmd("HGET")
+                .arg(self.k(format!("socket:{socket}:user")))
+                .arg("userId")
+                .query_async(conn)
+                .await?;
+            match user {
+                Some(user) => {
+                    if self.run_disconnect(conn, &user, &socket, node).await? {
+                        offline.push(UserId::from(user.as_str()));
+                    }
+                }
+                None => {
+                    let _: i64 = redis::cmd("SREM")
+                        .arg(&node_sockets)
+                        .arg(&socket)
+                        .query_async(conn)
+                        .await?;
+                }
+            }
+        }
+        let _: i64 = redis::cmd("DEL")
+            .arg(&node_sockets)
+            .query_async(conn)
+            .await?;
+        Ok(offline)
+    }
+}
+
+impl PresenceStore for RedisPresenceStore {
+    fn connect(&self, socket: SocketPresence) -> StoreFuture<bool> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            this.run_connect(&mut conn, &socket).await
+        })
+    }
+
+    fn disconnect(&self, user: UserId, socket: String) -> StoreFuture<bool> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let node = this.node_id.clone();
+            this.run_disconnect(&mut conn, &user, &socket, &node).await
+        })
+    }
+
+    fn set_status(&self, user: UserId, status: Status) -> StoreFuture<bool> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let changed: i64 = this
+                .scripts
+                .status
+                .key(this.k(format!("user:{user}:sockets")))
+                .key(this.k(format!("user:{user}:status")))
+                .arg(status.as_str())
+                .arg(STATUS_TTL_SECS)
+                .invoke_async(&mut *conn)
+                .await?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn statuses(&self, users: Vec<String>) -> StoreFuture<Vec<(String, Status)>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let mut pipe = redis::pipe();
+            for user in &users {
+                pipe.cmd("GET").arg(this.k(format!("user:{user}:status")));
+                pipe.cmd("SCARD")
+                    .arg(this.k(format!("user:{user}:sockets")));
+            }
+            let replies: Vec<redis::Value> = pipe.query_async(&mut *conn).await?;
+            let mut out = Vec::with_capacity(users.len());
+            for (user, pair) in users.into_iter().zip(replies.chunks(2)) {
+                let status: Option<String> = redis::from_redis_value(pair[0].clone())?;
+                let sockets: i64 = redis::from_redis_value(pair[1].clone())?;
+                let status = match (sockets > 0, status.as_deref()) {
+                    (false, _) => Status::Offline,
+                    (true, Some("away")) => Status::Away,
+                    (true, _) => Status::Online,
+                };
+                out.push((user, status));
+            }
+            Ok(out)
+        })
+    }
+
+    fn online(&self, limit: usize, cursor: Option<String>) -> StoreFuture<OnlinePage> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            // Sorted by id for stable paging; the whole set is read, which is fine for an
+            // operator API but not for a hot path.
+            let mut users: Vec<String> = redis::cmd("ZRANGE")
+                .arg(this.k("online_users".into()))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut *conn)
+                .await?;
+            users.sort();
+            let count = users.len();
+            let start = match &cursor {
+                Some(c) => users.partition_point(|u| u.as_str() <= c.as_str()),
+                None => 0,
+            };
+            let mut page: Vec<String> = users.into_iter().skip(start).take(limit + 1).collect();
+            let next_cursor = if page.len() > limit {
+                page.truncate(limit);
+                page.last().cloned()
+            } else {
+                None
+            };
+            Ok(OnlinePage {
+                count,
+                users: page,
+                next_cursor,
+            })
+        })
+    }
+
+    fn devices(&self, user: String) -> StoreFuture<Vec<String>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let mut devices: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(this.k(format!("user:{user}:devices")))
+                .query_async(&mut *conn)
+                .await?;
+            devices.sort();
+            Ok(devices)
+        })
+    }
+
+    fn reconcile(&self, live: Vec<SocketPresence>) -> StoreFuture<Transitions> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let registered: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(this.k(format!("node:{}:sockets", this.node_id)))
+                .query_async(&mut *conn)
+                .await?;
+            let live_ids: HashSet<&str> = live.iter().map(|s| s.socket.as_str()).collect();
+            let mut transitions = Transitions::default();
+            for socket in registered.iter().filter(|s| !live_ids.contains(s.as_str())) {
+                let user: Option<String> = redis::cmd("HGET")
+                    .arg(this.k(format!("socket:{socket}:user")))
+                    .arg("userId")
+                    .query_async(&mut *conn)
+                    .await?;
+                if let Some(user) = user {
+                    let node = this.node_id.clone();
+                    if this.run_disconnect(&mut conn, &user, socket, &node).await? {
+                        transitions.offline.push(UserId::from(user.as_str()));
+                    }
+                }
+            }
+            // Pipelined on the multiplexed connection: one round trip for all live sockets.
+            let conn_ref = &*conn;
+            let results = join_all(live.iter().map(|s| {
+                let mut c = conn_ref.clone();
+                let this = &this;
+                async move { this.run_connect(&mut c, s).await }
+            }))
+            .await;
+            for (socket, first) in live.iter().zip(results) {
+                if first? {
+                    transitions.online.push(socket.user.clone());
+                }
+            }
+            Ok(transitions)
+        })
+    }
+
+    fn heartbeat_node(&self) -> StoreFuture<bool> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let previous: Option<String> = redis::cmd("SET")
+                .arg(this.k(format!("node:{}:alive", this.node_id)))
+                .arg(now_ms())
+                .arg("EX")
+                .arg(NODE_ALIVE_TTL_SECS)
+                .arg("GET")
+                .query_async(&mut *conn)
+                .await?;
+            let _: i64 = redis::cmd("SADD")
+                .arg(this.k("nodes".into()))
+                .arg(&*this.node_id)
+                .query_async(&mut *conn)
+                .await?;
+            Ok(previous.is_some())
+        })
+    }
+
+    fn sweep_dead_nodes(&self, include_self: bool) -> StoreFuture<SweepResult> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let nodes: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(this.k("nodes".into()))
+                .query_async(&mut *conn)
+                .await?;
+            let mut result = SweepResult::default();
+            for node in nodes {
+                let own = node == *this.node_id;
+                if own && !include_self {
+                    continue;
+                }
+                if !own {
+                    let alive: i64 = redis::cmd("EXISTS")
+                        .arg(this.k(format!("node:{node}:alive")))
+                        .query_async(&mut *conn)
+                        .await?;
+                    if alive == 1 {
+                        continue;
+                    }
+                    // One surviving node sweeps a dead one.
+                    let lock: Option<String> = redis::cmd("SET")
+                        .arg(this.k(format!("node:{node}:sweeping")))
+                        .arg(&*this.node_id)
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(30)
+                        .query_async(&mut *conn)
+                        .await?;
+                    if lock.is_none() {
+                        continue;
+                    }
+                }
+                let offline = this.sweep_node(&mut conn, &node).await?;
+                result.offline.extend(offline);
+                if !own {
+                    let _: i64 = redis::cmd("SREM")
+                        .arg(this.k("nodes".into()))
+                        .arg(&node)
+                        .query_async(&mut *conn)
+                        .await?;
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(this.k(format!("node:{node}:sweeping")))
+                        .query_async(&mut *conn)
+                        .await?;
+                }
+                result.nodes.push(node);
+            }
+            Ok(result)
+        })
+    }
+}
