@@ -1,0 +1,197 @@
+//! One behaviour suite for the presence and rate-limit stores, run against the in-memory store
+//! (single node) and the Redis store (cluster) — a real Redis at `SWITCHBOARD_TEST_REDIS_URL`
+//! (default `redis://127.0.0.1:6379`), isolated by a random key prefix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_actors::bridge::{self, RedisSettings};
+use switchboard_actors::presence::redis_store::RedisPresenceStore;
+use switchboard_actors::presence::{
+    MemoryPresenceStore, PresenceStore, SocketPresence, Status, UserId,
+};
+use switchboard_actors::ratelimiter::{MemoryRateStore, RateStore, RedisRateStore};
+use switchboard_actors::transport::random_id;
+
+fn redis_settings() -> RedisSettings {
+    RedisSettings {
+        url: std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        prefix: format!("test-{}:", random_id()),
+    }
+}
+
+fn sock(user: &str, socket: &str, device: &str) -> SocketPresence {
+    SocketPresence {
+        user: UserId::from(user),
+        socket: socket.into(),
+        device: device.into(),
+    }
+}
+
+/// The behaviour every presence store must have.
+async fn presence_behaviour(store: Arc<dyn PresenceStore>) {
+    let dave = UserId::from("dave");
+    assert!(store.connect(sock("dave", "s1", "phone")).await.unwrap(), "first socket → online");
+    assert!(!store.connect(sock("dave", "s2", "laptop")).await.unwrap());
+    assert!(!store.connect(sock("dave", "s3", "laptop")).await.unwrap());
+    assert_eq!(store.devices("dave".into()).await.unwrap(), vec!["laptop", "phone"]);
+
+    // A device stays while another socket of it remains.
+    assert!(!store.disconnect(dave.clone(), "s3".into()).await.unwrap());
+    assert_eq!(store.devices("dave".into()).await.unwrap(), vec!["laptop", "phone"]);
+    assert!(!store.disconnect(dave.clone(), "s1".into()).await.unwrap());
+    assert_eq!(store.devices("dave".into()).await.unwrap(), vec!["laptop"]);
+
+    // Status: only an online user's, reported once per change.
+    assert!(store.set_status(dave.clone(), Status::Away).await.unwrap());
+    assert!(!store.set_status(dave.clone(), Status::Away).await.unwrap());
+    assert!(!store.set_status(UserId::from("nobody"), Status::Away).await.unwrap());
+    let statuses = store
+        .statuses(vec!["dave".into(), "nobody".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses,
+        vec![("dave".into(), Status::Away), ("nobody".into(), Status::Offline)]
+    );
+
+    // Online listing pages in id order.
+    for u in ["carol", "alice", "bob"] {
+        store.connect(sock(u, &format!("{u}-s"), "d")).await.unwrap();
+    }
+    let page = store.online(2, None).await.unwrap();
+    assert_eq!(page.count, 4);
+    assert_eq!(page.users, vec!["alice", "bob"]);
+    let rest = store.online(2, page.next_cursor.clone()).await.unwrap();
+    assert_eq!(rest.users, vec!["carol", "dave"]);
+    assert_eq!(rest.next_cursor, None);
+
+    // Last socket → offline, exactly once.
+    assert!(store.disconnect(dave.clone(), "s2".into()).await.unwrap(), "last socket → offline");
+    assert!(!store.disconnect(dave.clone(), "s2".into()).await.unwrap());
+    assert_eq!(
+        store.statuses(vec!["dave".into()]).await.unwrap(),
+        vec![("dave".into(), Status::Offline)]
+    );
+    assert!(store.devices("dave".into()).await.unwrap().is_empty());
+    assert_eq!(store.online(10, None).await.unwrap().count, 3);
+}
+
+/// The behaviour every rate store must have: exact limit, then a retry hint.
+async fn rate_behaviour(a: Arc<dyn RateStore>, b: Arc<dyn RateStore>) {
+    let user = UserId::from(format!("u-{}", random_id()).as_str());
+    for i in 0..30 {
+        let store = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(store.hit(user.clone()).await.unwrap(), Ok(()), "hit {i}");
+    }
+    for store in [&a, &b] {
+        let retry = store.hit(user.clone()).await.unwrap().unwrap_err();
+        assert!(retry > Duration::ZERO && retry <= Duration::from_secs(60), "{retry:?}");
+    }
+    let other = UserId::from("someone-else");
+    assert_eq!(a.hit(other).await.unwrap(), Ok(()), "limits are per user");
+}
+
+#[actix::test]
+async fn memory_presence_store() {
+    presence_behaviour(Arc::new(MemoryPresenceStore::default())).await;
+}
+
+#[actix::test]
+async fn redis_presence_store() {
+    let settings = redis_settings();
+    let pool = bridge::pool(&settings).await.unwrap();
+    let store = RedisPresenceStore::new(pool.clone(), settings.clone(), "node-a");
+    presence_behaviour(Arc::new(store)).await;
+    // Everything the scripts wrote for users is gone or under a TTL.
+    let mut conn = pool.get().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", settings.prefix))
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    for key in keys {
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut *conn).await.unwrap();
+        let owned = key.ends_with("online_users")
+            || key.contains(":user:")
+            || key.contains("node:node-a:sockets");
+        assert!(ttl > 0 || owned, "{key} has no TTL and no owner");
+    }
+}
+
+#[actix::test]
+async fn memory_rate_store() {
+    let store: Arc<dyn RateStore> = Arc::new(MemoryRateStore::new(30, Duration::from_secs(60)));
+    rate_behaviour(store.clone(), store).await;
+}
+
+#[actix::test]
+async fn redis_rate_store_is_exact_across_nodes() {
+    let settings = redis_settings();
+    let pool = bridge::pool(&settings).await.unwrap();
+    let node = |pool| -> Arc<dyn RateStore> {
+        Arc::new(RedisRateStore::new(pool, settings.clone(), 30, Duration::from_secs(60)))
+    };
+    // Two stores on one Redis behave like two nodes.
+    rate_behaviour(node(pool.clone()), node(pool)).await;
+}
+
+#[actix::test]
+async fn redis_sweep_removes_a_dead_nodes_sockets() {
+    let settings = redis_settings();
+    let pool = bridge::pool(&settings).await.unwrap();
+    let dead = RedisPresenceStore::new(pool.clone(), settings.clone(), "dead");
+    let alive = RedisPresenceStore::new(pool.clone(), settings.clone(), "alive");
+    dead.heartbeat_node().await.unwrap();
+    alive.heartbeat_node().await.unwrap();
+    dead.connect(sock("frank", "f1", "d")).await.unwrap();
+    alive.connect(sock("gina", "g1", "d")).await.unwrap();
+    // Nothing is swept while the node is alive.
+    assert!(alive.sweep_dead_nodes(false).await.unwrap().nodes.is_empty());
+    let mut conn = pool.get().await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(settings.key("node:dead:alive"))
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    let swept = alive.sweep_dead_nodes(false).await.unwrap();
+    assert_eq!(swept.nodes, vec!["dead"]);
+    assert_eq!(swept.offline, vec![UserId::from("frank")]);
+    assert_eq!(
+        alive.statuses(vec!["frank".into(), "gina".into()]).await.unwrap(),
+        vec![("frank".into(), Status::Offline), ("gina".into(), Status::Online)]
+    );
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(settings.key("nodes"))
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(nodes, vec!["alive"]);
+}
+
+#[actix::test]
+async fn redis_reconcile_reasserts_after_data_loss() {
+    let settings = redis_settings();
+    let pool = bridge::pool(&settings).await.unwrap();
+    let store = RedisPresenceStore::new(pool.clone(), settings.clone(), "n1");
+    store.connect(sock("hana", "h1", "d")).await.unwrap();
+    store.connect(sock("ivan", "i1", "d")).await.unwrap();
+    // Redis "loses" hana's keys.
+    let mut conn = pool.get().await.unwrap();
+    for key in ["user:hana:sockets", "socket:h1:user", "user:hana:status"] {
+        let _: i64 = redis::cmd("DEL")
+            .arg(settings.key(key))
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
+    }
+    // ivan's socket is no longer live on this node; hana's is.
+    let t = store.reconcile(vec![sock("hana", "h1", "d")]).await.unwrap();
+    assert_eq!(t.online, vec![UserId::from("hana")]);
+    assert_eq!(t.offline, vec![UserId::from("ivan")]);
+    assert_eq!(
+        store.statuses(vec!["hana".into(), "ivan".into()]).await.unwrap(),
+        vec![("hana".into(), Status::Online), ("ivan".into(), Status::Offline)]
+    );
+}
