@@ -1,19 +1,112 @@
-//! The Journal actor: owner of stored direct messages.
+//! The Journal actor: the node's only writer to the database (SQLite or PostgreSQL, sea-orm).
 //!
-//! Messages get their id here, in commit order, which is the order `message:sync` returns them
-//! in. This is the in-memory store of the single-node product; it keeps the most recent
-//! [`MAX_MESSAGES`] messages.
+//! It owns three tables (created by the `migration` crate):
+//! - `messages`: durable direct messages. [`StoreMessage`] is answered only once its row is
+//!   committed, with the row's id, which is the [`SyncMessages`] cursor. Stores that arrive
+//!   within [`JournalConfig::message_batch_window`] share one transaction (group commit), and
+//!   while one transaction is out the next group gathers, so the database sees a handful of
+//!   transactions per second rather than one per message.
+//! - `socket_connections` and `presence_logs`: fire-and-forget log rows ([`ConnectionOpened`],
+//!   [`ConnectionClosed`], [`PresenceLogged`], sent with `do_send`). They wait in a bounded
+//!   queue and are written in batches, at most one batch at a time, in arrival order. Past
+//!   [`JournalConfig::queue_limit`] rows new ones are dropped and counted, so an outage costs
+//!   log rows, never memory.
+//!
+//! No handler waits for the database: every statement runs in a future spawned on the actor's
+//! context and bounded by [`JournalConfig::db_timeout`]. While the database is down, stores
+//! fail fast with [`JournalError::Unavailable`], log rows wait (up to the limit), and writes
+//! resume by themselves when it returns.
+//!
+//! Every text column is cleaned of control characters (PostgreSQL refuses `\u0000`, and one
+//! refused row would fail its whole batch) and cut to its column's length. Should the
+//! database still refuse a batch, its rows are retried one by one and only the offending row
+//! is dropped.
+//!
+//! # Layout
+//! - `rows`: the pure core (text cleaning, the bounded queue, batch planning).
+//! - `store`: the SQL, one async function per operation.
+//! - `error`: [`JournalError`] and the classification of database errors.
+//! - [`entities`]: the sea-orm entities of the three tables.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
+pub mod entities;
+mod error;
+mod rows;
+mod store;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::DatabaseConnection;
+use sea_orm::prelude::{DateTimeUtc, Uuid};
 use serde::Serialize;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+pub use error::JournalError;
 
 use crate::presence::UserId;
+use entities::message;
+use rows::{ClosedRow, LogPlan, LogQueue, LogRow, OpenedRow, PresenceRow, clean, limits};
 
-/// How many messages the in-memory store keeps (oldest dropped first).
-pub const MAX_MESSAGES: usize = 1_000_000;
+/// The `disconnect_reason` of rows closed by [`CloseStaleConnections`] for a lost node.
+pub const NODE_LOST: &str = "node_lost";
+
+/// Longest a retention sweep may run before it is abandoned (and retried next interval).
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(600);
+/// First wait before retrying a failed log flush; doubles up to [`JournalConfig::db_timeout`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Mailbox size: sessions `send` stores and syncs and wait for room.
+const MAILBOX: usize = 4096;
+
+/// Tuning of the Journal; the defaults suit a node with tens of thousands of sockets.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// Log rows per batch (default 500): a full batch is flushed at once.
+    pub batch_size: usize,
+    /// Longest a log row waits for a batch to fill (default 50 ms).
+    pub flush_interval: Duration,
+    /// Log rows held (queued plus being written) before new ones are dropped (default 10 000).
+    pub queue_limit: usize,
+    /// Longest a message store waits for others to share its transaction (default 5 ms;
+    /// zero: commit at once, still grouping whatever arrives while a commit is out).
+    pub message_batch_window: Duration,
+    /// Most messages per transaction (default 256).
+    pub message_batch_size: usize,
+    /// Message stores waiting for a transaction before new ones fail `Unavailable`
+    /// (default 10 000).
+    pub message_queue_limit: usize,
+    /// How long closed `socket_connections` rows are kept (default 7 days).
+    pub retention_connections: Duration,
+    /// How long `presence_logs` rows are kept (default 30 days).
+    pub retention_presence: Duration,
+    /// How often the retention sweep runs (default 1 hour; the first run is one interval, at
+    /// most a minute, after start).
+    pub sweep_interval: Duration,
+    /// Bound on connecting, acquiring a pooled connection and each operation (default 5 s).
+    pub db_timeout: Duration,
+    /// Pooled connections (default 10; an in-memory SQLite database always uses one).
+    pub max_connections: u32,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            batch_size: 500,
+            flush_interval: Duration::from_millis(50),
+            queue_limit: 10_000,
+            message_batch_window: Duration::from_millis(5),
+            message_batch_size: 256,
+            message_queue_limit: 10_000,
+            retention_connections: Duration::from_secs(7 * 24 * 3600),
+            retention_presence: Duration::from_secs(30 * 24 * 3600),
+            sweep_interval: Duration::from_secs(3600),
+            db_timeout: Duration::from_secs(5),
+            max_connections: 10,
+        }
+    }
+}
 
 /// A stored direct message, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,21 +124,21 @@ pub struct StoredMessage {
     pub created_at: u64,
 }
 
-/// Store a message; answers once it is stored.
+/// Store a message; answers once its row is committed.
 #[derive(Message)]
-#[rtype(result = "StoredMessage")]
+#[rtype(result = "Result<StoredMessage, JournalError>")]
 pub struct StoreMessage {
     /// Sender.
     pub from: UserId,
     /// Recipient.
     pub to: String,
-    /// Sanitised text.
+    /// Text; control characters other than `\n` and `\t` are removed.
     pub text: String,
 }
 
-/// Messages to or from `user` with an id above `after`.
+/// Messages to or from `user` with an id above `after`, ascending.
 #[derive(Message)]
-#[rtype(result = "SyncPage")]
+#[rtype(result = "Result<SyncPage, JournalError>")]
 pub struct SyncMessages {
     /// Whose messages.
     pub user: UserId,
@@ -65,152 +158,642 @@ pub struct SyncPage {
     pub has_more: bool,
 }
 
+/// A socket authenticated: log a `socket_connections` row (batched, fire-and-forget).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ConnectionOpened {
+    /// The Socket.IO socket id; [`ConnectionClosed`] names the row by it.
+    pub socket_id: String,
+    /// The JWT subject.
+    pub user_id: UserId,
+    /// The client's device id.
+    pub device_id: String,
+    /// This node's id.
+    pub server_instance: String,
+    /// The peer address (empty when unknown).
+    pub ip_address: String,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// When the socket authenticated.
+    pub connected_at: SystemTime,
+}
+
+/// A socket went away: close its row (batched, fire-and-forget; works even while the
+/// matching [`ConnectionOpened`] is still queued).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ConnectionClosed {
+    /// The socket id given to [`ConnectionOpened`].
+    pub socket_id: String,
+    /// Why (a `CloseReason` name such as `client_disconnect` or `server_shutdown`).
+    pub reason: String,
+    /// Events the server sent to the socket.
+    pub messages_sent: u32,
+    /// Events the socket sent.
+    pub messages_received: u32,
+    /// When it went away.
+    pub disconnected_at: SystemTime,
+}
+
+/// A presence transition: log a `presence_logs` row (batched, fire-and-forget).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PresenceLogged {
+    /// Whose presence.
+    pub user_id: UserId,
+    /// `online`, `away` or `offline`.
+    pub status: String,
+    /// The device that caused it, if one did.
+    pub device_id: Option<String>,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// Close every `socket_connections` row that `server_instance` left open (at a node's start
+/// with its own id, and by the cluster sweep for dead nodes, reason [`NODE_LOST`]); answers how
+/// many rows were closed. Rows still queued in this Journal are not affected.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<u64, JournalError>")]
+pub struct CloseStaleConnections {
+    /// The node whose rows to close.
+    pub server_instance: String,
+    /// Their `disconnect_reason`.
+    pub reason: String,
+}
+
+/// Delete closed connections and presence rows past their age now; answers the two counts.
+/// The Journal also runs this every [`JournalConfig::sweep_interval`].
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(u64, u64), JournalError>")]
+pub struct RetentionSweep {
+    /// Delete `socket_connections` rows disconnected longer ago than this.
+    pub connections_older_than: Duration,
+    /// Delete `presence_logs` rows older than this.
+    pub presence_older_than: Duration,
+}
+
+/// A cheap round trip to the database (for `/health`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), JournalError>")]
+pub struct CheckDatabase;
+
+/// Read the Journal's counters (answered with [`Stats`]).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Stats")]
+pub struct JournalStats;
+
+/// Write every log row queued so far, now (graceful shutdown); also starts the pending
+/// message transaction at once. Fails if a batch fails.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), JournalError>")]
+pub struct Flush;
+
+/// The Journal's counters, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Log rows queued, plus those in the batch being written.
+    pub queue_depth: usize,
+    /// Log rows dropped: queue full, or refused by the database.
+    pub dropped: u64,
+    /// Log batches committed.
+    pub flushes: u64,
+    /// Log batches that failed (and were retried).
+    pub failed_flushes: u64,
+    /// How long the last log batch took, committed or not, in ms.
+    pub last_flush_ms: u64,
+    /// Message transactions committed (group commits).
+    pub message_batches: u64,
+    /// Messages committed.
+    pub messages_stored: u64,
+    /// Message stores waiting for a transaction (not counting the one being committed).
+    pub pending_messages: usize,
+}
+
+/// A [`StoreMessage`] waiting for its transaction.
+struct PendingStore {
+    from: String,
+    to: String,
+    text: String,
+    reply: oneshot::Sender<Result<StoredMessage, JournalError>>,
+}
+
 /// The Journal actor (see the module docs).
-#[derive(Default)]
 pub struct Journal {
-    next_id: u64,
-    messages: VecDeque<StoredMessage>,
-    /// user → ids of messages to or from them, ascending.
-    by_user: HashMap<String, VecDeque<u64>>,
+    db: DatabaseConnection,
+    config: JournalConfig,
+    /// Stores waiting for the next message transaction, in arrival order.
+    pending: VecDeque<PendingStore>,
+    /// The window timer of the next message transaction.
+    store_timer: Option<SpawnHandle>,
+    /// A message transaction is out; the next one waits for it (ids then commit in order).
+    storing: bool,
+    logs: LogQueue,
+    /// [`Flush`] requests: answered once every row up to the sequence number is written.
+    flush_waiters: Vec<(u64, oneshot::Sender<Result<(), JournalError>>)>,
+    /// After a failed flush, no routine flush before this.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Rows still to write one per batch, after the database refused a batch.
+    isolate: usize,
+    /// The last push was dropped (so only the first drop of a run is logged).
+    dropping: bool,
+    sweeping: bool,
+    stats: Stats,
+}
+
+impl Journal {
+    /// Connect to `database_url` (`sqlite://path?mode=rwc` or `postgres://…`) and apply the
+    /// migrations. Fails with `Unavailable` within about `2 × db_timeout` if the database
+    /// cannot be reached.
+    pub async fn connect(database_url: &str, config: JournalConfig) -> Result<Self, JournalError> {
+        let db = store::connect(database_url, &config).await?;
+        store::migrate(&db).await?;
+        Ok(Journal::new(db, config))
+    }
+
+    /// A Journal over an already opened, already migrated pool.
+    pub fn new(db: DatabaseConnection, config: JournalConfig) -> Self {
+        Journal {
+            db,
+            logs: LogQueue::new(config.queue_limit),
+            config,
+            pending: VecDeque::new(),
+            store_timer: None,
+            storing: false,
+            flush_waiters: Vec::new(),
+            retry_at: None,
+            backoff: FIRST_BACKOFF,
+            isolate: 0,
+            dropping: false,
+            sweeping: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The pool, e.g. for a read-only admin query.
+    pub fn database(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    // --- messages -------------------------------------------------------------------------
+
+    /// Start the next message transaction now, or arm the window timer.
+    fn schedule_store(&mut self, ctx: &mut Context<Self>) {
+        if self.storing {
+            // The transaction that is out starts the next one when it ends.
+            return;
+        }
+        if self.pending.len() >= self.config.message_batch_size
+            || self.config.message_batch_window.is_zero()
+        {
+            self.store_batch(ctx);
+        } else if self.store_timer.is_none() {
+            let window = self.config.message_batch_window;
+            self.store_timer = Some(ctx.run_later(window, |act, ctx| {
+                act.store_timer = None;
+                act.store_batch(ctx);
+            }));
+        }
+    }
+
+    /// Commit up to `message_batch_size` waiting stores in one transaction.
+    fn store_batch(&mut self, ctx: &mut Context<Self>) {
+        if self.storing || self.pending.is_empty() {
+            return;
+        }
+        if let Some(timer) = self.store_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let n = self.pending.len().min(self.config.message_batch_size.max(1));
+        let batch: Vec<PendingStore> = self.pending.drain(..n).collect();
+        let created_at = db_time(SystemTime::now());
+        let models = batch
+            .iter()
+            .map(|p| message::ActiveModel {
+                id: NotSet,
+                from_user: Set(p.from.clone()),
+                to_user: Set(p.to.clone()),
+                body: Set(p.text.clone()),
+                created_at: Set(created_at),
+            })
+            .collect();
+        self.storing = true;
+        let op = store::bounded(
+            self.config.db_timeout,
+            store::insert_messages(self.db.clone(), models),
+        );
+        ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
+            act.storing = false;
+            let result = result.and_then(|ids| {
+                if ids.len() == batch.len() {
+                    Ok(ids)
+                } else {
+                    Err(JournalError::Database(format!(
+                        "{} messages inserted, {} ids returned",
+                        batch.len(),
+                        ids.len()
+                    )))
+                }
+            });
+            match result {
+                Ok(ids) => {
+                    act.stats.message_batches += 1;
+                    act.stats.messages_stored += ids.len() as u64;
+                    let created_at = u64::try_from(created_at.timestamp_millis()).unwrap_or(0);
+                    for (p, id) in batch.into_iter().zip(ids) {
+                        let stored = StoredMessage {
+                            message_id: u64::try_from(id).unwrap_or(0),
+                            from: p.from,
+                            to: p.to,
+                            text: p.text,
+                            created_at,
+                        };
+                        // A requester that gave up is no reason to worry.
+                        let _ = p.reply.send(Ok(stored));
+                    }
+                }
+                Err(err) => {
+                    warn!(%err, messages = batch.len(), "message store failed");
+                    // The stores queued behind this one would meet the same outage: fail them
+                    // now rather than one timeout per batch later.
+                    let behind = if err.is_unavailable() {
+                        act.pending.drain(..).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    for p in batch.into_iter().chain(behind) {
+                        let _ = p.reply.send(Err(err.clone()));
+                    }
+                }
+            }
+            // Whatever arrived meanwhile has waited one transaction already: go now.
+            act.store_batch(ctx);
+        }));
+    }
+
+    // --- log rows -------------------------------------------------------------------------
+
+    fn push_log(&mut self, row: LogRow, ctx: &mut Context<Self>) {
+        if !self.logs.push(row) {
+            if !self.dropping {
+                warn!(
+                    limit = self.config.queue_limit,
+                    "journal queue full: dropping log rows"
+                );
+            }
+            self.dropping = true;
+            return;
+        }
+        self.dropping = false;
+        if self.logs.waiting() >= self.config.batch_size {
+            self.flush_logs(ctx);
+        }
+    }
+
+    /// Write the next batch of log rows, unless one is out or a retry is not yet due (a
+    /// [`Flush`] request overrides the backoff).
+    fn flush_logs(&mut self, ctx: &mut Context<Self>) {
+        if self.logs.is_out() {
+            return;
+        }
+        if self.flush_waiters.is_empty() && self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let max = if self.isolate > 0 {
+            1
+        } else {
+            self.config.batch_size
+        };
+        let Some(batch) = self.logs.take(max) else {
+            return;
+        };
+        let plan = LogPlan::new(&batch.rows);
+        let started = Instant::now();
+        let op = store::bounded(
+            self.config.db_timeout,
+            store::write_logs(self.db.clone(), plan),
+        );
+        ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
+            act.stats.last_flush_ms = started.elapsed().as_millis() as u64;
+            let rows = batch.rows.len();
+            match result {
+                Ok(()) => {
+                    act.stats.flushes += 1;
+                    act.isolate = act.isolate.saturating_sub(rows);
+                    act.logs.written(batch);
+                    if act.retry_at.take().is_some() {
+                        info!("journal writes resumed");
+                    }
+                    act.backoff = FIRST_BACKOFF;
+                }
+                Err(err) if err.is_unavailable() => {
+                    act.stats.failed_flushes += 1;
+                    act.logs.retry(batch);
+                    if act.retry_at.is_none() {
+                        warn!(%err, queued = act.logs.depth(), "journal writes failing; rows kept");
+                    }
+                    act.retry_at = Some(Instant::now() + act.backoff);
+                    act.backoff = (act.backoff * 2).min(act.config.db_timeout.max(FIRST_BACKOFF));
+                    for (_, waiter) in act.flush_waiters.drain(..) {
+                        let _ = waiter.send(Err(err.clone()));
+                    }
+                    return;
+                }
+                Err(err) => {
+                    act.stats.failed_flushes += 1;
+                    if rows > 1 {
+                        // Find the row the database refuses: retry these one by one.
+                        warn!(%err, rows, "journal batch refused; retrying row by row");
+                        act.isolate = rows;
+                        act.logs.retry(batch);
+                    } else {
+                        error!(%err, row = ?batch.rows, "journal row refused; dropped");
+                        act.isolate = act.isolate.saturating_sub(1);
+                        act.logs.give_up(batch);
+                    }
+                }
+            }
+            act.answer_flush_waiters();
+            if act.logs.waiting() >= act.config.batch_size
+                || act.isolate > 0
+                || !act.flush_waiters.is_empty()
+            {
+                act.flush_logs(ctx);
+            }
+        }));
+    }
+
+    fn answer_flush_waiters(&mut self) {
+        let logs = &self.logs;
+        self.flush_waiters.retain_mut(|(seq, _)| !logs.is_done(*seq));
+        // `retain_mut` cannot move the sender out; split in two passes instead.
+    }
+
+    // --- sweeps ---------------------------------------------------------------------------
+
+    fn run_retention(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping {
+            return;
+        }
+        self.sweeping = true;
+        let op = retention(
+            self.db.clone(),
+            self.config.retention_connections,
+            self.config.retention_presence,
+        );
+        ctx.spawn(op.into_actor(self).map(|result, act, _| {
+            act.sweeping = false;
+            match result {
+                Ok((connections, presence)) => {
+                    info!(connections, presence, "journal retention sweep")
+                }
+                Err(err) => warn!(%err, "journal retention sweep failed"),
+            }
+        }));
+    }
+}
+
+/// Delete rows past their age (see [`RetentionSweep`]).
+async fn retention(
+    db: DatabaseConnection,
+    connections_older_than: Duration,
+    presence_older_than: Duration,
+) -> Result<(u64, u64), JournalError> {
+    let now = SystemTime::now();
+    let before = |age: Duration| db_time(now.checked_sub(age).unwrap_or(UNIX_EPOCH));
+    store::bounded(
+        SWEEP_TIMEOUT,
+        store::retention(db, before(connections_older_than), before(presence_older_than)),
+    )
+    .await
+}
+
+/// `t` as stored: UTC, whole milliseconds (so SQLite's text timestamps compare in order).
+fn db_time(t: SystemTime) -> DateTimeUtc {
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    DateTimeUtc::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn to_stored(m: message::Model) -> StoredMessage {
+    StoredMessage {
+        message_id: u64::try_from(m.id).unwrap_or(0),
+        from: m.from_user,
+        to: m.to_user,
+        text: m.body,
+        created_at: u64::try_from(m.created_at.timestamp_millis()).unwrap_or(0),
+    }
 }
 
 impl Actor for Journal {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(4096);
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl Journal {
-    fn index(&mut self, user: &str, id: u64) {
-        self.by_user
-            .entry(user.to_string())
-            .or_default()
-            .push_back(id);
-    }
-
-    fn evict_oldest(&mut self) {
-        let Some(old) = self.messages.pop_front() else {
-            return;
-        };
-        for user in [&old.from, &old.to] {
-            if let Some(ids) = self.by_user.get_mut(user.as_str()) {
-                while ids.front().is_some_and(|&id| id <= old.message_id) {
-                    ids.pop_front();
-                }
-                if ids.is_empty() {
-                    self.by_user.remove(user.as_str());
-                }
+        ctx.set_mailbox_capacity(MAILBOX);
+        ctx.run_interval(self.config.flush_interval, |act, ctx| {
+            if act.logs.waiting() > 0 {
+                act.flush_logs(ctx);
             }
+        });
+        let sweep = self.config.sweep_interval;
+        ctx.run_later(sweep.min(Duration::from_secs(60)), move |act, ctx| {
+            act.run_retention(ctx);
+            ctx.run_interval(sweep, |act, ctx| act.run_retention(ctx));
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let lost = self.logs.depth();
+        if lost > 0 {
+            warn!(rows = lost, "journal stopped with unwritten log rows");
         }
     }
+}
 
-    fn get(&self, id: u64) -> Option<&StoredMessage> {
-        let first = self.messages.front()?.message_id;
-        let idx = usize::try_from(id.checked_sub(first)?).ok()?;
-        self.messages.get(idx)
+/// A restart (under `actix::Supervisor`) keeps the queue; the batch and the message
+/// transaction that were out are lost with the old context.
+impl Supervised for Journal {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.logs.abandon_out();
+        self.storing = false;
+        self.store_timer = None;
+        self.sweeping = false;
     }
 }
 
 impl Handler<StoreMessage> for Journal {
-    type Result = MessageResult<StoreMessage>;
+    type Result = ResponseFuture<Result<StoredMessage, JournalError>>;
 
-    fn handle(&mut self, msg: StoreMessage, _ctx: &mut Context<Self>) -> Self::Result {
-        self.next_id += 1;
-        let stored = StoredMessage {
-            message_id: self.next_id,
-            from: msg.from.to_string(),
-            to: msg.to,
-            text: msg.text,
-            created_at: now_ms(),
+    fn handle(&mut self, msg: StoreMessage, ctx: &mut Context<Self>) -> Self::Result {
+        let from = clean(&msg.from, limits::UNBOUNDED);
+        let to = clean(&msg.to, limits::UNBOUNDED);
+        let refused = if from.is_empty() || to.is_empty() {
+            Some(JournalError::Invalid("empty user id"))
+        } else if from.chars().count() > limits::USER_ID || to.chars().count() > limits::USER_ID {
+            // Cutting an id would file the message under someone else: refuse instead.
+            Some(JournalError::Invalid("user ids are limited to 255 characters"))
+        } else if self.pending.len() >= self.config.message_queue_limit {
+            Some(JournalError::Unavailable("message backlog full".into()))
+        } else {
+            None
         };
-        if self.messages.len() >= MAX_MESSAGES {
-            self.evict_oldest();
+        if let Some(err) = refused {
+            return Box::pin(async move { Err(err) });
         }
-        self.index(&stored.from.clone(), stored.message_id);
-        if stored.to != stored.from {
-            self.index(&stored.to.clone(), stored.message_id);
-        }
-        self.messages.push_back(stored.clone());
-        MessageResult(stored)
+        let (reply, answer) = oneshot::channel();
+        self.pending.push_back(PendingStore {
+            from,
+            to,
+            text: clean(&msg.text, limits::UNBOUNDED),
+            reply,
+        });
+        self.schedule_store(ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(JournalError::Unavailable("the journal stopped".into())))
+        })
     }
 }
 
 impl Handler<SyncMessages> for Journal {
-    type Result = MessageResult<SyncMessages>;
+    type Result = ResponseFuture<Result<SyncPage, JournalError>>;
 
     fn handle(&mut self, msg: SyncMessages, _ctx: &mut Context<Self>) -> Self::Result {
-        let empty = VecDeque::new();
-        let ids = self.by_user.get(&*msg.user).unwrap_or(&empty);
-        let start = ids.partition_point(|&id| id <= msg.after);
-        let mut messages: Vec<StoredMessage> = ids
-            .range(start..)
-            .take(msg.limit + 1)
-            .filter_map(|&id| self.get(id).cloned())
-            .collect();
-        let has_more = messages.len() > msg.limit;
-        messages.truncate(msg.limit);
-        MessageResult(SyncPage { messages, has_more })
+        let user = clean(&msg.user, limits::UNBOUNDED);
+        let after = i64::try_from(msg.after).unwrap_or(i64::MAX);
+        // One more than asked for tells whether more follow.
+        let fetch = i64::try_from(msg.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let op = store::bounded(
+            self.config.db_timeout,
+            store::sync(self.db.clone(), user, after, fetch),
+        );
+        let limit = msg.limit;
+        Box::pin(async move {
+            let mut messages: Vec<StoredMessage> = op.await?.into_iter().map(to_stored).collect();
+            let has_more = messages.len() > limit;
+            messages.truncate(limit);
+            Ok(SyncPage { messages, has_more })
+        })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
+impl Handler<ConnectionOpened> for Journal {
+    type Result = ();
 
-    use super::*;
+    fn handle(&mut self, msg: ConnectionOpened, ctx: &mut Context<Self>) {
+        let row = LogRow::Opened(OpenedRow {
+            id: Uuid::new_v4(),
+            socket_id: clean(&msg.socket_id, limits::SOCKET_ID),
+            user_id: clean(&msg.user_id, limits::USER_ID),
+            device_id: clean(&msg.device_id, limits::USER_ID),
+            server_instance: clean(&msg.server_instance, limits::SERVER_INSTANCE),
+            ip_address: clean(&msg.ip_address, limits::IP_ADDRESS),
+            user_agent: msg.user_agent.map(|ua| clean(&ua, limits::UNBOUNDED)),
+            connected_at: db_time(msg.connected_at),
+        });
+        self.push_log(row, ctx);
+    }
+}
 
-    #[actix::test]
-    async fn sync_returns_a_users_messages_in_order_with_paging() {
-        let journal = Journal::default().start();
-        let alice: UserId = Arc::from("alice");
-        for i in 0..5 {
-            let stored = journal
-                .send(StoreMessage {
-                    from: alice.clone(),
-                    to: "bob".into(),
-                    text: format!("m{i}"),
-                })
-                .await
-                .unwrap();
-            assert_eq!(stored.message_id, i + 1);
+impl Handler<ConnectionClosed> for Journal {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionClosed, ctx: &mut Context<Self>) {
+        let row = LogRow::Closed(ClosedRow {
+            socket_id: clean(&msg.socket_id, limits::SOCKET_ID),
+            reason: clean(&msg.reason, limits::REASON),
+            messages_sent: i32::try_from(msg.messages_sent).unwrap_or(i32::MAX),
+            messages_received: i32::try_from(msg.messages_received).unwrap_or(i32::MAX),
+            disconnected_at: db_time(msg.disconnected_at),
+        });
+        self.push_log(row, ctx);
+    }
+}
+
+impl Handler<PresenceLogged> for Journal {
+    type Result = ();
+
+    fn handle(&mut self, msg: PresenceLogged, ctx: &mut Context<Self>) {
+        let row = LogRow::Presence(PresenceRow {
+            user_id: clean(&msg.user_id, limits::USER_ID),
+            status: clean(&msg.status, limits::STATUS),
+            device_id: msg.device_id.map(|d| clean(&d, limits::USER_ID)),
+            at: db_time(msg.at),
+        });
+        self.push_log(row, ctx);
+    }
+}
+
+impl Handler<CloseStaleConnections> for Journal {
+    type Result = ResponseFuture<Result<u64, JournalError>>;
+
+    fn handle(&mut self, msg: CloseStaleConnections, _ctx: &mut Context<Self>) -> Self::Result {
+        let op = store::bounded(
+            self.config.db_timeout,
+            store::close_stale(
+                self.db.clone(),
+                clean(&msg.server_instance, limits::SERVER_INSTANCE),
+                clean(&msg.reason, limits::REASON),
+                db_time(SystemTime::now()),
+            ),
+        );
+        Box::pin(op)
+    }
+}
+
+impl Handler<RetentionSweep> for Journal {
+    type Result = ResponseFuture<Result<(u64, u64), JournalError>>;
+
+    fn handle(&mut self, msg: RetentionSweep, _ctx: &mut Context<Self>) -> Self::Result {
+        Box::pin(retention(
+            self.db.clone(),
+            msg.connections_older_than,
+            msg.presence_older_than,
+        ))
+    }
+}
+
+impl Handler<CheckDatabase> for Journal {
+    type Result = ResponseFuture<Result<(), JournalError>>;
+
+    fn handle(&mut self, _msg: CheckDatabase, _ctx: &mut Context<Self>) -> Self::Result {
+        let db = self.db.clone();
+        let limit = self.config.db_timeout;
+        Box::pin(async move { store::bounded(limit, db.ping()).await })
+    }
+}
+
+impl Handler<JournalStats> for Journal {
+    type Result = MessageResult<JournalStats>;
+
+    fn handle(&mut self, _msg: JournalStats, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(Stats {
+            queue_depth: self.logs.depth(),
+            dropped: self.logs.dropped(),
+            pending_messages: self.pending.len(),
+            ..self.stats
+        })
+    }
+}
+
+impl Handler<Flush> for Journal {
+    type Result = ResponseFuture<Result<(), JournalError>>;
+
+    fn handle(&mut self, _msg: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        self.store_batch(ctx);
+        let target = self.logs.last_seq();
+        if self.logs.is_done(target) {
+            return Box::pin(async { Ok(()) });
         }
-        journal
-            .send(StoreMessage {
-                from: Arc::from("carol"),
-                to: "dave".into(),
-                text: "other".into(),
-            })
-            .await
-            .unwrap();
-        let bob: UserId = Arc::from("bob");
-        let page = journal
-            .send(SyncMessages {
-                user: bob.clone(),
-                after: 0,
-                limit: 2,
-            })
-            .await
-            .unwrap();
-        assert_eq!(page.messages.len(), 2);
-        assert!(page.has_more);
-        let rest = journal
-            .send(SyncMessages {
-                user: bob,
-                after: page.messages[1].message_id,
-                limit: 10,
-            })
-            .await
-            .unwrap();
-        let texts: Vec<_> = rest.messages.iter().map(|m| m.text.as_str()).collect();
-        assert_eq!(texts, vec!["m2", "m3", "m4"]);
-        assert!(!rest.has_more);
+        let (reply, answer) = oneshot::channel();
+        self.flush_waiters.push((target, reply));
+        self.flush_logs(ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(JournalError::Unavailable("the journal stopped".into())))
+        })
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Pure state machine: packets in, packets out (or a violation). The Session actor wraps it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -99,7 +99,13 @@ pub struct SocketIo {
     partial: Option<PartialPacket>,
     /// Size of the text part of the pending binary packet.
     partial_size: usize,
+    /// Conformance mode: ack ids of server emits awaiting the client's ack.
+    pending_acks: HashSet<(String, u64)>,
+    next_ack: u64,
 }
+
+/// Most server emits awaiting an ack at once (conformance mode).
+const MAX_PENDING_ACKS: usize = 1024;
 
 impl SocketIo {
     /// Fresh state: no namespace joined yet.
@@ -110,6 +116,8 @@ impl SocketIo {
             namespaces: HashMap::new(),
             partial: None,
             partial_size: 0,
+            pending_acks: HashSet::new(),
+            next_ack: 0,
         }
     }
 
@@ -204,7 +212,9 @@ impl SocketIo {
                 attachments,
             } => {
                 match self.mode {
-                    SocketIoMode::Conformance => conformance_event(nsp, data, id, attachments, out),
+                    SocketIoMode::Conformance => {
+                        self.conformance_event(nsp, data, id, attachments, out)
+                    }
                     SocketIoMode::Product => out.push(Output::Event {
                         nsp,
                         data,
@@ -215,45 +225,80 @@ impl SocketIo {
                 }
                 Ok(())
             }
-            // No server-initiated acks are outstanding yet; a stray ack is harmless.
-            PacketData::Ack { .. } => Ok(()),
+            PacketData::Ack {
+                data,
+                id,
+                attachments,
+            } => {
+                // An ack for an id we never sent (or already got) is ignored, as Node does.
+                if self.pending_acks.remove(&(nsp.clone(), id)) {
+                    out.push(Output::Reply(Packet {
+                        nsp,
+                        data: PacketData::Event {
+                            data: [vec![Value::from("ack-response")], data].concat(),
+                            id: None,
+                            attachments,
+                        },
+                    }));
+                }
+                Ok(())
+            }
             PacketData::ConnectError(_) => Err(Violation::ServerOnly),
         }
     }
 }
 
-/// The reference test server's event rules.
-fn conformance_event(
-    nsp: String,
-    mut data: Vec<Value>,
-    id: Option<u64>,
-    attachments: Vec<Bytes>,
-    out: &mut Vec<Output>,
-) {
-    match (data.first().and_then(Value::as_str), id) {
-        (Some("message"), _) => {
-            data[0] = Value::String("message-back".into());
-            out.push(Output::Reply(Packet {
-                nsp,
-                data: PacketData::Event {
-                    data,
-                    id: None,
-                    attachments,
-                },
-            }));
+impl SocketIo {
+    /// The reference test server's event rules, plus `server-ack-request`: the server emits
+    /// `ack-request` with the same arguments and an ack id, and answers the client's ack with
+    /// `ack-response` carrying the ack's arguments (the server → client ack direction).
+    fn conformance_event(
+        &mut self,
+        nsp: String,
+        mut data: Vec<Value>,
+        id: Option<u64>,
+        attachments: Vec<Bytes>,
+        out: &mut Vec<Output>,
+    ) {
+        match (data.first().and_then(Value::as_str), id) {
+            (Some("server-ack-request"), _) if self.pending_acks.len() < MAX_PENDING_ACKS => {
+                let ack = self.next_ack;
+                self.next_ack += 1;
+                self.pending_acks.insert((nsp.clone(), ack));
+                data[0] = Value::String("ack-request".into());
+                out.push(Output::Reply(Packet {
+                    nsp,
+                    data: PacketData::Event {
+                        data,
+                        id: Some(ack),
+                        attachments,
+                    },
+                }));
+            }
+            (Some("message"), _) => {
+                data[0] = Value::String("message-back".into());
+                out.push(Output::Reply(Packet {
+                    nsp,
+                    data: PacketData::Event {
+                        data,
+                        id: None,
+                        attachments,
+                    },
+                }));
+            }
+            (Some("message-with-ack"), Some(id)) => {
+                data.remove(0);
+                out.push(Output::Reply(Packet {
+                    nsp,
+                    data: PacketData::Ack {
+                        data,
+                        id,
+                        attachments,
+                    },
+                }));
+            }
+            _ => {}
         }
-        (Some("message-with-ack"), Some(id)) => {
-            data.remove(0);
-            out.push(Output::Reply(Packet {
-                nsp,
-                data: PacketData::Ack {
-                    data,
-                    id,
-                    attachments,
-                },
-            }));
-        }
-        _ => {}
     }
 }
 
@@ -336,6 +381,19 @@ mod tests {
         );
         let out = run(&mut sio, r#"2/custom,7["message-with-ack",{"a":1}]"#).unwrap();
         assert_eq!(out, vec![r#"3/custom,7[{"a":1}]"#.to_string()]);
+    }
+
+    #[test]
+    fn server_emits_with_ack_and_reports_the_clients_answer() {
+        let mut sio = SocketIo::new(SocketIoMode::Conformance, Limits::default());
+        run(&mut sio, "0").unwrap();
+        let out = run(&mut sio, r#"2["server-ack-request",1,"a"]"#).unwrap();
+        assert_eq!(out, vec![r#"20["ack-request",1,"a"]"#.to_string()]);
+        let out = run(&mut sio, r#"30["got",{"x":2}]"#).unwrap();
+        assert_eq!(out, vec![r#"2["ack-response","got",{"x":2}]"#.to_string()]);
+        // The same id twice, or an id never sent: ignored.
+        assert!(run(&mut sio, r#"30["again"]"#).unwrap().is_empty());
+        assert!(run(&mut sio, r#"399[]"#).unwrap().is_empty());
     }
 
     #[test]

@@ -62,7 +62,40 @@ for (const transport of ["websocket", "polling"]) {
   });
 }
 
-// The conformance server never emits with an ack request, so there is nothing that would make it
-// send `2<id>[...]` to the client; the client-acks-a-server-emit direction is covered by the
-// protocol crate's packet tests instead.
-test.skip("server -> client ack (no conformance-mode server feature emits with an ack)");
+// Server -> client: `server-ack-request` makes the conformance server emit `ack-request` with
+// the same args and an ack id; the client's ack comes back to it, and it reports the ack's
+// args in `ack-response`.
+for (const transport of ["websocket", "polling"]) {
+  describe(`server -> client ack over ${transport}`, { timeout: 30_000 }, () => {
+    test("the client's ack reaches the server with its arguments (binary included)", async () => {
+      const socket = await connectOver(transport);
+      const requested = new Promise((resolve) =>
+        socket.once("ack-request", (...args) => {
+          const ack = args.pop();
+          assert.equal(typeof ack, "function", "the server's emit carries an ack id");
+          ack("answer", { n: args[0] }, Buffer.from([9, 8]));
+          resolve(args);
+        }),
+      );
+      const response = new Promise((resolve) => socket.once("ack-response", (...args) => resolve(args)));
+      socket.emit("server-ack-request", 7, "x");
+      assert.deepEqual(await requested, [7, "x"]);
+      assert.deepEqual(normalizeBinary(await response), ["answer", { n: 7 }, Buffer.from([9, 8])]);
+    });
+
+    test("each of 20 server emits is acked under its own id", async () => {
+      const socket = await connectOver(transport);
+      socket.on("ack-request", (i, ack) => ack(i * 10));
+      const seen = [];
+      const all = new Promise((resolve) =>
+        socket.on("ack-response", (v) => {
+          seen.push(v);
+          if (seen.length === 20) resolve();
+        }),
+      );
+      for (let i = 0; i < 20; i++) socket.emit("server-ack-request", i);
+      await all;
+      assert.deepEqual(seen.sort((a, b) => a - b), [...Array(20).keys()].map((i) => i * 10));
+    });
+  });
+}
