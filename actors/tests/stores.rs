@@ -32,33 +32,53 @@ fn sock(user: &str, socket: &str, device: &str) -> SocketPresence {
 /// The behaviour every presence store must have.
 async fn presence_behaviour(store: Arc<dyn PresenceStore>) {
     let dave = UserId::from("dave");
-    assert!(store.connect(sock("dave", "s1", "phone")).await.unwrap(), "first socket → online");
+    assert!(
+        store.connect(sock("dave", "s1", "phone")).await.unwrap(),
+        "first socket → online"
+    );
     assert!(!store.connect(sock("dave", "s2", "laptop")).await.unwrap());
     assert!(!store.connect(sock("dave", "s3", "laptop")).await.unwrap());
-    assert_eq!(store.devices("dave".into()).await.unwrap(), vec!["laptop", "phone"]);
+    assert_eq!(
+        store.devices("dave".into()).await.unwrap(),
+        vec!["laptop", "phone"]
+    );
 
     // A device stays while another socket of it remains.
     assert!(!store.disconnect(dave.clone(), "s3".into()).await.unwrap());
-    assert_eq!(store.devices("dave".into()).await.unwrap(), vec!["laptop", "phone"]);
+    assert_eq!(
+        store.devices("dave".into()).await.unwrap(),
+        vec!["laptop", "phone"]
+    );
     assert!(!store.disconnect(dave.clone(), "s1".into()).await.unwrap());
     assert_eq!(store.devices("dave".into()).await.unwrap(), vec!["laptop"]);
 
     // Status: only an online user's, reported once per change.
     assert!(store.set_status(dave.clone(), Status::Away).await.unwrap());
     assert!(!store.set_status(dave.clone(), Status::Away).await.unwrap());
-    assert!(!store.set_status(UserId::from("nobody"), Status::Away).await.unwrap());
+    assert!(
+        !store
+            .set_status(UserId::from("nobody"), Status::Away)
+            .await
+            .unwrap()
+    );
     let statuses = store
         .statuses(vec!["dave".into(), "nobody".into()])
         .await
         .unwrap();
     assert_eq!(
         statuses,
-        vec![("dave".into(), Status::Away), ("nobody".into(), Status::Offline)]
+        vec![
+            ("dave".into(), Status::Away),
+            ("nobody".into(), Status::Offline)
+        ]
     );
 
     // Online listing pages in id order.
     for u in ["carol", "alice", "bob"] {
-        store.connect(sock(u, &format!("{u}-s"), "d")).await.unwrap();
+        store
+            .connect(sock(u, &format!("{u}-s"), "d"))
+            .await
+            .unwrap();
     }
     let page = store.online(2, None).await.unwrap();
     assert_eq!(page.count, 4);
@@ -68,7 +88,10 @@ async fn presence_behaviour(store: Arc<dyn PresenceStore>) {
     assert_eq!(rest.next_cursor, None);
 
     // Last socket → offline, exactly once.
-    assert!(store.disconnect(dave.clone(), "s2".into()).await.unwrap(), "last socket → offline");
+    assert!(
+        store.disconnect(dave.clone(), "s2".into()).await.unwrap(),
+        "last socket → offline"
+    );
     assert!(!store.disconnect(dave.clone(), "s2".into()).await.unwrap());
     assert_eq!(
         store.statuses(vec!["dave".into()]).await.unwrap(),
@@ -87,7 +110,10 @@ async fn rate_behaviour(a: Arc<dyn RateStore>, b: Arc<dyn RateStore>) {
     }
     for store in [&a, &b] {
         let retry = store.hit(user.clone()).await.unwrap().unwrap_err();
-        assert!(retry > Duration::ZERO && retry <= Duration::from_secs(60), "{retry:?}");
+        assert!(
+            retry > Duration::ZERO && retry <= Duration::from_secs(60),
+            "{retry:?}"
+        );
     }
     let other = UserId::from("someone-else");
     assert_eq!(a.hit(other).await.unwrap(), Ok(()), "limits are per user");
@@ -112,7 +138,11 @@ async fn redis_presence_store() {
         .await
         .unwrap();
     for key in keys {
-        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut *conn).await.unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut *conn)
+            .await
+            .unwrap();
         let owned = key.ends_with("online_users")
             || key.contains(":user:")
             || key.contains("node:node-a:sockets");
@@ -131,7 +161,12 @@ async fn redis_rate_store_is_exact_across_nodes() {
     let settings = redis_settings();
     let pool = bridge::pool(&settings).await.unwrap();
     let node = |pool| -> Arc<dyn RateStore> {
-        Arc::new(RedisRateStore::new(pool, settings.clone(), 30, Duration::from_secs(60)))
+        Arc::new(RedisRateStore::new(
+            pool,
+            settings.clone(),
+            30,
+            Duration::from_secs(60),
+        ))
     };
     // Two stores on one Redis behave like two nodes.
     rate_behaviour(node(pool.clone()), node(pool)).await;
@@ -148,7 +183,14 @@ async fn redis_sweep_removes_a_dead_nodes_sockets() {
     dead.connect(sock("frank", "f1", "d")).await.unwrap();
     alive.connect(sock("gina", "g1", "d")).await.unwrap();
     // Nothing is swept while the node is alive.
-    assert!(alive.sweep_dead_nodes(false).await.unwrap().nodes.is_empty());
+    assert!(
+        alive
+            .sweep_dead_nodes(false)
+            .await
+            .unwrap()
+            .nodes
+            .is_empty()
+    );
     let mut conn = pool.get().await.unwrap();
     let _: i64 = redis::cmd("DEL")
         .arg(settings.key("node:dead:alive"))
@@ -159,8 +201,14 @@ async fn redis_sweep_removes_a_dead_nodes_sockets() {
     assert_eq!(swept.nodes, vec!["dead"]);
     assert_eq!(swept.offline, vec![UserId::from("frank")]);
     assert_eq!(
-        alive.statuses(vec!["frank".into(), "gina".into()]).await.unwrap(),
-        vec![("frank".into(), Status::Offline), ("gina".into(), Status::Online)]
+        alive
+            .statuses(vec!["frank".into(), "gina".into()])
+            .await
+            .unwrap(),
+        vec![
+            ("frank".into(), Status::Offline),
+            ("gina".into(), Status::Online)
+        ]
     );
     let nodes: Vec<String> = redis::cmd("SMEMBERS")
         .arg(settings.key("nodes"))
@@ -187,11 +235,20 @@ async fn redis_reconcile_reasserts_after_data_loss() {
             .unwrap();
     }
     // ivan's socket is no longer live on this node; hana's is.
-    let t = store.reconcile(vec![sock("hana", "h1", "d")]).await.unwrap();
+    let t = store
+        .reconcile(vec![sock("hana", "h1", "d")])
+        .await
+        .unwrap();
     assert_eq!(t.online, vec![UserId::from("hana")]);
     assert_eq!(t.offline, vec![UserId::from("ivan")]);
     assert_eq!(
-        store.statuses(vec!["hana".into(), "ivan".into()]).await.unwrap(),
-        vec![("hana".into(), Status::Online), ("ivan".into(), Status::Offline)]
+        store
+            .statuses(vec!["hana".into(), "ivan".into()])
+            .await
+            .unwrap(),
+        vec![
+            ("hana".into(), Status::Online),
+            ("ivan".into(), Status::Offline)
+        ]
     );
 }

@@ -68,6 +68,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Database URL: `sqlite://path?mode=rwc` or `postgres://user:pass@host/db`; migrations
+    /// run at start.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DATABASE_URL",
+        default_value = "sqlite://switchboard.db?mode=rwc",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
     /// Prefix for every Redis key and channel (to share one Redis between deployments).
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "")]
     pub redis_prefix: String,

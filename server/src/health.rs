@@ -1,10 +1,21 @@
 //! Health endpoints for load balancers and Kubernetes probes.
+//!
+//! `/health/live` only says the process serves HTTP. `/health/ready` and `/health` check what a
+//! node needs to serve clients: its database, Redis in cluster mode, and that it is not draining.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde_json::{Value, json};
+use switchboard_actors::bridge::GetStatus;
+use switchboard_actors::journal::CheckDatabase;
 use switchboard_actors::registry::CountSessions;
 
 use crate::AppState;
+
+/// Longest a health check waits for one dependency.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Register `/health`, `/health/live` and `/health/ready`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -13,19 +24,52 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/health/ready", web::get().to(ready));
 }
 
-async fn health(state: web::Data<AppState>) -> HttpResponse {
-    match state.registry.send(CountSessions).await {
-        Ok(sessions) => HttpResponse::Ok().json(json!({
-            "status": "ok",
+/// What the node's dependencies say, and whether it can take clients.
+struct Report {
+    ready: bool,
+    body: Value,
+}
+
+async fn report(state: &AppState) -> Report {
+    let sessions = state.registry.send(CountSessions).await.ok();
+    let database = match &state.product {
+        None => json!("none"),
+        Some(product) => {
+            let check = product.journal.send(CheckDatabase);
+            match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+                Ok(Ok(Ok(()))) => json!("up"),
+                _ => json!("down"),
+            }
+        }
+    };
+    let redis = match &state.bridge {
+        None => json!("none"),
+        Some(bridge) => match tokio::time::timeout(CHECK_TIMEOUT, bridge.send(GetStatus)).await {
+            Ok(Ok(status)) if status.connected => json!("up"),
+            _ => json!("down"),
+        },
+    };
+    let draining = state.draining.load(Ordering::Relaxed);
+    let ready = sessions.is_some() && database != "down" && redis != "down" && !draining;
+    Report {
+        ready,
+        body: json!({
+            "status": if ready { "ok" } else { "unavailable" },
             "node": state.node_id,
             "sessions": sessions,
-            "draining": false,
-        })),
-        Err(_) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "unavailable",
-            "node": state.node_id,
-            "draining": false,
-        })),
+            "database": database,
+            "redis": redis,
+            "draining": draining,
+        }),
+    }
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let report = report(&state).await;
+    if report.ready {
+        HttpResponse::Ok().json(report.body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(report.body)
     }
 }
 
@@ -34,9 +78,12 @@ async fn live() -> HttpResponse {
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.registry.connected() {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
+    let report = report(&state).await;
+    let status = if report.ready { "ready" } else { "unavailable" };
+    let body = json!({"status": status, "draining": report.body["draining"]});
+    if report.ready {
+        HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable"}))
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }

@@ -23,7 +23,9 @@ use actix_web::{App, HttpRequest, HttpServer, web};
 use switchboard_actors::SessionRegistry;
 use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
 use switchboard_actors::bridge::{self, RedisBridge, RedisSettings};
-use switchboard_actors::journal::Journal;
+use switchboard_actors::journal::{
+    CloseStaleConnections, Journal, JournalConfig, JournalError, NODE_LOST,
+};
 use switchboard_actors::presence::Presence;
 use switchboard_actors::presence::redis_store::RedisPresenceStore;
 use switchboard_actors::ratelimiter::{RateLimiter, RedisRateStore};
@@ -53,6 +55,8 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// The RedisBridge, in cluster mode.
     pub bridge: Option<Addr<RedisBridge>>,
+    /// Set once SIGTERM arrives: readiness fails and new sessions are refused.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// A configuration the node cannot start with.
@@ -72,6 +76,9 @@ pub enum StartError {
     /// The Redis URL is unusable.
     #[error("invalid Redis settings: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The database cannot be reached or migrated.
+    #[error("database: {0}")]
+    Database(#[from] JournalError),
     /// The listener failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -125,6 +132,21 @@ pub async fn run(
         info!(algorithm = auth.algorithm(), "client tokens verified");
         let limit = config.user_message_limit.max(1);
         let window = Duration::from_millis(config.user_message_window_ms.max(1));
+        let journal = Journal::connect(&config.database_url, JournalConfig::default())
+            .await?
+            .start();
+        // Rows the previous run of this node left open (crash, kill -9).
+        match journal
+            .send(CloseStaleConnections {
+                server_instance: node_id.clone(),
+                reason: NODE_LOST.into(),
+            })
+            .await
+        {
+            Ok(Ok(closed)) => info!(closed, "closed this node's stale connection rows"),
+            Ok(Err(err)) => tracing::warn!(%err, "could not close stale connection rows"),
+            Err(err) => tracing::warn!(%err, "journal mailbox"),
+        }
         let (presence, rate_limiter) = match &config.redis_url {
             Some(url) => {
                 let settings = RedisSettings {
@@ -146,12 +168,16 @@ pub async fn run(
                 bridge_addr = Some(bridge);
                 info!(prefix = %settings.prefix, "cluster mode: presence, limits and routing on Redis");
                 let store = RedisPresenceStore::new(pool.clone(), settings.clone(), &node_id);
-                let presence = Presence::new(Arc::new(store), registry.clone(), true).start();
+                let presence = Presence::new(Arc::new(store), registry.clone(), true)
+                    .with_journal(journal.clone())
+                    .start();
                 let rates = RedisRateStore::new(pool, settings, limit, window);
                 (presence, RateLimiter::new(Arc::new(rates)).start())
             }
             None => (
-                Presence::in_memory(registry.clone()).start(),
+                Presence::in_memory(registry.clone())
+                    .with_journal(journal.clone())
+                    .start(),
                 RateLimiter::in_memory(limit, window).start(),
             ),
         };
@@ -161,7 +187,7 @@ pub async fn run(
             registry: registry.clone(),
             presence,
             rate_limiter,
-            journal: Journal::default().start(),
+            journal,
             limits: config.product_limits(),
         }))
     };
@@ -178,6 +204,7 @@ pub async fn run(
         product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
         bridge: bridge_addr,
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
 
     let mut server = HttpServer::new(move || {

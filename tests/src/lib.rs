@@ -64,6 +64,8 @@ pub struct Node {
     addr: SocketAddr,
     logs: Arc<Mutex<String>>,
     child: Child,
+    /// The node's working directory; declared last so it is removed after the child is killed.
+    _scratch: ScratchDir,
 }
 
 /// Path of the binary under test: `$SWITCHBOARD_BIN`, or the workspace's debug build.
@@ -84,7 +86,10 @@ impl Node {
              (or point SWITCHBOARD_BIN at it)",
             bin.display()
         );
+        // Each node runs in its own scratch directory, so its default SQLite file is its own.
+        let scratch = ScratchDir::new();
         let mut cmd = Command::new(&bin);
+        cmd.current_dir(&scratch.0);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .args(args)
@@ -124,7 +129,12 @@ impl Node {
                 lock(&logs)
             ),
         };
-        Node { addr, logs, child }
+        Node {
+            addr,
+            logs,
+            child,
+            _scratch: scratch,
+        }
     }
 
     /// The address the node listens on.
@@ -981,4 +991,33 @@ fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
         None => data.to_vec(),
     };
     Some(((b0 & 0x0f, payload), pos + len))
+}
+
+/// A directory removed when dropped (a node's working directory).
+#[derive(Debug)]
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    /// A fresh, empty directory under the system temp dir.
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("switchboard-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        ScratchDir(dir)
+    }
+}
+
+impl Default for ScratchDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -59,7 +59,17 @@ fn is_outage(err: &DbErr) -> bool {
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+                sqlx::Error::Database(db) => {
+                    let code = db.code().unwrap_or_default();
+                    if db
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .is_some()
+                    {
+                        transient_sqlstate(&code)
+                    } else {
+                        transient_sqlite_code(&code)
+                    }
+                }
                 _ => false,
             }
         }
@@ -67,20 +77,20 @@ fn is_outage(err: &DbErr) -> bool {
     }
 }
 
-/// PostgreSQL SQLSTATEs and SQLite result codes that describe an outage or contention.
-fn transient_code(code: &str) -> bool {
-    // PostgreSQL: class 08 connection exception, 53 insufficient resources, 57P0x shutdown
-    // or "cannot connect now", 40001/40P01 serialization failure and deadlock.
-    if code.starts_with("08")
+/// PostgreSQL SQLSTATEs of an outage or of contention: class 08 connection exception, class 53
+/// insufficient resources, 57P0x shutdown or "cannot connect now", 40001 serialization failure,
+/// 40P01 deadlock.
+fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
         || code.starts_with("53")
         || code.starts_with("57P")
         || code == "40001"
         || code == "40P01"
-    {
-        return true;
-    }
-    // SQLite reports the (extended) result code as a number; the low byte is the primary code:
-    // BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+}
+
+/// SQLite (extended) result codes of an outage or of contention; the low byte is the primary
+/// code: BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+fn transient_sqlite_code(code: &str) -> bool {
     code.parse::<u32>()
         .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
 }
@@ -104,11 +114,17 @@ mod tests {
 
     #[test]
     fn transient_codes() {
-        for code in ["08006", "57P01", "53300", "40001", "5", "517", "6", "10"] {
-            assert!(transient_code(code), "{code}");
+        for code in ["08006", "57P01", "53300", "40001"] {
+            assert!(transient_sqlstate(code), "{code}");
         }
-        for code in ["23505", "22021", "42P01", "19", "1"] {
-            assert!(!transient_code(code), "{code}");
+        for code in ["23505", "22021", "42P01"] {
+            assert!(!transient_sqlstate(code), "{code}");
+        }
+        for code in ["5", "517", "6", "10", "14"] {
+            assert!(transient_sqlite_code(code), "{code}");
+        }
+        for code in ["19", "1", "2067"] {
+            assert!(!transient_sqlite_code(code), "{code}");
         }
     }
 }

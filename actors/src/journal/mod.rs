@@ -39,10 +39,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::DatabaseConnection;
-use sea_orm::prelude::{DateTimeUtc, Uuid};
+use sea_orm::prelude::DateTimeUtc;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
+use uuid::Uuid;
 
 pub use error::JournalError;
 
@@ -330,11 +331,6 @@ impl Journal {
         }
     }
 
-    /// The pool, e.g. for a read-only admin query.
-    pub fn database(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
     // --- messages -------------------------------------------------------------------------
 
     /// Start the next message transaction now, or arm the window timer.
@@ -364,7 +360,10 @@ impl Journal {
         if let Some(timer) = self.store_timer.take() {
             ctx.cancel_future(timer);
         }
-        let n = self.pending.len().min(self.config.message_batch_size.max(1));
+        let n = self
+            .pending
+            .len()
+            .min(self.config.message_batch_size.max(1));
         let batch: Vec<PendingStore> = self.pending.drain(..n).collect();
         let created_at = db_time(SystemTime::now());
         let models = batch
@@ -523,10 +522,15 @@ impl Journal {
         }));
     }
 
+    /// Answer the [`Flush`] requests whose rows are all written.
     fn answer_flush_waiters(&mut self) {
-        let logs = &self.logs;
-        self.flush_waiters.retain_mut(|(seq, _)| !logs.is_done(*seq));
-        // `retain_mut` cannot move the sender out; split in two passes instead.
+        let (done, waiting) = std::mem::take(&mut self.flush_waiters)
+            .into_iter()
+            .partition(|(seq, _)| self.logs.is_done(*seq));
+        self.flush_waiters = waiting;
+        for (_, waiter) in done {
+            let _ = waiter.send(Ok(()));
+        }
     }
 
     // --- sweeps ---------------------------------------------------------------------------
@@ -563,7 +567,11 @@ async fn retention(
     let before = |age: Duration| db_time(now.checked_sub(age).unwrap_or(UNIX_EPOCH));
     store::bounded(
         SWEEP_TIMEOUT,
-        store::retention(db, before(connections_older_than), before(presence_older_than)),
+        store::retention(
+            db,
+            before(connections_older_than),
+            before(presence_older_than),
+        ),
     )
     .await
 }
@@ -591,12 +599,17 @@ impl Actor for Journal {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX);
-        ctx.run_interval(self.config.flush_interval, |act, ctx| {
+        // After a restart, stores may be waiting already.
+        if !self.pending.is_empty() {
+            self.schedule_store(ctx);
+        }
+        let tick = self.config.flush_interval.max(Duration::from_millis(1));
+        ctx.run_interval(tick, |act, ctx| {
             if act.logs.waiting() > 0 {
                 act.flush_logs(ctx);
             }
         });
-        let sweep = self.config.sweep_interval;
+        let sweep = self.config.sweep_interval.max(Duration::from_secs(1));
         ctx.run_later(sweep.min(Duration::from_secs(60)), move |act, ctx| {
             act.run_retention(ctx);
             ctx.run_interval(sweep, |act, ctx| act.run_retention(ctx));
@@ -632,7 +645,9 @@ impl Handler<StoreMessage> for Journal {
             Some(JournalError::Invalid("empty user id"))
         } else if from.chars().count() > limits::USER_ID || to.chars().count() > limits::USER_ID {
             // Cutting an id would file the message under someone else: refuse instead.
-            Some(JournalError::Invalid("user ids are limited to 255 characters"))
+            Some(JournalError::Invalid(
+                "user ids are limited to 255 characters",
+            ))
         } else if self.pending.len() >= self.config.message_queue_limit {
             Some(JournalError::Unavailable("message backlog full".into()))
         } else {

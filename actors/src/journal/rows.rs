@@ -195,6 +195,18 @@ impl LogQueue {
         }
     }
 
+    /// The batch that was out is lost (the actor restarted): count it as dropped.
+    pub fn abandon_out(&mut self) {
+        if self.out == 0 {
+            return;
+        }
+        self.dropped += self.out as u64;
+        self.out = 0;
+        // The lost batch ended just before the oldest queued row.
+        let next = self.rows.front().map_or(self.next_seq, |(seq, _)| *seq);
+        self.done_seq = self.done_seq.max(next - 1);
+    }
+
     /// The batch can never be written (the database refuses it): drop it and count it.
     pub fn give_up(&mut self, batch: Batch) {
         self.dropped += batch.rows.len() as u64;

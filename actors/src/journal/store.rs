@@ -70,7 +70,19 @@ pub(super) async fn connect(
         }
     }
     // The pool's own timeouts bound each attempt; this bounds the whole handshake.
-    bounded(config.db_timeout * 2, Database::connect(options)).await
+    bounded(config.db_timeout * 2, Database::connect(options))
+        .await
+        .map_err(|err| redact(err, url))
+}
+
+/// `err` without the URL in its text (the URL may carry a password).
+fn redact(err: JournalError, url: &str) -> JournalError {
+    let hide = |msg: String| msg.replace(url, "<database url>");
+    match err {
+        JournalError::Unavailable(msg) => JournalError::Unavailable(hide(msg)),
+        JournalError::Database(msg) => JournalError::Database(hide(msg)),
+        other => other,
+    }
 }
 
 /// Apply pending migrations. On PostgreSQL nodes that start together take turns.
@@ -192,7 +204,10 @@ async fn close_connection(db: &impl ConnectionTrait, close: ClosedRow) -> Result
         .col_expr(Column::DisconnectedAt, Expr::value(close.disconnected_at))
         .col_expr(Column::DisconnectReason, Expr::value(close.reason))
         .col_expr(Column::MessagesSent, Expr::value(close.messages_sent))
-        .col_expr(Column::MessagesReceived, Expr::value(close.messages_received))
+        .col_expr(
+            Column::MessagesReceived,
+            Expr::value(close.messages_received),
+        )
         .col_expr(Column::DurationSeconds, duration)
         .filter(Column::SocketId.eq(close.socket_id))
         .filter(Column::DisconnectedAt.is_null())
@@ -245,7 +260,7 @@ pub(super) async fn retention(
 fn seconds_since_connected(backend: DbBackend, at: DateTimeUtc) -> Expr {
     match backend {
         DbBackend::Postgres => Expr::cust_with_values(
-            r#"GREATEST(0, CAST(FLOOR(EXTRACT(EPOCH FROM (CAST(? AS timestamptz) - "connected_at"))) AS INTEGER))"#,
+            r#"GREATEST(0, CAST(FLOOR(EXTRACT(EPOCH FROM (CAST($1 AS timestamptz) - "connected_at"))) AS INTEGER))"#,
             [at],
         ),
         // ROUND(…, 3) first: julianday is a double, and 90 s must not come out as 89.

@@ -17,6 +17,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::journal::{CloseStaleConnections, Journal, NODE_LOST, PresenceLogged};
 use crate::registry::{LiveSockets, PresenceChange, PresenceChanged, SessionRegistry};
 pub use store::{MemoryPresenceStore, PresenceStore, SocketPresence, StoreError};
 
@@ -228,6 +229,8 @@ pub struct Presence {
     store: Arc<dyn PresenceStore>,
     registry: Addr<SessionRegistry>,
     cluster: bool,
+    /// Where transitions are logged (presence_logs) and dead nodes' rows closed.
+    journal: Option<Addr<Journal>>,
     /// Whether this node's liveness key has been written once (a missing key after that
     /// means Redis lost its data).
     beaten: bool,
@@ -244,8 +247,15 @@ impl Presence {
             store,
             registry,
             cluster,
+            journal: None,
             beaten: false,
         }
+    }
+
+    /// Log transitions to `journal` and close dead nodes' connection rows there.
+    pub fn with_journal(mut self, journal: Addr<Journal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// The single-node presence actor (in-memory store).
@@ -254,6 +264,24 @@ impl Presence {
     }
 
     fn changed(&self, user: UserId, change: PresenceChange) {
+        self.changed_on(user, change, None);
+    }
+
+    /// Tell the registry (watchers) and log the transition.
+    fn changed_on(&self, user: UserId, change: PresenceChange, device: Option<String>) {
+        if let Some(journal) = &self.journal {
+            let status = match change {
+                PresenceChange::Online => Status::Online,
+                PresenceChange::Offline => Status::Offline,
+                PresenceChange::Status(s) => s,
+            };
+            journal.do_send(PresenceLogged {
+                user_id: user.clone(),
+                status: status.as_str().to_string(),
+                device_id: device,
+                at: std::time::SystemTime::now(),
+            });
+        }
         self.registry.do_send(PresenceChanged { user, change });
     }
 
@@ -282,6 +310,14 @@ impl Presence {
                 match sweep {
                     Ok(result) if !result.nodes.is_empty() => {
                         info!(nodes = ?result.nodes, offline = result.offline.len(), "swept dead nodes");
+                        if let Some(journal) = &act.journal {
+                            for node in &result.nodes {
+                                journal.do_send(CloseStaleConnections {
+                                    server_instance: node.clone(),
+                                    reason: NODE_LOST.to_string(),
+                                });
+                            }
+                        }
                         act.offline_all(result.offline);
                     }
                     Ok(_) => {}
@@ -340,6 +376,7 @@ impl Handler<PresenceConnect> for Presence {
 
     fn handle(&mut self, msg: PresenceConnect, _ctx: &mut Context<Self>) -> Self::Result {
         let user = msg.user.clone();
+        let device = msg.device.clone();
         let fut = self.store.connect(SocketPresence {
             user: msg.user,
             socket: msg.socket,
@@ -348,7 +385,7 @@ impl Handler<PresenceConnect> for Presence {
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             move |result, act, _ctx| {
                 if result.clone()? {
-                    act.changed(user, PresenceChange::Online);
+                    act.changed_on(user, PresenceChange::Online, Some(device));
                 }
                 Ok(())
             },

@@ -129,7 +129,8 @@ enum Transport {
 
 enum Upper {
     Echo,
-    SocketIo(SocketIo),
+    // Boxed: the Socket.IO state is large and an echo session needs none of it.
+    SocketIo(Box<SocketIo>),
 }
 
 /// One Engine.IO connection (see the module docs).
@@ -176,11 +177,11 @@ impl Session {
         let (upper, app) = match init.kind {
             SessionKind::EngineEcho => (Upper::Echo, None),
             SessionKind::Conformance => (
-                Upper::SocketIo(SocketIo::new(SocketIoMode::Conformance, limits)),
+                Upper::SocketIo(Box::new(SocketIo::new(SocketIoMode::Conformance, limits))),
                 None,
             ),
             SessionKind::Product(app) => (
-                Upper::SocketIo(SocketIo::new(SocketIoMode::Product, limits)),
+                Upper::SocketIo(Box::new(SocketIo::new(SocketIoMode::Product, limits))),
                 Some(app),
             ),
         };

@@ -18,7 +18,9 @@ use tracing::{info, warn};
 
 use super::Session;
 use crate::auth::{AuthError, Authenticator};
-use crate::journal::{Journal, StoreMessage, SyncMessages};
+use crate::journal::{
+    ConnectionClosed, ConnectionOpened, Journal, JournalError, StoreMessage, SyncMessages,
+};
 use crate::presence::{
     Presence, PresenceConnect, PresenceDisconnect, QueryStatuses, SetStatus, Status, UserId,
 };
@@ -73,6 +75,8 @@ pub struct HandshakeInfo {
     pub device_id: Option<String>,
     /// `X-Platform`, kept for logs.
     pub platform: Option<String>,
+    /// `User-Agent`, kept in the connection log.
+    pub user_agent: Option<String>,
     /// The peer address.
     pub remote_addr: Option<String>,
 }
@@ -83,6 +87,10 @@ pub(super) struct UserState {
     user: UserId,
     rooms: HashSet<String>,
     bucket: TokenBucket,
+    /// Application events received from the client (for the connection log).
+    received: u32,
+    /// Application events pushed to the client (for the connection log).
+    sent: u32,
 }
 
 /// Deliver `[event, data]` to every socket of a user, encoded once.
@@ -276,6 +284,15 @@ impl Session {
             event = "connect",
             "socket authenticated"
         );
+        product.journal.do_send(ConnectionOpened {
+            socket_id: socket_id.clone(),
+            user_id: user.clone(),
+            device_id: device.clone(),
+            server_instance: product.node_id.clone(),
+            ip_address: self.handshake.remote_addr.clone().unwrap_or_default(),
+            user_agent: self.handshake.user_agent.clone(),
+            connected_at: std::time::SystemTime::now(),
+        });
         product.registry.do_send(Authenticated {
             sid: self.sid.clone(),
             socket_id: socket_id.clone(),
@@ -299,6 +316,8 @@ impl Session {
                 product.limits.socket_window,
                 Instant::now(),
             ),
+            received: 0,
+            sent: 0,
         });
     }
 
@@ -315,6 +334,14 @@ impl Session {
     /// The session is gone: its user's socket leaves presence.
     pub(super) fn product_stopped(&mut self) {
         if let (Some(product), Some(user)) = (&self.product, self.user.take()) {
+            let reason = self.closing.unwrap_or(CloseReason::ServerShutdown);
+            product.journal.do_send(ConnectionClosed {
+                socket_id: user.socket_id.clone(),
+                reason: reason.as_str().to_string(),
+                messages_sent: user.sent,
+                messages_received: user.received,
+                disconnected_at: std::time::SystemTime::now(),
+            });
             product.presence.do_send(PresenceDisconnect {
                 user: user.user,
                 socket: user.socket_id,
@@ -378,6 +405,7 @@ impl Session {
         let Some(user) = self.user.as_mut() else {
             return;
         };
+        user.received = user.received.saturating_add(1);
         if let Err(retry) = user.bucket.try_take(Instant::now()) {
             self.rate_limited(id, retry, ctx);
             return;
@@ -460,9 +488,25 @@ impl Session {
             });
             ctx.spawn(store.into_actor(act).map(move |stored, act, ctx| {
                 let stored = match stored {
-                    Ok(stored) => stored,
-                    Err(err) => {
+                    Ok(Ok(stored)) => stored,
+                    Ok(Err(JournalError::Invalid(why))) => {
+                        return act.reply_error(id, ErrorCode::InvalidPayload, why, ctx);
+                    }
+                    Ok(Err(err)) if err.is_unavailable() => {
                         warn!(%err, "journal unavailable");
+                        return act.reply_error(
+                            id,
+                            ErrorCode::ServiceUnavailable,
+                            "try again later",
+                            ctx,
+                        );
+                    }
+                    Ok(Err(err)) => {
+                        warn!(%err, "journal error");
+                        return act.reply_error(id, ErrorCode::Internal, "try again", ctx);
+                    }
+                    Err(err) => {
+                        warn!(%err, "journal mailbox");
                         return act.reply_error(id, ErrorCode::Internal, "try again", ctx);
                     }
                 };
@@ -502,12 +546,15 @@ impl Session {
             limit: msg.page_size(),
         });
         ctx.spawn(page.into_actor(self).map(move |page, act, ctx| match page {
-            Ok(page) => act.reply_ok(
+            Ok(Ok(page)) => act.reply_ok(
                 id,
                 json!({"ok": true, "messages": page.messages, "hasMore": page.has_more}),
                 ctx,
             ),
-            Err(_) => act.reply_error(id, ErrorCode::Internal, "try again", ctx),
+            Ok(Err(err)) if err.is_unavailable() => {
+                act.reply_error(id, ErrorCode::ServiceUnavailable, "try again later", ctx)
+            }
+            Ok(Err(_)) | Err(_) => act.reply_error(id, ErrorCode::Internal, "try again", ctx),
         }));
     }
 
@@ -655,6 +702,9 @@ impl Handler<Push> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) {
+        if let Some(user) = &mut self.user {
+            user.sent = user.sent.saturating_add(1);
+        }
         for frame in msg.frames.iter() {
             self.send_frame(frame.clone(), msg.volatile, ctx);
         }

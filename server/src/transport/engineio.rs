@@ -196,6 +196,7 @@ fn handshake_info(req: &HttpRequest, query: &HashMap<String, String>) -> Handsha
         query_token: query.get("token").cloned(),
         device_id: header("x-device-id"),
         platform: header("x-platform"),
+        user_agent: header("user-agent"),
         remote_addr: req.peer_addr().map(|a| a.ip().to_string()),
     }
 }

@@ -9,7 +9,8 @@
 
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { createWriteStream, existsSync, mkdirSync } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -58,7 +59,10 @@ export async function startNode(flags = [], { name = "node" } = {}) {
     );
   }
   const args = ["--listen", "127.0.0.1:0", ...flags];
-  const child = spawn(BIN, args, { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] });
+  // Each node runs in its own scratch directory, so its default SQLite file is its own.
+  const cwd = mkdtempSync(path.join(os.tmpdir(), `switchboard-${name}-`));
+  const child = spawn(BIN, args, { env: childEnv(), cwd, stdio: ["ignore", "pipe", "pipe"] });
+  child.once("exit", () => rmSync(cwd, { recursive: true, force: true }));
   liveChildren.add(child);
 
   const stdoutLines = [];
