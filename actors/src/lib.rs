@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod bridge;
 pub mod journal;
+pub mod metrics;
 pub mod presence;
 pub mod ratelimit;
 pub mod ratelimiter;

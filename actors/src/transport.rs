@@ -8,6 +8,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use switchboard_protocol::engineio::{self, Frame};
 
+use crate::metrics::Metered;
+
 /// An Engine.IO session id: 20 random alphanumeric characters, private to the client.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sid(Arc<str>);
@@ -190,6 +192,32 @@ pub enum WsOutbound {
     },
 }
 
+/// Where a Session writes to its websocket transport (mailbox-metered as `ws_transport`).
+#[derive(Clone)]
+pub struct WsOut(Recipient<Metered<WsOutbound>>);
+
+impl WsOut {
+    /// Wrap the transport actor's recipient.
+    pub fn new(recipient: Recipient<Metered<WsOutbound>>) -> Self {
+        WsOut(recipient)
+    }
+
+    /// Send regardless of the mailbox bound (close frames).
+    pub fn do_send(&self, msg: WsOutbound) {
+        self.0.do_send(Metered::new("ws_transport", msg));
+    }
+
+    /// Send unless the transport's mailbox is full (a client that does not read).
+    pub fn try_send(&self, msg: WsOutbound) -> Result<(), SendError<WsOutbound>> {
+        self.0
+            .try_send(Metered::new("ws_transport", msg))
+            .map_err(|err| match err {
+                SendError::Full(m) => SendError::Full(m.msg),
+                SendError::Closed(m) => SendError::Closed(m.msg),
+            })
+    }
+}
+
 /// Websocket transport → Session: attach this websocket (fresh connection or upgrade).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -197,7 +225,7 @@ pub struct AttachWebSocket {
     /// The transport's id (see [`next_transport_id`]).
     pub id: u64,
     /// Where the session writes frames (bounded with `try_send`; overflow means a slow client).
-    pub out: Recipient<WsOutbound>,
+    pub out: WsOut,
     /// True when this websocket upgrades an existing polling session.
     pub upgrade: bool,
 }

@@ -190,6 +190,7 @@ async fn emit(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) ->
                 frames: encode_event(event, body.data),
                 except: None,
                 volatile: false,
+                event: switchboard_actors::metrics::event_label(event),
             });
             Ok(HttpResponse::Accepted().json(json!({"ok": true})))
         }

@@ -5,12 +5,14 @@
 //! - [`transport`]: the Engine.IO endpoint (polling handlers and the websocket transport actor).
 //! - [`health`]: `/health`, `/health/live`, `/health/ready`.
 //! - [`api`]: the server API for application backends (`/api/v1/*`).
+//! - [`metrics`]: `/metrics` for Prometheus.
 //!
 //! [`run`] serves a node on a listener the caller bound, so tests start nodes the way users do.
 
 pub mod api;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod transport;
 
 use std::future::Future;
@@ -26,6 +28,7 @@ use switchboard_actors::bridge::{self, RedisBridge, RedisSettings};
 use switchboard_actors::journal::{
     CloseStaleConnections, Journal, JournalConfig, JournalError, NODE_LOST,
 };
+use switchboard_actors::metrics::MeteredAddr;
 use switchboard_actors::presence::Presence;
 use switchboard_actors::presence::redis_store::RedisPresenceStore;
 use switchboard_actors::ratelimiter::{RateLimiter, RedisRateStore};
@@ -42,7 +45,7 @@ pub struct AppState {
     /// This node's id.
     pub node_id: String,
     /// The node's session registry.
-    pub registry: Addr<SessionRegistry>,
+    pub registry: MeteredAddr<SessionRegistry>,
     /// Settings every session gets.
     pub session: Arc<SessionConfig>,
     /// Browser origin policy.
@@ -54,7 +57,9 @@ pub struct AppState {
     /// Bearer key of the server API; `None` turns the API off.
     pub api_key: Option<String>,
     /// The RedisBridge, in cluster mode.
-    pub bridge: Option<Addr<RedisBridge>>,
+    pub bridge: Option<MeteredAddr<RedisBridge>>,
+    /// The Redis pool, in cluster mode (for the pool gauge).
+    pub redis_pool: Option<bb8::Pool<bb8_redis::RedisConnectionManager>>,
     /// Set once SIGTERM arrives: readiness fails and new sessions are refused.
     pub draining: std::sync::atomic::AtomicBool,
 }
@@ -123,8 +128,15 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let node_id = config.node_id();
     let conformance = config.conformance;
-    let registry = SessionRegistry::start_default();
+    let metrics = switchboard_actors::metrics::init(&node_id);
+    metrics.process_start.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    );
+    let registry = MeteredAddr::new(SessionRegistry::start_default());
     let mut bridge_addr = None;
+    let mut redis_pool = None;
     let product = if conformance {
         None
     } else {
@@ -132,9 +144,11 @@ pub async fn run(
         info!(algorithm = auth.algorithm(), "client tokens verified");
         let limit = config.user_message_limit.max(1);
         let window = Duration::from_millis(config.user_message_window_ms.max(1));
-        let journal = Journal::connect(&config.database_url, JournalConfig::default())
-            .await?
-            .start();
+        let journal = MeteredAddr::new(
+            Journal::connect(&config.database_url, JournalConfig::default())
+                .await?
+                .start(),
+        );
         // Rows the previous run of this node left open (crash, kill -9).
         match journal
             .send(CloseStaleConnections {
@@ -154,12 +168,10 @@ pub async fn run(
                     prefix: config.redis_prefix.clone(),
                 };
                 let pool = bridge::pool(&settings).await?;
-                let bridge = RedisBridge::new(
-                    settings.clone(),
-                    node_id.clone(),
-                    registry.clone().recipient(),
-                )?
-                .start();
+                redis_pool = Some(pool.clone());
+                let bridge =
+                    RedisBridge::new(settings.clone(), node_id.clone(), registry.clone())?.start();
+                let bridge = MeteredAddr::new(bridge);
                 registry.do_send(AttachBridge {
                     node_id: node_id.clone(),
                     settings: settings.clone(),
@@ -168,17 +180,24 @@ pub async fn run(
                 bridge_addr = Some(bridge);
                 info!(prefix = %settings.prefix, "cluster mode: presence, limits and routing on Redis");
                 let store = RedisPresenceStore::new(pool.clone(), settings.clone(), &node_id);
-                let presence = Presence::new(Arc::new(store), registry.clone(), true)
-                    .with_journal(journal.clone())
-                    .start();
+                let presence = MeteredAddr::new(
+                    Presence::new(Arc::new(store), registry.clone(), true)
+                        .with_journal(journal.clone())
+                        .start(),
+                );
                 let rates = RedisRateStore::new(pool, settings, limit, window);
-                (presence, RateLimiter::new(Arc::new(rates)).start())
+                (
+                    presence,
+                    MeteredAddr::new(RateLimiter::new(Arc::new(rates)).start()),
+                )
             }
             None => (
-                Presence::in_memory(registry.clone())
-                    .with_journal(journal.clone())
-                    .start(),
-                RateLimiter::in_memory(limit, window).start(),
+                MeteredAddr::new(
+                    Presence::in_memory(registry.clone())
+                        .with_journal(journal.clone())
+                        .start(),
+                ),
+                MeteredAddr::new(RateLimiter::in_memory(limit, window).start()),
             ),
         };
         Some(Arc::new(Product {
@@ -204,6 +223,7 @@ pub async fn run(
         product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
         bridge: bridge_addr,
+        redis_pool,
         draining: std::sync::atomic::AtomicBool::new(false),
     });
 
@@ -213,6 +233,7 @@ pub async fn run(
             .app_data(state.clone())
             .configure(health::routes)
             .configure(api::routes)
+            .configure(metrics::routes)
             .service(web::resource(["/socket.io", "/socket.io/"]).to(socket_io));
         if conformance {
             app.service(web::resource(["/engine.io", "/engine.io/"]).to(engine_io))

@@ -15,6 +15,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, PubSubSink};
 use switchboard_protocol::cluster::ClusterFrame;
+
+use crate::metrics::{CommandLabel, MeteredAddr, metrics};
+use crate::registry::SessionRegistry;
 use tracing::{debug, info, warn};
 
 /// Longest pause between reconnect attempts.
@@ -120,7 +123,7 @@ pub struct BridgeStatus {
 pub struct RedisBridge {
     client: redis::Client,
     node_id: String,
-    inbound: Recipient<ClusterInbound>,
+    inbound: MeteredAddr<SessionRegistry>,
     channels: HashSet<String>,
     sink: Option<PubSubSink>,
     publisher: Option<ConnectionManager>,
@@ -136,7 +139,7 @@ impl RedisBridge {
     pub fn new(
         settings: RedisSettings,
         node_id: String,
-        inbound: Recipient<ClusterInbound>,
+        inbound: MeteredAddr<SessionRegistry>,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(settings.url.as_str())?;
         let channels = HashSet::from([
@@ -191,6 +194,7 @@ impl RedisBridge {
                     act.sink = Some(sink);
                     act.publisher = Some(publisher);
                     act.status.connected = true;
+                    metrics().redis_connected.set(1);
                     act.backoff = Duration::from_millis(100);
                     info!(channels = act.channels.len(), "redis subscriber connected");
                     // Tag each message with its connection generation.
@@ -236,6 +240,8 @@ impl RedisBridge {
             );
         }
         self.status.connected = false;
+        metrics().redis_connected.set(0);
+        metrics().pubsub_gaps.inc();
         self.sink = None;
         self.retry_later(ctx);
     }
@@ -263,6 +269,10 @@ impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
                 return;
             }
         };
+        let latency_us = now_micros().saturating_sub(frame.sent_at_micros);
+        metrics()
+            .pubsub_latency
+            .observe(latency_us as f64 / 1_000_000.0);
         if frame.origin == self.node_id {
             // Our own publication: local sockets were served before publishing.
             return;
@@ -319,6 +329,10 @@ impl Handler<Publish> for RedisBridge {
             return;
         };
         let mut conn = publisher.clone();
+        metrics()
+            .redis_commands
+            .get_or_create(&CommandLabel { command: "PUBLISH" })
+            .inc();
         // Started in handling order on one multiplexed connection, so publishes keep order.
         let fut = async move {
             redis::cmd("PUBLISH")
@@ -356,3 +370,9 @@ pub async fn pool(
         .min_idle(Some(0))
         .build_unchecked(manager))
 }
+
+impl crate::metrics::MeteredActor for RedisBridge {
+    const NAME: &'static str = "redis_bridge";
+}
+
+crate::metered!(RedisBridge: Subscribe, Publish, MessageResult(GetStatus));

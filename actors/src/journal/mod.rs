@@ -474,6 +474,9 @@ impl Journal {
         );
         ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
             act.stats.last_flush_ms = started.elapsed().as_millis() as u64;
+            crate::metrics::metrics()
+                .journal_flush
+                .observe(started.elapsed().as_secs_f64());
             let rows = batch.rows.len();
             match result {
                 Ok(()) => {
@@ -812,3 +815,11 @@ impl Handler<Flush> for Journal {
         })
     }
 }
+
+impl crate::metrics::MeteredActor for Journal {
+    const NAME: &'static str = "journal";
+}
+
+crate::metered!(Journal: StoreMessage, SyncMessages, ConnectionOpened, ConnectionClosed,
+    PresenceLogged, CloseStaleConnections, RetentionSweep, CheckDatabase,
+    MessageResult(JournalStats), Flush);

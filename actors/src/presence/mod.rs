@@ -18,6 +18,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::journal::{CloseStaleConnections, Journal, NODE_LOST, PresenceLogged};
+use crate::metrics::MeteredAddr;
 use crate::registry::{LiveSockets, PresenceChange, PresenceChanged, SessionRegistry};
 pub use store::{MemoryPresenceStore, PresenceStore, SocketPresence, StoreError};
 
@@ -227,10 +228,10 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// connect of the same socket on another pooled Redis connection.
 pub struct Presence {
     store: Arc<dyn PresenceStore>,
-    registry: Addr<SessionRegistry>,
+    registry: MeteredAddr<SessionRegistry>,
     cluster: bool,
     /// Where transitions are logged (presence_logs) and dead nodes' rows closed.
-    journal: Option<Addr<Journal>>,
+    journal: Option<MeteredAddr<Journal>>,
     /// Whether this node's liveness key has been written once (a missing key after that
     /// means Redis lost its data).
     beaten: bool,
@@ -240,7 +241,7 @@ impl Presence {
     /// A presence actor over `store`; `cluster` turns on liveness, sweeps and reconciles.
     pub fn new(
         store: Arc<dyn PresenceStore>,
-        registry: Addr<SessionRegistry>,
+        registry: MeteredAddr<SessionRegistry>,
         cluster: bool,
     ) -> Self {
         Presence {
@@ -253,13 +254,13 @@ impl Presence {
     }
 
     /// Log transitions to `journal` and close dead nodes' connection rows there.
-    pub fn with_journal(mut self, journal: Addr<Journal>) -> Self {
+    pub fn with_journal(mut self, journal: MeteredAddr<Journal>) -> Self {
         self.journal = Some(journal);
         self
     }
 
     /// The single-node presence actor (in-memory store).
-    pub fn in_memory(registry: Addr<SessionRegistry>) -> Self {
+    pub fn in_memory(registry: MeteredAddr<SessionRegistry>) -> Self {
         Presence::new(Arc::new(MemoryPresenceStore::default()), registry, false)
     }
 
@@ -444,6 +445,12 @@ impl Handler<OnlineUsers> for Presence {
         self.store.online(msg.limit, msg.cursor)
     }
 }
+
+impl crate::metrics::MeteredActor for Presence {
+    const NAME: &'static str = "presence";
+}
+
+crate::metered!(Presence: PresenceConnect, PresenceDisconnect, SetStatus, QueryStatuses, OnlineUsers);
 
 #[cfg(test)]
 mod tests {

@@ -165,3 +165,9 @@ impl Handler<CheckMessage> for RateLimiter {
         self.store.hit(msg.user)
     }
 }
+
+impl crate::metrics::MeteredActor for RateLimiter {
+    const NAME: &'static str = "rate_limiter";
+}
+
+crate::metered!(RateLimiter: CheckMessage);

@@ -22,6 +22,7 @@ use bytestring::ByteString;
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
 
 use crate::bridge::{ClusterInbound, Publish, RedisBridge, RedisSettings, Subscribe, now_micros};
+use crate::metrics::MeteredAddr;
 use crate::presence::{SocketPresence, Status, UserId};
 use crate::session::{Push, ServerDisconnect, Session, SetRooms};
 use crate::transport::{Outgoing, Sid};
@@ -33,7 +34,7 @@ pub struct Register {
     /// Its id.
     pub sid: Sid,
     /// Its address.
-    pub addr: Addr<Session>,
+    pub addr: MeteredAddr<Session>,
 }
 
 /// A session has stopped.
@@ -46,7 +47,7 @@ pub struct Unregister {
 
 /// Find a session by sid.
 #[derive(Message)]
-#[rtype(result = "Option<Addr<Session>>")]
+#[rtype(result = "Option<MeteredAddr<Session>>")]
 pub struct Lookup {
     /// The id the client sent.
     pub sid: Sid,
@@ -108,6 +109,8 @@ pub struct Deliver {
     pub except: Option<Sid>,
     /// Whether it may be dropped for a congested client.
     pub volatile: bool,
+    /// The event name, for `socket_messages_sent_total{event_type}` (bounded label).
+    pub event: &'static str,
 }
 
 /// What changed about a user's presence.
@@ -173,13 +176,13 @@ pub struct AttachBridge {
     /// Key and channel naming.
     pub settings: RedisSettings,
     /// The bridge.
-    pub bridge: Addr<RedisBridge>,
+    pub bridge: MeteredAddr<RedisBridge>,
 }
 
 struct ClusterLink {
     node_id: String,
     settings: RedisSettings,
-    bridge: Addr<RedisBridge>,
+    bridge: MeteredAddr<RedisBridge>,
 }
 
 impl ClusterLink {
@@ -209,7 +212,7 @@ impl ClusterLink {
 }
 
 struct Entry {
-    addr: Addr<Session>,
+    addr: MeteredAddr<Session>,
     socket_id: String,
     device: String,
     user: Option<UserId>,
@@ -250,11 +253,12 @@ impl SessionRegistry {
         }
     }
 
-    fn push(&self, sid: &Sid, frames: &Arc<[Outgoing]>, volatile: bool) {
+    fn push(&self, sid: &Sid, frames: &Arc<[Outgoing]>, volatile: bool, event: &'static str) {
         if let Some(entry) = self.sessions.get(sid) {
             entry.addr.do_send(Push {
                 frames: frames.clone(),
                 volatile,
+                event,
             });
         }
     }
@@ -296,10 +300,11 @@ impl SessionRegistry {
         frames: &Arc<[Outgoing]>,
         except: Option<&Sid>,
         volatile: bool,
+        event: &'static str,
     ) {
         for sid in self.sids_of(target) {
             if except != Some(&sid) {
-                self.push(&sid, frames, volatile);
+                self.push(&sid, frames, volatile, event);
             }
         }
     }
@@ -308,16 +313,17 @@ impl SessionRegistry {
         let Some(watchers) = self.watchers.get(user) else {
             return;
         };
-        let frames = match change {
-            PresenceChange::Online => encode_event("friend:online", json!({"userId": user})),
-            PresenceChange::Offline => encode_event("friend:offline", json!({"userId": user})),
-            PresenceChange::Status(status) => encode_event(
+        let (event, data) = match change {
+            PresenceChange::Online => ("friend:online", json!({"userId": user})),
+            PresenceChange::Offline => ("friend:offline", json!({"userId": user})),
+            PresenceChange::Status(status) => (
                 "friend:status",
                 json!({"userId": user, "status": status.as_str()}),
             ),
         };
+        let frames = encode_event(event, data);
         for sid in watchers {
-            self.push(sid, &frames, false);
+            self.push(sid, &frames, false, event);
         }
     }
 
@@ -467,7 +473,7 @@ impl Handler<Unregister> for SessionRegistry {
 }
 
 impl Handler<Lookup> for SessionRegistry {
-    type Result = Option<Addr<Session>>;
+    type Result = Option<MeteredAddr<Session>>;
 
     fn handle(&mut self, msg: Lookup, _ctx: &mut Context<Self>) -> Self::Result {
         self.sessions
@@ -533,7 +539,13 @@ impl Handler<Deliver> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
-        self.deliver_local(&msg.target, &msg.frames, msg.except.as_ref(), msg.volatile);
+        self.deliver_local(
+            &msg.target,
+            &msg.frames,
+            msg.except.as_ref(),
+            msg.volatile,
+            msg.event,
+        );
         if let Some(c) = &self.cluster {
             c.publish(
                 c.channel_of(&msg.target),
@@ -725,7 +737,7 @@ impl Handler<ClusterInbound> for SessionRegistry {
                     return;
                 };
                 let except = except.map(|s| Sid::from(s.as_str()));
-                self.deliver_local(&target, &frames, except.as_ref(), volatile);
+                self.deliver_local(&target, &frames, except.as_ref(), volatile, "other");
             }
             (Addressed::Watch(user), Body::Presence { user: who, change }) if user == who => {
                 let change = match change {
@@ -757,3 +769,11 @@ impl Handler<ClusterInbound> for SessionRegistry {
         }
     }
 }
+
+impl crate::metrics::MeteredActor for SessionRegistry {
+    const NAME: &'static str = "session_registry";
+}
+
+crate::metered!(SessionRegistry: Register, Unregister, Lookup, CountSessions, Authenticated, Watch,
+    Deliver, PresenceChanged, RoomMembership, MessageResult(RoomMembers), DisconnectUser,
+    MessageResult(LiveSockets), AttachBridge, ClusterInbound);

@@ -20,10 +20,11 @@ use switchboard_protocol::socketio::{self as socketio_packet, Limits};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
+use crate::metrics::{MeteredAddr, ReasonLabel, TransportLabel, metrics};
 use crate::registry::{SessionRegistry, Unregister};
 use crate::transport::{
     AttachWebSocket, CloseReason, Outgoing, PollError, PollGet, PollPostBody, PollPostStart, Sid,
-    WsClosed, WsInbound, WsOutbound,
+    WsClosed, WsInbound, WsOut, WsOutbound,
 };
 use product::UserState;
 pub use product::{
@@ -100,7 +101,7 @@ pub struct SessionInit {
     /// Node-wide session settings.
     pub config: Arc<SessionConfig>,
     /// The registry that supervises it.
-    pub registry: Addr<SessionRegistry>,
+    pub registry: MeteredAddr<SessionRegistry>,
     /// The protocol above Engine.IO.
     pub kind: SessionKind,
     /// The transport of the handshake.
@@ -112,7 +113,7 @@ pub struct SessionInit {
 /// A websocket transport attached to the session, told apart from others by its id.
 struct WsLink {
     id: u64,
-    out: Recipient<WsOutbound>,
+    out: WsOut,
 }
 
 enum Transport {
@@ -137,7 +138,7 @@ enum Upper {
 pub struct Session {
     sid: Sid,
     config: Arc<SessionConfig>,
-    registry: Addr<SessionRegistry>,
+    registry: MeteredAddr<SessionRegistry>,
     upper: Upper,
     transport: Transport,
     /// A websocket probing an upgrade from polling.
@@ -152,6 +153,8 @@ pub struct Session {
     dropped_volatile: u64,
     /// Product mode: a CONNECT is waiting for presence to admit it.
     connecting: bool,
+    /// `engineio_sessions_active{transport}` this session counts under.
+    transport_label: &'static str,
     /// Frames waiting for a polling GET (or for the websocket to attach).
     buffer: VecDeque<Outgoing>,
     ping_timer: Option<SpawnHandle>,
@@ -163,13 +166,13 @@ pub struct Session {
 
 impl Session {
     /// Start a session on the current arbiter and return its address.
-    pub fn start_with(init: SessionInit) -> Addr<Session> {
-        Session::create(|ctx| {
+    pub fn start_with(init: SessionInit) -> MeteredAddr<Session> {
+        MeteredAddr::new(Session::create(|ctx| {
             // Transports use `send`, which waits when the mailbox is full: a little headroom
             // keeps bursts of polling requests from queuing behind one another.
             ctx.set_mailbox_capacity(64);
             Session::new(init)
-        })
+        }))
     }
 
     fn new(init: SessionInit) -> Self {
@@ -204,6 +207,10 @@ impl Session {
             user: None,
             dropped_volatile: 0,
             connecting: false,
+            transport_label: match init.transport {
+                InitialTransport::Polling => "polling",
+                InitialTransport::WebSocket => "websocket",
+            },
             buffer: VecDeque::new(),
             ping_timer: None,
             pong_timer: None,
@@ -260,6 +267,7 @@ impl Session {
         if congested {
             if volatile {
                 self.dropped_volatile += 1;
+                metrics().volatile_dropped.inc();
             } else {
                 self.close(CloseReason::SlowClient, ctx);
             }
@@ -307,6 +315,15 @@ impl Session {
         }
         self.closing = Some(reason);
         info!(sid = %self.sid, reason = reason.as_str(), "session closed");
+        let m = metrics();
+        m.disconnects
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+        if reason == CloseReason::SlowClient {
+            m.error("slow_client");
+        }
         match &self.transport {
             Transport::WebSocket(link) => link.out.do_send(WsOutbound::Close {
                 code: reason.ws_code(),
@@ -428,6 +445,7 @@ impl Session {
     }
 
     fn violation(&mut self, violation: &Violation, ctx: &mut Context<Self>) {
+        metrics().error("protocol_violation");
         debug!(sid = %self.sid, %violation, "protocol violation");
         self.close(CloseReason::ProtocolViolation, ctx);
     }
@@ -453,6 +471,9 @@ impl Session {
                 }
                 self.answer_get_with(EioPacket::Noop);
                 self.transport = Transport::WebSocket(out);
+                self.count_transport(-1);
+                self.transport_label = "websocket";
+                self.count_transport(1);
                 debug!(sid = %self.sid, "upgraded to websocket");
                 let buffered: Vec<_> = self.buffer.drain(..).collect();
                 for frame in buffered {
@@ -475,6 +496,15 @@ impl Session {
         }
     }
 
+    fn count_transport(&self, delta: i64) {
+        metrics()
+            .sessions_active
+            .get_or_create(&TransportLabel {
+                transport: self.transport_label,
+            })
+            .inc_by(delta);
+    }
+
     fn is_active_ws(&self, id: u64) -> bool {
         matches!(&self.transport, Transport::WebSocket(link) if link.id == id)
     }
@@ -493,6 +523,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.count_transport(1);
         let open = self.handshake();
         self.send_packet(&open, ctx);
         self.schedule_ping(ctx);
@@ -506,6 +537,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.count_transport(-1);
         self.product_stopped();
         if self.closing.is_none() {
             // Stopped without a close (the system is going down): tell a waiting GET.
@@ -521,9 +553,7 @@ impl Handler<AttachWebSocket> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: AttachWebSocket, ctx: &mut Context<Self>) {
-        let refuse = |out: &Recipient<WsOutbound>, reason| {
-            out.do_send(WsOutbound::Close { code: 1002, reason })
-        };
+        let refuse = |out: &WsOut, reason| out.do_send(WsOutbound::Close { code: 1002, reason });
         if self.closing.is_some() {
             refuse(&msg.out, "session closed");
             return;
@@ -662,3 +692,10 @@ impl Handler<PollPostBody> for Session {
         Ok(())
     }
 }
+
+impl crate::metrics::MeteredActor for Session {
+    const NAME: &'static str = "session";
+}
+
+crate::metered!(Session: AttachWebSocket, WsInbound, WsClosed, PollGet, PollPostStart, PollPostBody,
+    Push, ServerDisconnect, SetRooms);

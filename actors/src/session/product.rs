@@ -21,6 +21,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::journal::{
     ConnectionClosed, ConnectionOpened, Journal, JournalError, StoreMessage, SyncMessages,
 };
+use crate::metrics::{EventLabel, MeteredAddr, StatusLabel, event_label, metrics};
 use crate::presence::{
     Presence, PresenceConnect, PresenceDisconnect, QueryStatuses, SetStatus, Status, UserId,
 };
@@ -53,13 +54,13 @@ pub struct Product {
     /// Verifies tokens.
     pub auth: Arc<Authenticator>,
     /// The node's registry (delivery and indexes).
-    pub registry: Addr<SessionRegistry>,
+    pub registry: MeteredAddr<SessionRegistry>,
     /// Presence.
-    pub presence: Addr<Presence>,
+    pub presence: MeteredAddr<Presence>,
     /// Per-user limits.
-    pub rate_limiter: Addr<RateLimiter>,
+    pub rate_limiter: MeteredAddr<RateLimiter>,
     /// Stored messages.
-    pub journal: Addr<Journal>,
+    pub journal: MeteredAddr<Journal>,
     /// Limits.
     pub limits: ProductLimits,
 }
@@ -91,6 +92,8 @@ pub(super) struct UserState {
     received: u32,
     /// Application events pushed to the client (for the connection log).
     sent: u32,
+    /// When the socket was admitted (connection duration metric).
+    since: Instant,
 }
 
 /// Deliver `[event, data]` to every socket of a user, encoded once.
@@ -101,6 +104,8 @@ pub struct Push {
     pub frames: Arc<[Outgoing]>,
     /// Whether it may be dropped for a congested client.
     pub volatile: bool,
+    /// The event name (metrics label).
+    pub event: &'static str,
 }
 
 /// The application disconnects this socket (server API).
@@ -196,6 +201,12 @@ impl Session {
             Ok(identity) => identity,
             Err(err) => {
                 info!(sid = %self.sid, reason = err.reason(), "auth_failed");
+                metrics()
+                    .connections
+                    .get_or_create(&StatusLabel {
+                        status: "auth_failed",
+                    })
+                    .inc();
                 let refusal = Packet::connect_error_with_data(
                     nsp,
                     "auth_failed",
@@ -237,6 +248,10 @@ impl Session {
             }
             if !admitted {
                 warn!(sid = %act.sid, "presence unavailable; connection refused");
+                metrics()
+                    .connections
+                    .get_or_create(&StatusLabel { status: "rejected" })
+                    .inc();
                 let refusal = Packet::connect_error_with_data(
                     &nsp,
                     "service_unavailable",
@@ -318,7 +333,13 @@ impl Session {
             ),
             received: 0,
             sent: 0,
+            since: Instant::now(),
         });
+        let m = metrics();
+        m.connections
+            .get_or_create(&StatusLabel { status: "accepted" })
+            .inc();
+        m.connections_active.inc();
     }
 
     fn token_expired(&mut self, ctx: &mut Context<Self>) {
@@ -334,6 +355,10 @@ impl Session {
     /// The session is gone: its user's socket leaves presence.
     pub(super) fn product_stopped(&mut self) {
         if let (Some(product), Some(user)) = (&self.product, self.user.take()) {
+            let m = metrics();
+            m.connections_active.dec();
+            m.connection_duration
+                .observe(user.since.elapsed().as_secs_f64());
             let reason = self.closing.unwrap_or(CloseReason::ServerShutdown);
             product.journal.do_send(ConnectionClosed {
                 socket_id: user.socket_id.clone(),
@@ -350,6 +375,12 @@ impl Session {
     }
 
     fn send_event(&mut self, event: &str, data: Value, ctx: &mut Context<Self>) {
+        metrics()
+            .messages_sent
+            .get_or_create(&EventLabel {
+                event_type: event_label(event),
+            })
+            .inc();
         self.send_sio(&Packet::event("/", event, vec![data]), ctx);
     }
 
@@ -371,6 +402,7 @@ impl Session {
         message: &str,
         ctx: &mut Context<Self>,
     ) {
+        metrics().error(code.as_str());
         let error = json!({"code": code.as_str(), "message": message});
         match id {
             Some(id) => self.ack(id, json!({"ok": false, "error": error}), ctx),
@@ -379,6 +411,7 @@ impl Session {
     }
 
     fn rate_limited(&mut self, id: Option<u64>, retry: Duration, ctx: &mut Context<Self>) {
+        metrics().error("rate_limited");
         let retry_ms = crate::ratelimit::ceil_millis(retry).max(1);
         self.send_event("rate_limited", json!({"retryAfterMs": retry_ms}), ctx);
         if let Some(id) = id {
@@ -406,6 +439,13 @@ impl Session {
             return;
         };
         user.received = user.received.saturating_add(1);
+        let name = data.first().and_then(Value::as_str).unwrap_or_default();
+        metrics()
+            .messages_received
+            .get_or_create(&EventLabel {
+                event_type: event_label(name),
+            })
+            .inc();
         if let Err(retry) = user.bucket.try_take(Instant::now()) {
             self.rate_limited(id, retry, ctx);
             return;
@@ -521,12 +561,14 @@ impl Session {
                     frames: encode_event("message:received", body.clone()),
                     except: None,
                     volatile: false,
+                    event: "message:received",
                 });
                 registry.do_send(Deliver {
                     target: Target::User(stored.from.clone()),
                     frames: encode_event("message:sent", body),
                     except: Some(sid),
                     volatile: false,
+                    event: "message:sent",
                 });
             }));
         }));
@@ -571,6 +613,7 @@ impl Session {
             frames: encode_event("typing", json!({"from": &*user})),
             except: None,
             volatile: true,
+            event: "typing",
         });
         self.reply_ok(id, json!({"ok": true}), ctx);
     }
@@ -588,6 +631,7 @@ impl Session {
             frames: encode_event("signal", json!({"from": &*user, "data": msg.data})),
             except: None,
             volatile: true,
+            event: "signal",
         });
         self.reply_ok(id, json!({"ok": true}), ctx);
     }
@@ -614,6 +658,7 @@ impl Session {
             frames,
             except: None,
             volatile: true,
+            event: "room:msg",
         });
         self.reply_ok(id, json!({"ok": true}), ctx);
     }
@@ -705,6 +750,12 @@ impl Handler<Push> for Session {
         if let Some(user) = &mut self.user {
             user.sent = user.sent.saturating_add(1);
         }
+        metrics()
+            .messages_sent
+            .get_or_create(&EventLabel {
+                event_type: msg.event,
+            })
+            .inc();
         for frame in msg.frames.iter() {
             self.send_frame(frame.clone(), msg.volatile, ctx);
         }

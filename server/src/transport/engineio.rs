@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws as actix_ws;
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use switchboard_actors::metrics::MeteredAddr;
 use switchboard_actors::registry::{Lookup, Register};
 use switchboard_actors::session::{
     HandshakeInfo, InitialTransport, Session, SessionInit, SessionKind,
@@ -212,7 +213,7 @@ fn start_websocket(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    session: Addr<Session>,
+    session: MeteredAddr<Session>,
     upgrade: bool,
 ) -> Result<HttpResponse, EioError> {
     let transport = WsTransport::new(
@@ -227,7 +228,7 @@ fn start_websocket(
         .map_err(|_| EioError::Coded(ErrorCode::BadRequest))
 }
 
-async fn poll_get(session: &Addr<Session>) -> Result<HttpResponse, EioError> {
+async fn poll_get(session: &MeteredAddr<Session>) -> Result<HttpResponse, EioError> {
     let (reply, body) = oneshot::channel();
     session.send(PollGet { reply }).await??;
     // A session that stops without answering behaves like a close packet.
@@ -242,7 +243,7 @@ async fn poll_post(
     req: &HttpRequest,
     mut payload: web::Payload,
     state: &AppState,
-    session: &Addr<Session>,
+    session: &MeteredAddr<Session>,
 ) -> Result<HttpResponse, EioError> {
     session.send(PollPostStart).await??;
     let binary_body = req

@@ -9,9 +9,10 @@ use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use bytes::{Bytes, BytesMut};
+use switchboard_actors::metrics::MeteredAddr;
 use switchboard_actors::session::Session;
 use switchboard_actors::transport::{
-    AttachWebSocket, Outgoing, WsClosed, WsInbound, WsOutbound, next_transport_id,
+    AttachWebSocket, Outgoing, WsClosed, WsInbound, WsOut, WsOutbound, next_transport_id,
 };
 use switchboard_protocol::engineio::Packet;
 use tracing::debug;
@@ -19,7 +20,7 @@ use tracing::debug;
 /// One client websocket (see the module docs).
 pub struct WsTransport {
     id: u64,
-    session: Addr<Session>,
+    session: MeteredAddr<Session>,
     upgrade: bool,
     max_payload: usize,
     mailbox: usize,
@@ -31,7 +32,12 @@ pub struct WsTransport {
 
 impl WsTransport {
     /// A transport for `session`; `upgrade` when it upgrades a polling session.
-    pub fn new(session: Addr<Session>, upgrade: bool, max_payload: usize, mailbox: usize) -> Self {
+    pub fn new(
+        session: MeteredAddr<Session>,
+        upgrade: bool,
+        max_payload: usize,
+        mailbox: usize,
+    ) -> Self {
         WsTransport {
             id: next_transport_id(),
             session,
@@ -126,7 +132,7 @@ impl Actor for WsTransport {
         ctx.set_mailbox_capacity(self.mailbox);
         self.session.do_send(AttachWebSocket {
             id: self.id,
-            out: ctx.address().recipient(),
+            out: WsOut::new(ctx.address().recipient()),
             upgrade: self.upgrade,
         });
     }
@@ -205,3 +211,9 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsTransport {
         ctx.stop();
     }
 }
+
+impl switchboard_actors::metrics::MeteredActor for WsTransport {
+    const NAME: &'static str = "ws_transport";
+}
+
+switchboard_actors::metered!(WsTransport: WsOutbound);
