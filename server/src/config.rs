@@ -136,6 +136,40 @@ pub struct Config {
     )]
     pub user_message_window_ms: u64,
 
+    /// Graceful shutdown budget in seconds: after SIGTERM the node warns its clients, closes
+    /// them (they reconnect elsewhere), flushes its logs and exits within this time.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_SECS", default_value_t = 30)]
+    pub drain_secs: u64,
+
+    /// Connection and presence log rows the journal may hold while the database is slow or
+    /// down; beyond it rows are dropped and counted (`journal_dropped_total`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JOURNAL_QUEUE_LIMIT",
+        default_value_t = 10_000
+    )]
+    pub journal_queue_limit: usize,
+
+    /// Days a closed connection row is kept.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RETENTION_CONNECTIONS_DAYS",
+        default_value_t = 7
+    )]
+    pub retention_connections_days: u64,
+
+    /// Days a presence log row is kept.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RETENTION_PRESENCE_DAYS",
+        default_value_t = 30
+    )]
+    pub retention_presence_days: u64,
+
+    /// Run the retention sweep once against the database and exit (for a cron job).
+    #[arg(long)]
+    pub retention_sweep: bool,
+
     /// Print an HS256 token for this user id (signed with --jwt-secret, valid for 24 hours) and
     /// exit: for development and for trying the node out.
     #[arg(long, value_name = "USER")]
@@ -176,6 +210,17 @@ impl Config {
             max_payload: self.max_payload,
             max_buffered_frames: self.max_buffered_frames,
             limits: Default::default(),
+        }
+    }
+
+    /// Journal settings (batching defaults, the queue bound and retention from the flags).
+    pub fn journal(&self) -> switchboard_actors::journal::JournalConfig {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        switchboard_actors::journal::JournalConfig {
+            queue_limit: self.journal_queue_limit.max(1),
+            retention_connections: DAY * self.retention_connections_days.max(1) as u32,
+            retention_presence: DAY * self.retention_presence_days.max(1) as u32,
+            ..Default::default()
         }
     }
 

@@ -25,9 +25,7 @@ use actix_web::{App, HttpRequest, HttpServer, web};
 use switchboard_actors::SessionRegistry;
 use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
 use switchboard_actors::bridge::{self, RedisBridge, RedisSettings};
-use switchboard_actors::journal::{
-    CloseStaleConnections, Journal, JournalConfig, JournalError, NODE_LOST,
-};
+use switchboard_actors::journal::{CloseStaleConnections, Journal, JournalError, NODE_LOST};
 use switchboard_actors::metrics::MeteredAddr;
 use switchboard_actors::presence::Presence;
 use switchboard_actors::presence::redis_store::RedisPresenceStore;
@@ -144,11 +142,7 @@ pub async fn run(
         info!(algorithm = auth.algorithm(), "client tokens verified");
         let limit = config.user_message_limit.max(1);
         let window = Duration::from_millis(config.user_message_window_ms.max(1));
-        let journal = MeteredAddr::new(
-            Journal::connect(&config.database_url, JournalConfig::default())
-                .await?
-                .start(),
-        );
+        let journal = MeteredAddr::new(connect_journal(&config).await?.start());
         // Rows the previous run of this node left open (crash, kill -9).
         match journal
             .send(CloseStaleConnections {
@@ -227,6 +221,8 @@ pub async fn run(
         draining: std::sync::atomic::AtomicBool::new(false),
     });
 
+    let drain_budget = Duration::from_secs(config.drain_secs.max(1));
+    let drain_state = state.clone();
     let mut server = HttpServer::new(move || {
         let app = App::new()
             .wrap(TracingLogger::default())
@@ -243,6 +239,9 @@ pub async fn run(
     })
     // Long-lived sockets: the default 25k per worker is too low for a realtime node.
     .max_connections(100_000)
+    // The drain below closes sockets itself (with Close frames); actix only gets a short grace.
+    .disable_signals()
+    .shutdown_timeout(5)
     .listen(listener)?;
     if let Some(workers) = config.workers {
         server = server.workers(workers);
@@ -251,10 +250,76 @@ pub async fn run(
     let handle = server.handle();
     actix::spawn(async move {
         shutdown.await;
+        let started = std::time::Instant::now();
+        drain(&drain_state, drain_budget).await;
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "drained; stopping"
+        );
         handle.stop(true).await;
     });
     info!(node = %node_id, conformance, "node started");
     Ok(server.await?)
+}
+
+/// Open the database and migrate it. Nodes starting together on one database may race on
+/// the first migration (SQLite has no migration lock): a failed attempt is retried.
+async fn connect_journal(config: &Config) -> Result<Journal, JournalError> {
+    let mut attempt = 1;
+    loop {
+        match Journal::connect(&config.database_url, config.journal()).await {
+            Ok(journal) => return Ok(journal),
+            Err(err) if attempt < 5 && !matches!(err, JournalError::Config(_)) => {
+                tracing::warn!(%err, attempt, "database not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// The graceful shutdown, in DESIGN.md's order, within `budget`.
+async fn drain(state: &AppState, budget: Duration) {
+    use std::sync::atomic::Ordering;
+    use switchboard_actors::registry::{CountSessions, DrainLocal};
+
+    let deadline = tokio::time::Instant::now() + budget;
+    // 1. Readiness fails and new handshakes are refused from now on.
+    state.draining.store(true, Ordering::Relaxed);
+    switchboard_actors::metrics::metrics().draining.set(1);
+    info!(budget_secs = budget.as_secs(), "SIGTERM: draining");
+    // 2. Warn every socket, then give in-flight work (acks, stores) a moment.
+    let _ = state.registry.send(DrainLocal::Maintenance).await;
+    let grace = (budget / 10).min(Duration::from_secs(2));
+    tokio::time::sleep(grace).await;
+    // 3. `server:shutdown {reconnect:true}` and a 1001 close for every socket.
+    let _ = state.registry.send(DrainLocal::Shutdown).await;
+    // Keep a little of the budget for the flush and the Redis clean-up.
+    let close_by = deadline - (budget / 5).min(Duration::from_secs(5));
+    while tokio::time::Instant::now() < close_by {
+        match state.registry.send(CountSessions).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    // 4. This node's presence entries, then the journal's queued rows.
+    if let Some(product) = &state.product {
+        let left = tokio::time::timeout_at(
+            deadline,
+            product.presence.send(switchboard_actors::presence::Leave),
+        );
+        if !matches!(left.await, Ok(Ok(Ok(())))) {
+            tracing::warn!("could not remove this node's presence entries");
+        }
+        let flushed = tokio::time::timeout_at(
+            deadline,
+            product.journal.send(switchboard_actors::journal::Flush),
+        );
+        if !matches!(flushed.await, Ok(Ok(Ok(())))) {
+            tracing::warn!("journal not fully flushed before the drain deadline");
+        }
+    }
 }
 
 async fn socket_io(

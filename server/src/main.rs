@@ -34,10 +34,56 @@ async fn main() -> ExitCode {
         Ok(addr) => info!(addr = %addr, "listening"),
         Err(err) => warn!(%err, "listening on an unknown address"),
     }
-    match switchboard::run(config, listener, std::future::pending()).await {
+    if config.retention_sweep {
+        return retention_sweep(&config).await;
+    }
+    match switchboard::run(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(err = %err, "node failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot listen for signals; the node stops only when killed");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}
+
+/// `--retention-sweep`: delete rows past their retention once and exit.
+async fn retention_sweep(config: &Config) -> ExitCode {
+    use switchboard_actors::journal::{Journal, RetentionSweep};
+    let journal_config = config.journal();
+    let journal = match Journal::connect(&config.database_url, journal_config.clone()).await {
+        Ok(journal) => actix::Actor::start(journal),
+        Err(err) => {
+            error!(err = %err, "cannot open the database");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sweep = RetentionSweep {
+        connections_older_than: journal_config.retention_connections,
+        presence_older_than: journal_config.retention_presence,
+    };
+    match journal.send(sweep).await {
+        Ok(Ok((connections, presence))) => {
+            info!(connections, presence, "retention sweep done");
+            ExitCode::SUCCESS
+        }
+        other => {
+            error!(result = ?other.map(|r| r.map(|_| ())), "retention sweep failed");
             ExitCode::FAILURE
         }
     }

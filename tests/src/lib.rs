@@ -156,6 +156,14 @@ impl Node {
         );
     }
 
+    /// Kill the process (SIGKILL, like a crash or `kill -9`) and wait until it is gone, so a
+    /// node started next on the same database or port never overlaps with it.
+    pub async fn kill(mut self) {
+        within("the node to exit after SIGKILL", self.child.kill())
+            .await
+            .unwrap_or_else(|e| panic!("cannot kill the node: {e}"));
+    }
+
     /// Check the node is still running and answering `/health`, then that nothing panicked.
     pub async fn assert_healthy(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -1019,5 +1027,461 @@ impl Default for ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+/// `GET /metrics`; panics unless it answers 200 (the text exposition).
+pub async fn scrape_metrics(addr: SocketAddr) -> String {
+    let res = http_get(addr, "/metrics").await;
+    assert_eq!(
+        res.status,
+        200,
+        "GET /metrics (the node must export metrics): {}",
+        truncate(&res.text())
+    );
+    res.text()
+}
+
+/// The value of metric `name` in a Prometheus text exposition, summed over every series of it
+/// (whatever the labels); None when no series has that name.
+pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in exposition.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = if rest.starts_with('{') {
+            rest.rsplit_once('}').map(|(_, v)| v)
+        } else if rest.starts_with(' ') {
+            Some(rest)
+        } else {
+            // A longer name that starts with `name` (e.g. `name_bucket`).
+            None
+        };
+        let Some(value) = value.and_then(|v| v.split_whitespace().next()) else {
+            continue;
+        };
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad sample value in metrics line {line:?}"));
+        *total.get_or_insert(0.0) += value;
+    }
+    total
+}
+
+/// `GET /metrics` and the value of `name` (summed over its series); panics when it is missing.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let text = scrape_metrics(addr).await;
+    metric_value(&text, name)
+        .unwrap_or_else(|| panic!("GET /metrics has no series {name}:\n{}", truncate(&text)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Product-mode Socket.IO client
+
+/// A packet the server sent to a [`SioClient`] (namespace `/`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SioPacket {
+    /// `42[name, args…]`.
+    Event {
+        /// The event name.
+        name: String,
+        /// Its arguments.
+        args: Vec<Value>,
+    },
+    /// `43<id>[args…]`.
+    Ack {
+        /// The ack id the client chose.
+        id: u64,
+        /// The ack's arguments.
+        args: Vec<Value>,
+    },
+    /// `41`: the server disconnected the socket.
+    Disconnect,
+    /// Any other text or binary frame (described).
+    Other(String),
+    /// The connection ended: the server's Close frame, or the end of the stream.
+    Closed(WsEvent),
+}
+
+/// Parse one Socket.IO text packet (`4…`); anything else is [`SioPacket::Other`].
+pub fn parse_sio(text: &str) -> SioPacket {
+    let other = || SioPacket::Other(text.to_owned());
+    let Some(rest) = text.strip_prefix('4') else {
+        return other();
+    };
+    let mut chars = rest.chars();
+    let Some(kind) = chars.next() else {
+        return other();
+    };
+    let mut rest = chars.as_str();
+    if rest.starts_with('/') {
+        match rest.split_once(',') {
+            Some((_, after)) => rest = after,
+            None => rest = "",
+        }
+    }
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let id: Option<u64> = rest[..digits].parse().ok();
+    let json = &rest[digits..];
+    let array = || match serde_json::from_str::<Value>(json) {
+        Ok(Value::Array(items)) => Some(items),
+        _ => None,
+    };
+    match kind {
+        '1' => SioPacket::Disconnect,
+        '2' => match array() {
+            Some(mut items) if items.first().is_some_and(Value::is_string) => {
+                let name = items.remove(0).as_str().unwrap_or_default().to_owned();
+                SioPacket::Event { name, args: items }
+            }
+            _ => other(),
+        },
+        '3' => match (id, array()) {
+            (Some(id), Some(args)) => SioPacket::Ack { id, args },
+            _ => other(),
+        },
+        _ => other(),
+    }
+}
+
+enum SioCommand {
+    Text(String),
+    /// Send a websocket Close frame and keep reading until the server's.
+    Close,
+}
+
+/// A product-mode Socket.IO client on `/` over websocket: authenticates at CONNECT, answers
+/// Engine.IO pings in the background (until [`SioClient::stop_answering_pings`]), sends events
+/// with or without acks, and keeps every packet it has not consumed yet, so waits for one event
+/// never lose another.
+pub struct SioClient {
+    /// The payload of the `authenticated` event (`socketId`, `userId`, `deviceId`,
+    /// `serverInstance`).
+    pub hello: Value,
+    outgoing: mpsc::UnboundedSender<SioCommand>,
+    incoming: mpsc::UnboundedReceiver<SioPacket>,
+    buffered: std::collections::VecDeque<SioPacket>,
+    answer_pings: Arc<std::sync::atomic::AtomicBool>,
+    next_ack: u64,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SioClient {
+    /// Open a websocket, send `40<auth>` and expect `40{"sid":…}` then `authenticated`.
+    pub async fn connect(addr: SocketAddr, auth: Value) -> SioClient {
+        match Self::try_connect(addr, auth.clone()).await {
+            Ok(client) => client,
+            Err(refusal) => panic!("CONNECT with {auth} refused: {refusal}"),
+        }
+    }
+
+    /// Like [`SioClient::connect`], but a refused CONNECT (`44…`) is returned as its text.
+    pub async fn try_connect(addr: SocketAddr, auth: Value) -> Result<SioClient, String> {
+        let (mut ws, _) = ws_connect(addr).await;
+        ws.send_text(&format!("40{auth}")).await;
+        let reply = ws.recv_text_answering_pings().await;
+        if reply.starts_with("44") {
+            return Err(reply);
+        }
+        connect_reply_sid(&reply, "");
+        let hello = ws.recv_text_answering_pings().await;
+        let hello = match parse_sio(&hello) {
+            SioPacket::Event { name, mut args } if name == "authenticated" && args.len() == 1 => {
+                args.remove(0)
+            }
+            _ => panic!("expected the `authenticated` event after CONNECT, got {hello:?}"),
+        };
+        let (outgoing, mut out_rx) = mpsc::unbounded_channel::<SioCommand>();
+        let (in_tx, incoming) = mpsc::unbounded_channel();
+        let answer_pings = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let answer = answer_pings.clone();
+        let mut stream = ws.stream;
+        let task = tokio::spawn(async move {
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    event = next_event(&mut stream) => match event {
+                        WsEvent::Text(t) if t == "2" => {
+                            if answer.load(std::sync::atomic::Ordering::Relaxed)
+                                && let Err(e) = stream.send(Message::text("3")).await
+                            {
+                                let _ = in_tx.send(SioPacket::Closed(WsEvent::Ended(format!(
+                                    "pong failed: {e}"
+                                ))));
+                                return;
+                            }
+                        }
+                        WsEvent::Text(t) => {
+                            let _ = in_tx.send(parse_sio(&t));
+                        }
+                        WsEvent::Binary(b) => {
+                            let _ = in_tx.send(SioPacket::Other(format!("binary frame {b:?}")));
+                        }
+                        end @ (WsEvent::Close(_) | WsEvent::Ended(_)) => {
+                            let _ = in_tx.send(SioPacket::Closed(end));
+                            return;
+                        }
+                    },
+                    command = out_rx.recv(), if !closing => match command {
+                        Some(SioCommand::Text(text)) => {
+                            if let Err(e) = stream.send(Message::text(text)).await {
+                                let _ = in_tx.send(SioPacket::Closed(WsEvent::Ended(format!(
+                                    "send failed: {e}"
+                                ))));
+                                return;
+                            }
+                        }
+                        Some(SioCommand::Close) => {
+                            // The server answers with its own Close, read above.
+                            let _ = stream.send(Message::Close(None)).await;
+                            closing = true;
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+        Ok(SioClient {
+            hello,
+            outgoing,
+            incoming,
+            buffered: std::collections::VecDeque::new(),
+            answer_pings,
+            next_ack: 1,
+            task: Some(task),
+        })
+    }
+
+    /// The socket id from `authenticated`.
+    pub fn socket_id(&self) -> &str {
+        self.hello["socketId"].as_str().unwrap_or_default()
+    }
+
+    /// Send a raw text frame (any Engine.IO/Socket.IO packet).
+    pub fn send_raw(&self, text: impl Into<String>) {
+        // A closed connection shows up as `Closed` on the next wait.
+        let _ = self.outgoing.send(SioCommand::Text(text.into()));
+    }
+
+    /// Emit `event` with `data`, no ack.
+    pub fn emit(&self, event: &str, data: Value) {
+        self.send_raw(format!("42{}", Value::from(vec![Value::from(event), data])));
+    }
+
+    /// Emit `event` with `data` asking for an ack; returns the ack id (see [`SioClient::ack`]).
+    pub fn emit_with_ack(&mut self, event: &str, data: Value) -> u64 {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.send_raw(format!(
+            "42{id}{}",
+            Value::from(vec![Value::from(event), data])
+        ));
+        id
+    }
+
+    /// The first argument of the ack with this id (waiting at most [`TIMEOUT`]).
+    pub async fn ack(&mut self, id: u64) -> Value {
+        self.ack_within(TIMEOUT, id).await
+    }
+
+    /// The first argument of the ack with this id, waiting at most `limit`.
+    pub async fn ack_within(&mut self, limit: Duration, id: u64) -> Value {
+        let packet = self
+            .next_matching(
+                limit,
+                &format!("ack {id}"),
+                |p| matches!(p, SioPacket::Ack { id: got, .. } if *got == id),
+            )
+            .await;
+        match packet {
+            SioPacket::Ack { mut args, .. } if !args.is_empty() => args.remove(0),
+            other => panic!("ack {id} has no argument: {other:?}"),
+        }
+    }
+
+    /// Emit `event` with an ack and return the ack's first argument.
+    pub async fn call(&mut self, event: &str, data: Value) -> Value {
+        let id = self.emit_with_ack(event, data);
+        self.ack(id).await
+    }
+
+    /// The first argument of the next `name` event (waiting at most [`TIMEOUT`]).
+    pub async fn event(&mut self, name: &str) -> Value {
+        let packet = self
+            .next_matching(
+                TIMEOUT,
+                &format!("event {name:?}"),
+                |p| matches!(p, SioPacket::Event { name: got, .. } if got == name),
+            )
+            .await;
+        match packet {
+            SioPacket::Event { mut args, .. } => {
+                if args.is_empty() {
+                    Value::Null
+                } else {
+                    args.remove(0)
+                }
+            }
+            _ => unreachable!("matched an event"),
+        }
+    }
+
+    /// How many `name` events arrived and were not consumed yet (without waiting).
+    pub fn pending_events(&mut self, name: &str) -> usize {
+        while let Ok(packet) = self.incoming.try_recv() {
+            self.buffered.push_back(packet);
+        }
+        self.buffered
+            .iter()
+            .filter(|p| matches!(p, SioPacket::Event { name: got, .. } if got == name))
+            .count()
+    }
+
+    /// Stop answering Engine.IO pings (the server will time the session out).
+    pub fn stop_answering_pings(&self) {
+        self.answer_pings
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wait (at most `limit`) until the connection ends; returns how.
+    pub async fn closed_within(&mut self, limit: Duration) -> WsEvent {
+        match self
+            .next_matching(limit, "the connection to end", |p| {
+                matches!(p, SioPacket::Closed(_))
+            })
+            .await
+        {
+            SioPacket::Closed(how) => how,
+            _ => unreachable!("matched Closed"),
+        }
+    }
+
+    /// A clean client disconnect: `41`, then a websocket Close; waits for the server's Close.
+    pub async fn disconnect(mut self) {
+        self.send_raw("41");
+        let _ = self.outgoing.send(SioCommand::Close);
+        self.closed_within(TIMEOUT).await;
+    }
+
+    /// Drop the TCP connection without a Close frame (a lost network).
+    pub async fn drop_connection(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            // Cancelled: the websocket stream, and its socket, are gone once this returns.
+            let _ = task.await;
+        }
+    }
+
+    async fn next_matching(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        matches: impl Fn(&SioPacket) -> bool,
+    ) -> SioPacket {
+        if let Some(pos) = self.buffered.iter().position(&matches) {
+            return self.buffered.remove(pos).unwrap_or_else(|| unreachable!());
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let packet = match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+                Ok(Some(packet)) => packet,
+                Ok(None) => panic!(
+                    "waiting for {what}: the client task ended; unconsumed: {:?}",
+                    self.buffered
+                ),
+                Err(_) => panic!(
+                    "timed out after {limit:?} waiting for {what}; unconsumed: {:?}",
+                    self.buffered
+                ),
+            };
+            if matches(&packet) {
+                return packet;
+            }
+            if matches!(packet, SioPacket::Closed(_)) {
+                panic!(
+                    "waiting for {what}, the connection ended ({packet:?}); unconsumed: {:?}",
+                    self.buffered
+                );
+            }
+            self.buffered.push_back(packet);
+        }
+    }
+}
+
+impl Drop for SioClient {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP proxy
+
+/// A TCP proxy in front of a service (a database, Redis): [`TcpProxy::cut`] stops listening and
+/// resets every connection through it (the service "goes away"); [`TcpProxy::restore`] listens
+/// again on the same port.
+pub struct TcpProxy {
+    port: u16,
+    upstream: SocketAddr,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl TcpProxy {
+    /// Listen on `127.0.0.1:<random port>` and forward every connection to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let mut proxy = TcpProxy {
+            port,
+            upstream,
+            tasks: tokio::task::JoinSet::new(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    /// The port clients connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let upstream = self.upstream;
+        self.tasks.spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+    }
+
+    /// Stop listening and close every proxied connection.
+    pub async fn cut(&mut self) {
+        // Aborting the accept task drops its JoinSet, which aborts every connection.
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Listen again on the same port.
+    pub async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap_or_else(|e| panic!("re-bind the proxy on port {}: {e}", self.port));
+        self.serve(listener);
     }
 }

@@ -217,6 +217,11 @@ pub struct OnlineUsers {
     pub cursor: Option<String>,
 }
 
+/// The node is leaving the cluster: remove what it registered (after its sockets closed).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Leave;
+
 /// How often a cluster node refreshes its liveness key and sweeps dead nodes.
 pub const NODE_TICK: Duration = Duration::from_secs(2);
 /// How often a cluster node re-asserts its live sockets and refreshes their TTLs.
@@ -232,6 +237,8 @@ pub struct Presence {
     cluster: bool,
     /// Where transitions are logged (presence_logs) and dead nodes' rows closed.
     journal: Option<MeteredAddr<Journal>>,
+    /// A liveness tick is in flight.
+    ticking: bool,
     /// Whether this node's liveness key has been written once (a missing key after that
     /// means Redis lost its data).
     beaten: bool,
@@ -249,6 +256,7 @@ impl Presence {
             registry,
             cluster,
             journal: None,
+            ticking: false,
             beaten: false,
         }
     }
@@ -293,11 +301,19 @@ impl Presence {
     }
 
     /// Liveness, then a sweep of dead nodes, one after the other.
+    ///
+    /// Spawned, not awaited in place: while Redis is down these calls wait for their timeouts,
+    /// and connects must not queue behind them.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.ticking {
+            return;
+        }
+        self.ticking = true;
         let beat = self.store.heartbeat_node();
         let sweep = self.store.sweep_dead_nodes(false);
-        ctx.wait(async move { (beat.await, sweep.await) }.into_actor(self).map(
+        ctx.spawn(async move { (beat.await, sweep.await) }.into_actor(self).map(
             |(beat, sweep), act, ctx| {
+                act.ticking = false;
                 match beat {
                     Ok(existed) => {
                         if act.beaten && !existed {
@@ -430,6 +446,19 @@ impl Handler<SetStatus> for Presence {
     }
 }
 
+impl Handler<Leave> for Presence {
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, _msg: Leave, _ctx: &mut Context<Self>) -> Self::Result {
+        let fut = self.store.leave();
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|result, act, _ctx| {
+            let offline = result?;
+            act.offline_all(offline);
+            Ok(())
+        })))
+    }
+}
+
 impl Handler<QueryStatuses> for Presence {
     type Result = ResponseFuture<Result<Vec<(String, Status)>, StoreError>>;
 
@@ -450,7 +479,8 @@ impl crate::metrics::MeteredActor for Presence {
     const NAME: &'static str = "presence";
 }
 
-crate::metered!(Presence: PresenceConnect, PresenceDisconnect, SetStatus, QueryStatuses, OnlineUsers);
+crate::metered!(Presence: PresenceConnect, PresenceDisconnect, SetStatus, QueryStatuses, OnlineUsers,
+    Leave);
 
 #[cfg(test)]
 mod tests {

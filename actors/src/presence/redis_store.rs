@@ -326,6 +326,25 @@ impl PresenceStore for RedisPresenceStore {
         })
     }
 
+    fn leave(&self) -> StoreFuture<Vec<UserId>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let node = this.node_id.clone();
+            let offline = this.sweep_node(&mut conn, &node).await?;
+            let _: i64 = redis::cmd("SREM")
+                .arg(this.k("nodes".into()))
+                .arg(&*node)
+                .query_async(&mut *conn)
+                .await?;
+            let _: i64 = redis::cmd("DEL")
+                .arg(this.k(format!("node:{node}:alive")))
+                .query_async(&mut *conn)
+                .await?;
+            Ok(offline)
+        })
+    }
+
     fn sweep_dead_nodes(&self, include_self: bool) -> StoreFuture<SweepResult> {
         let this = self.clone();
         Box::pin(async move {

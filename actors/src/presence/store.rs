@@ -70,6 +70,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Remove the sockets of nodes that stopped refreshing liveness (and, with `include_self`,
     /// this node's own stale entries from a previous run). Answers who went offline.
     fn sweep_dead_nodes(&self, include_self: bool) -> StoreFuture<SweepResult>;
+    /// This node leaves: remove its sockets, liveness key and membership of the node set.
+    /// Answers who went offline.
+    fn leave(&self) -> StoreFuture<Vec<UserId>>;
 }
 
 /// Users whose presence changed during a reconcile.
@@ -153,5 +156,9 @@ impl PresenceStore for MemoryPresenceStore {
 
     fn sweep_dead_nodes(&self, _include_self: bool) -> StoreFuture<SweepResult> {
         Box::pin(async { Ok(SweepResult::default()) })
+    }
+
+    fn leave(&self) -> StoreFuture<Vec<UserId>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }

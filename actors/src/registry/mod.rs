@@ -24,7 +24,7 @@ use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
 use crate::bridge::{ClusterInbound, Publish, RedisBridge, RedisSettings, Subscribe, now_micros};
 use crate::metrics::MeteredAddr;
 use crate::presence::{SocketPresence, Status, UserId};
-use crate::session::{Push, ServerDisconnect, Session, SetRooms};
+use crate::session::{Maintenance, Push, ServerDisconnect, Session, SetRooms, Shutdown};
 use crate::transport::{Outgoing, Sid};
 
 /// Register a freshly started session.
@@ -160,6 +160,16 @@ pub struct RoomMembers {
 pub struct DisconnectUser {
     /// The user.
     pub user: String,
+}
+
+/// A stage of this node's drain, applied to its local sessions only.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "usize")]
+pub enum DrainLocal {
+    /// Tell every socket `server:maintenance`.
+    Maintenance,
+    /// Tell every socket `server:shutdown {reconnect:true}` and close it.
+    Shutdown,
 }
 
 /// Every authenticated socket on this node, for presence re-assertion.
@@ -631,6 +641,20 @@ impl Handler<DisconnectUser> for SessionRegistry {
     }
 }
 
+impl Handler<DrainLocal> for SessionRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: DrainLocal, _ctx: &mut Context<Self>) -> usize {
+        for entry in self.sessions.values() {
+            match msg {
+                DrainLocal::Maintenance => entry.addr.do_send(Maintenance),
+                DrainLocal::Shutdown => entry.addr.do_send(Shutdown),
+            }
+        }
+        self.sessions.len()
+    }
+}
+
 impl Handler<LiveSockets> for SessionRegistry {
     type Result = MessageResult<LiveSockets>;
 
@@ -776,4 +800,4 @@ impl crate::metrics::MeteredActor for SessionRegistry {
 
 crate::metered!(SessionRegistry: Register, Unregister, Lookup, CountSessions, Authenticated, Watch,
     Deliver, PresenceChanged, RoomMembership, MessageResult(RoomMembers), DisconnectUser,
-    MessageResult(LiveSockets), AttachBridge, ClusterInbound);
+    MessageResult(LiveSockets), AttachBridge, ClusterInbound, DrainLocal);

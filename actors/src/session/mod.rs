@@ -28,7 +28,8 @@ use crate::transport::{
 };
 use product::UserState;
 pub use product::{
-    ErrorCode, HandshakeInfo, Product, ProductLimits, Push, ServerDisconnect, SetRooms,
+    ErrorCode, HandshakeInfo, Maintenance, Product, ProductLimits, Push, ServerDisconnect,
+    SetRooms, Shutdown,
 };
 pub use socketio::SocketIoMode;
 use socketio::{Output, SocketIo, Violation};
@@ -151,8 +152,9 @@ pub struct Session {
     user: Option<UserState>,
     /// Volatile frames dropped for a congested client.
     dropped_volatile: u64,
-    /// Product mode: a CONNECT is waiting for presence to admit it.
-    connecting: bool,
+    /// Product mode: the (user, socket) of a CONNECT waiting for presence to admit it; if the
+    /// session ends first, the socket is withdrawn from presence again.
+    admitting: Option<(crate::presence::UserId, String)>,
     /// `engineio_sessions_active{transport}` this session counts under.
     transport_label: &'static str,
     /// Frames waiting for a polling GET (or for the websocket to attach).
@@ -206,7 +208,7 @@ impl Session {
             handshake: init.handshake,
             user: None,
             dropped_volatile: 0,
-            connecting: false,
+            admitting: None,
             transport_label: match init.transport {
                 InitialTransport::Polling => "polling",
                 InitialTransport::WebSocket => "websocket",
@@ -329,16 +331,20 @@ impl Session {
                 code: reason.ws_code(),
                 reason: reason.as_str(),
             }),
-            Transport::Polling { .. } => {
+            Transport::Polling { get, .. } => {
+                let waiting = get.is_some();
                 if reason == CloseReason::ClientClose {
                     // Node answers a GET pending at a client close with a noop.
                     self.answer_get_with(EioPacket::Noop);
-                } else if reason == CloseReason::BadPollingRequest || self.buffer.is_empty() {
+                } else if reason == CloseReason::BadPollingRequest
+                    || (waiting && self.buffer.is_empty())
+                {
                     self.answer_get_with(EioPacket::Close);
                 } else {
-                    // Final packets (an error, a `41`) are queued: deliver them first and the
-                    // close packet in a later response, because socket.io-client handles
-                    // Socket.IO packets a tick after the Engine.IO close of the same payload.
+                    // Deliver what is queued (an error, a `41`) first and the close packet in a
+                    // later response: socket.io-client handles Socket.IO packets a tick after
+                    // the Engine.IO close of the same payload. With no GET waiting, the next
+                    // one collects them.
                     self.flush_polling();
                     self.close_probe(reason);
                     let linger = self.config.ping_timeout.min(MAX_LINGER);
@@ -698,4 +704,4 @@ impl crate::metrics::MeteredActor for Session {
 }
 
 crate::metered!(Session: AttachWebSocket, WsInbound, WsClosed, PollGet, PollPostStart, PollPostBody,
-    Push, ServerDisconnect, SetRooms);
+    Push, ServerDisconnect, SetRooms, Maintenance, Shutdown);

@@ -4,7 +4,7 @@
 //! actor (presence, the per-user limit, the journal, delivery to other sockets) is a typed
 //! message to that actor, awaited without blocking the session.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +32,10 @@ use crate::transport::{CloseReason, Outgoing, random_id};
 
 /// Longest a socket's token timer runs (ten years); later expiries are treated as this.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// Most `message:send` events one socket may have waiting (beyond the per-socket rate limit,
+/// this bounds memory while the database is slow).
+const MAX_QUEUED_SENDS: usize = 256;
 
 /// Longest device id or platform name kept from a client.
 const MAX_DEVICE_LEN: usize = 128;
@@ -94,6 +98,10 @@ pub(super) struct UserState {
     sent: u32,
     /// When the socket was admitted (connection duration metric).
     since: Instant,
+    /// `message:send` events waiting for the one in flight.
+    sends: VecDeque<(MessageSend, Option<u64>)>,
+    /// A `message:send` is being checked or stored.
+    sending: bool,
 }
 
 /// Deliver `[event, data]` to every socket of a user, encoded once.
@@ -112,6 +120,17 @@ pub struct Push {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ServerDisconnect;
+
+/// The node is draining: say `server:shutdown {reconnect:true}` and close (websocket 1001), so
+/// the client reconnects to another node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The node is about to drain: say `server:maintenance`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Maintenance;
 
 /// The server API changed this socket's membership of a room.
 #[derive(Message)]
@@ -216,7 +235,7 @@ impl Session {
                 return;
             }
         };
-        if self.connecting {
+        if self.admitting.is_some() {
             // A second CONNECT while the first is still being admitted.
             return;
         }
@@ -227,7 +246,7 @@ impl Session {
         let user: UserId = Arc::from(identity.user_id.as_str());
         // Admitted only once presence has the socket: in cluster mode a Redis outage refuses
         // the connection clearly instead of leaving it half-registered.
-        self.connecting = true;
+        self.admitting = Some((user.clone(), socket_id.clone()));
         let admit = product.presence.send(PresenceConnect {
             user: user.clone(),
             socket: socket_id.clone(),
@@ -235,7 +254,7 @@ impl Session {
         });
         let nsp = nsp.to_string();
         ctx.spawn(admit.into_actor(self).map(move |result, act, ctx| {
-            act.connecting = false;
+            act.admitting = None;
             let admitted = matches!(result, Ok(Ok(())));
             if act.closing.is_some() {
                 if admitted {
@@ -334,6 +353,8 @@ impl Session {
             received: 0,
             sent: 0,
             since: Instant::now(),
+            sends: VecDeque::new(),
+            sending: false,
         });
         let m = metrics();
         m.connections
@@ -354,6 +375,13 @@ impl Session {
 
     /// The session is gone: its user's socket leaves presence.
     pub(super) fn product_stopped(&mut self) {
+        // Stopped while presence was admitting the socket: the answer will never be handled, so
+        // withdraw it now (the presence mailbox keeps the order: connect, then this).
+        if let (Some(product), Some((user, socket))) = (&self.product, self.admitting.take()) {
+            product
+                .presence
+                .do_send(PresenceDisconnect { user, socket });
+        }
         if let (Some(product), Some(user)) = (&self.product, self.user.take()) {
             let m = metrics();
             m.connections_active.dec();
@@ -494,6 +522,8 @@ impl Session {
             .map(|u| (u.user.clone(), self.sid.clone()))
     }
 
+    /// Queue a `message:send`: each socket has one in flight at a time, so its messages are
+    /// stored, acked and delivered in the order it sent them.
     fn message_send(
         &mut self,
         product: &Arc<Product>,
@@ -501,75 +531,102 @@ impl Session {
         id: Option<u64>,
         ctx: &mut Context<Self>,
     ) {
-        let Some((user, sid)) = self.me() else { return };
+        let Some(user) = self.user.as_mut() else {
+            return;
+        };
+        if user.sends.len() >= MAX_QUEUED_SENDS {
+            let message = "too many messages waiting for the database; slow down";
+            self.reply_error(id, ErrorCode::ServiceUnavailable, message, ctx);
+            return;
+        }
+        user.sends.push_back((msg, id));
+        if !user.sending {
+            self.next_send(product, ctx);
+        }
+    }
+
+    /// Start the oldest queued `message:send`, if any.
+    fn next_send(&mut self, product: &Arc<Product>, ctx: &mut Context<Self>) {
+        let Some(state) = self.user.as_mut() else {
+            return;
+        };
+        let Some((msg, id)) = state.sends.pop_front() else {
+            state.sending = false;
+            return;
+        };
+        state.sending = true;
+        let (user, sid) = (state.user.clone(), self.sid.clone());
         let text = events::sanitize_text(&msg.text);
-        let journal = product.journal.clone();
-        let registry = product.registry.clone();
+        let product = product.clone();
         let check = product
             .rate_limiter
             .send(CheckMessage { user: user.clone() });
         ctx.spawn(check.into_actor(self).map(move |verdict, act, ctx| {
-            match verdict {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(retry))) => return act.rate_limited(id, retry, ctx),
+            let refusal = match verdict {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(retry))) => Some(Err(retry)),
                 Ok(Err(err)) => {
                     warn!(%err, "rate limiter unavailable");
-                    return act.reply_error(id, ErrorCode::ServiceUnavailable, "try again later", ctx);
+                    Some(Ok((ErrorCode::ServiceUnavailable, "try again later")))
                 }
                 Err(err) => {
                     warn!(%err, "rate limiter unavailable");
-                    return act.reply_error(id, ErrorCode::Internal, "try again", ctx);
+                    Some(Ok((ErrorCode::Internal, "try again")))
                 }
+            };
+            if let Some(refusal) = refusal {
+                match refusal {
+                    Err(retry) => act.rate_limited(id, retry, ctx),
+                    Ok((code, message)) => act.reply_error(id, code, message, ctx),
+                }
+                return act.next_send(&product, ctx);
             }
-            let store = journal.send(StoreMessage {
+            let store = product.journal.send(StoreMessage {
                 from: user,
                 to: msg.to,
                 text,
             });
             ctx.spawn(store.into_actor(act).map(move |stored, act, ctx| {
-                let stored = match stored {
-                    Ok(Ok(stored)) => stored,
+                match stored {
+                    Ok(Ok(stored)) => {
+                        act.reply_ok(
+                            id,
+                            json!({"ok": true, "messageId": stored.message_id, "createdAt": stored.created_at}),
+                            ctx,
+                        );
+                        let body = serde_json::to_value(&stored).unwrap_or(Value::Null);
+                        product.registry.do_send(Deliver {
+                            target: Target::User(stored.to.clone()),
+                            frames: encode_event("message:received", body.clone()),
+                            except: None,
+                            volatile: false,
+                            event: "message:received",
+                        });
+                        product.registry.do_send(Deliver {
+                            target: Target::User(stored.from.clone()),
+                            frames: encode_event("message:sent", body),
+                            except: Some(sid),
+                            volatile: false,
+                            event: "message:sent",
+                        });
+                    }
                     Ok(Err(JournalError::Invalid(why))) => {
-                        return act.reply_error(id, ErrorCode::InvalidPayload, why, ctx);
+                        act.reply_error(id, ErrorCode::InvalidPayload, why, ctx)
                     }
                     Ok(Err(err)) if err.is_unavailable() => {
                         warn!(%err, "journal unavailable");
-                        return act.reply_error(
-                            id,
-                            ErrorCode::ServiceUnavailable,
-                            "try again later",
-                            ctx,
-                        );
+                        act.reply_error(id, ErrorCode::ServiceUnavailable, "try again later", ctx);
                     }
                     Ok(Err(err)) => {
                         warn!(%err, "journal error");
-                        return act.reply_error(id, ErrorCode::Internal, "try again", ctx);
+                        act.reply_error(id, ErrorCode::Internal, "try again", ctx);
                     }
                     Err(err) => {
                         warn!(%err, "journal mailbox");
-                        return act.reply_error(id, ErrorCode::Internal, "try again", ctx);
+                        act.reply_error(id, ErrorCode::Internal, "try again", ctx);
                     }
-                };
-                act.reply_ok(
-                    id,
-                    json!({"ok": true, "messageId": stored.message_id, "createdAt": stored.created_at}),
-                    ctx,
-                );
-                let body = serde_json::to_value(&stored).unwrap_or(Value::Null);
-                registry.do_send(Deliver {
-                    target: Target::User(stored.to.clone()),
-                    frames: encode_event("message:received", body.clone()),
-                    except: None,
-                    volatile: false,
-                    event: "message:received",
-                });
-                registry.do_send(Deliver {
-                    target: Target::User(stored.from.clone()),
-                    frames: encode_event("message:sent", body),
-                    except: Some(sid),
-                    volatile: false,
-                    event: "message:sent",
-                });
+                }
+                act.next_send(&product, ctx);
             }));
         }));
     }
@@ -770,6 +827,27 @@ impl Handler<ServerDisconnect> for Session {
             self.send_sio(&Packet::disconnect("/"), ctx);
         }
         self.close(CloseReason::ServerDisconnect, ctx);
+    }
+}
+
+impl Handler<Maintenance> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Maintenance, ctx: &mut Context<Self>) {
+        if self.user.is_some() {
+            self.send_event("server:maintenance", json!({"reconnect": true}), ctx);
+        }
+    }
+}
+
+impl Handler<Shutdown> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Context<Self>) {
+        if self.user.is_some() {
+            self.send_event("server:shutdown", json!({"reconnect": true}), ctx);
+        }
+        self.close(CloseReason::ServerShutdown, ctx);
     }
 }
 

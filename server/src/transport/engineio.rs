@@ -37,6 +37,8 @@ enum EioError {
     BodyTimeout,
     /// The session's actor is gone (it stopped between lookup and use).
     Gone,
+    /// The node is draining and takes no new sessions.
+    Draining,
 }
 
 impl EioError {
@@ -56,6 +58,10 @@ impl EioError {
             EioError::TooLarge => HttpResponse::PayloadTooLarge().finish(),
             EioError::BodyTimeout => HttpResponse::RequestTimeout().finish(),
             EioError::Gone => EioError::Coded(ErrorCode::UnknownSid).response(),
+            EioError::Draining => HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, "1"))
+                .content_type("application/json")
+                .body(r#"{"code":503,"message":"Server draining"}"#),
         }
     }
 }
@@ -148,6 +154,9 @@ async fn serve(
         None => {
             if req.method() != Method::GET {
                 return Err(EioError::Coded(ErrorCode::BadHandshakeMethod));
+            }
+            if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(EioError::Draining);
             }
             let initial = match transport {
                 TransportName::Polling => InitialTransport::Polling,
