@@ -12,6 +12,7 @@
 pub mod api;
 pub mod config;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod transport;
 
@@ -225,7 +226,7 @@ pub async fn run(
     let drain_state = state.clone();
     let mut server = HttpServer::new(move || {
         let app = App::new()
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<logging::AccessSpan>::new())
             .app_data(state.clone())
             .configure(health::routes)
             .configure(api::routes)

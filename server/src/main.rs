@@ -18,7 +18,10 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
-        .with_current_span(false)
+        .with_current_span(true)
+        .with_span_list(false)
+        // One access-log line per HTTP request (tracing-actix-web's span, with its request id).
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_env_filter(filter)
         .init();
 

@@ -383,6 +383,20 @@ impl Session {
                 .do_send(PresenceDisconnect { user, socket });
         }
         if let (Some(product), Some(user)) = (&self.product, self.user.take()) {
+            let reason = self.closing.unwrap_or(CloseReason::ServerShutdown);
+            info!(
+                sid = %self.sid,
+                socketId = %user.socket_id,
+                userId = %user.user,
+                ipAddress = self.handshake.remote_addr.as_deref().unwrap_or(""),
+                serverInstance = %product.node_id,
+                event = "disconnect",
+                reason = reason.as_str(),
+                duration = user.since.elapsed().as_millis() as u64,
+                messagesReceived = user.received,
+                messagesSent = user.sent,
+                "socket disconnected"
+            );
             let m = metrics();
             m.connections_active.dec();
             m.connection_duration

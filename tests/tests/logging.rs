@@ -1,0 +1,62 @@
+//! Logs are JSON lines with request ids, and never contain a client's token.
+
+use switchboard_tests::{Node, http_get, http_get_with_headers};
+
+const SECRET_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.never-log-this-signature";
+
+#[tokio::test]
+async fn access_logs_carry_request_ids_and_no_tokens() {
+    let node = Node::start(&["--jwt-secret", "a-test-secret-of-at-least-32-bytes!!"]).await;
+    let addr = node.addr();
+    // A token in the query string and in the Authorization header of handshakes.
+    let res = http_get(
+        addr,
+        &format!("/socket.io/?EIO=4&transport=polling&token={SECRET_TOKEN}"),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let res = http_get_with_headers(
+        addr,
+        "/socket.io/?EIO=4&transport=polling",
+        &[
+            ("Authorization", &format!("Bearer {SECRET_TOKEN}")),
+            ("X-Request-Id", "req-from-the-balancer-42"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, 200);
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let logs = node.logs();
+        let access: Vec<serde_json::Value> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["span"]["name"] == "HTTP request")
+            .collect();
+        if access.len() >= 2 {
+            assert!(
+                access
+                    .iter()
+                    .any(|v| v["span"]["request_id"] == "req-from-the-balancer-42"),
+                "the caller's X-Request-Id is adopted: {access:?}"
+            );
+            assert!(
+                access.iter().all(|v| v["span"]["request_id"]
+                    .as_str()
+                    .is_some_and(|id| !id.is_empty())),
+                "every request has an id"
+            );
+            assert!(
+                !logs.contains("never-log-this-signature") && !logs.contains("c2VjcmV0"),
+                "a token reached the logs:\n{logs}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no access log lines:\n{logs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
