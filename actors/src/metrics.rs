@@ -476,6 +476,14 @@ impl<M> Metered<M> {
     }
 }
 
+/// Count a supervised restart of an actor type.
+pub fn restarted(actor: &'static str) {
+    metrics()
+        .actor_restarts
+        .get_or_create(&ActorLabel { actor })
+        .inc();
+}
+
 /// Record how long a handler ran.
 pub fn handled(actor: &'static str, started: Instant) {
     metrics()

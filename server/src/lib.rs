@@ -143,7 +143,7 @@ pub async fn run(
         info!(algorithm = auth.algorithm(), "client tokens verified");
         let limit = config.user_message_limit.max(1);
         let window = Duration::from_millis(config.user_message_window_ms.max(1));
-        let journal = MeteredAddr::new(connect_journal(&config).await?.start());
+        let journal = MeteredAddr::new(supervise(connect_journal(&config).await?));
         // Rows the previous run of this node left open (crash, kill -9).
         match journal
             .send(CloseStaleConnections {
@@ -164,8 +164,11 @@ pub async fn run(
                 };
                 let pool = bridge::pool(&settings).await?;
                 redis_pool = Some(pool.clone());
-                let bridge =
-                    RedisBridge::new(settings.clone(), node_id.clone(), registry.clone())?.start();
+                let bridge = supervise(RedisBridge::new(
+                    settings.clone(),
+                    node_id.clone(),
+                    registry.clone(),
+                )?);
                 let bridge = MeteredAddr::new(bridge);
                 registry.do_send(AttachBridge {
                     node_id: node_id.clone(),
@@ -175,24 +178,21 @@ pub async fn run(
                 bridge_addr = Some(bridge);
                 info!(prefix = %settings.prefix, "cluster mode: presence, limits and routing on Redis");
                 let store = RedisPresenceStore::new(pool.clone(), settings.clone(), &node_id);
-                let presence = MeteredAddr::new(
+                let presence = MeteredAddr::new(supervise(
                     Presence::new(Arc::new(store), registry.clone(), true)
-                        .with_journal(journal.clone())
-                        .start(),
-                );
+                        .with_journal(journal.clone()),
+                ));
                 let rates = RedisRateStore::new(pool, settings, limit, window);
                 (
                     presence,
-                    MeteredAddr::new(RateLimiter::new(Arc::new(rates)).start()),
+                    MeteredAddr::new(supervise(RateLimiter::new(Arc::new(rates)))),
                 )
             }
             None => (
-                MeteredAddr::new(
-                    Presence::in_memory(registry.clone())
-                        .with_journal(journal.clone())
-                        .start(),
-                ),
-                MeteredAddr::new(RateLimiter::in_memory(limit, window).start()),
+                MeteredAddr::new(supervise(
+                    Presence::in_memory(registry.clone()).with_journal(journal.clone()),
+                )),
+                MeteredAddr::new(supervise(RateLimiter::in_memory(limit, window))),
             ),
         };
         Some(Arc::new(Product {
@@ -261,6 +261,14 @@ pub async fn run(
     });
     info!(node = %node_id, conformance, "node started");
     Ok(server.await?)
+}
+
+/// Start an infrastructure actor under a Supervisor, which restarts it if it stops.
+fn supervise<A>(actor: A) -> Addr<A>
+where
+    A: Actor<Context = Context<A>> + Supervised,
+{
+    Supervisor::start(move |_| actor)
 }
 
 /// Open the database and migrate it. Nodes starting together on one database may race on

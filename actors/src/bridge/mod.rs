@@ -256,6 +256,16 @@ impl Actor for RedisBridge {
     }
 }
 
+impl Supervised for RedisBridge {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::metrics::restarted("redis_bridge");
+        // The subscriber stream died with the old context: `started` connects again.
+        self.sink = None;
+        self.connecting = false;
+        self.status.connected = false;
+    }
+}
+
 impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
     fn handle(&mut self, (generation, msg): (u64, redis::Msg), _ctx: &mut Context<Self>) {
         if generation != self.generation {

@@ -631,6 +631,7 @@ impl Actor for Journal {
 /// transaction that were out are lost with the old context.
 impl Supervised for Journal {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::metrics::restarted("journal");
         self.logs.abandon_out();
         self.storing = false;
         self.store_timer = None;

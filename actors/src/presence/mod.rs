@@ -388,6 +388,14 @@ impl Actor for Presence {
     }
 }
 
+impl Supervised for Presence {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::metrics::restarted("presence");
+        // In-flight ticks died with the old context; the store keeps the state.
+        self.ticking = false;
+    }
+}
+
 impl Handler<PresenceConnect> for Presence {
     type Result = AtomicResponse<Self, Result<(), StoreError>>;
 

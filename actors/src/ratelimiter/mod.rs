@@ -158,6 +158,12 @@ impl Actor for RateLimiter {
     }
 }
 
+impl Supervised for RateLimiter {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        crate::metrics::restarted("rate_limiter");
+    }
+}
+
 impl Handler<CheckMessage> for RateLimiter {
     type Result = ResponseFuture<Result<Result<(), Duration>, StoreError>>;
 
