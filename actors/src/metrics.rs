@@ -144,8 +144,8 @@ pub struct Metrics {
     pub actor_restarts: Family<ActorLabel, Counter>,
     /// `process_resident_memory_bytes`.
     pub process_rss: Gauge,
-    /// `process_cpu_seconds_total` (kept as a gauge of the cumulative value read from /proc).
-    pub process_cpu: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// `process_cpu_seconds_total` (raised to the value read from /proc at each scrape).
+    pub process_cpu: Counter<f64, std::sync::atomic::AtomicU64>,
     /// `process_open_fds`.
     pub process_open_fds: Gauge,
     /// `process_max_fds`.
@@ -204,7 +204,7 @@ impl Metrics {
             actor_handle: Family::new_with_constructor(latency_histogram),
             actor_restarts: Family::default(),
             process_rss: Gauge::default(),
-            process_cpu: Gauge::default(),
+            process_cpu: Counter::default(),
             process_open_fds: Gauge::default(),
             process_max_fds: Gauge::default(),
             process_start: Gauge::default(),
@@ -334,7 +334,7 @@ impl Metrics {
             m.process_rss.clone(),
         );
         r.register(
-            "process_cpu_seconds_total",
+            "process_cpu_seconds",
             "User and system CPU time",
             m.process_cpu.clone(),
         );
@@ -399,7 +399,7 @@ pub fn metrics() -> &'static Metrics {
 
 /// Event names used as label values; anything else is `other` (label values stay bounded).
 pub fn event_label(name: &str) -> &'static str {
-    const KNOWN: [&str; 16] = [
+    const KNOWN: [&str; 20] = [
         "message:send",
         "message:sync",
         "message:received",
@@ -416,6 +416,10 @@ pub fn event_label(name: &str) -> &'static str {
         "friend:offline",
         "authenticated",
         "error",
+        "rate_limited",
+        "friend:status",
+        "server:maintenance",
+        "server:shutdown",
     ];
     KNOWN
         .iter()
@@ -641,7 +645,11 @@ pub fn refresh_process() {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        m.process_cpu.set((ticks(11) + ticks(12)) / clock_ticks());
+        let total = (ticks(11) + ticks(12)) / clock_ticks();
+        let seen = m.process_cpu.get();
+        if total > seen {
+            m.process_cpu.inc_by(total - seen);
+        }
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
         m.process_open_fds.set(dir.count() as i64);

@@ -306,7 +306,7 @@ impl Session {
             "deviceId": device,
             "serverInstance": product.node_id,
         });
-        self.send_sio(&Packet::event(nsp, "authenticated", vec![hello]), ctx);
+        self.send_event("authenticated", hello, ctx);
         info!(
             sid = %self.sid,
             socketId = %socket_id,
