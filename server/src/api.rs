@@ -308,25 +308,9 @@ async fn room_join(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    respond(
-        async {
-            let product = authorize(&req, &state)?;
-            let room = path.into_inner();
-            check_id(&room, "the room name")?;
-            let body: MemberBody = parse_json(&body)?;
-            check_id(&body.user_id, "`userId`")?;
-            let n = product
-                .registry
-                .send(RoomMembership {
-                    user: body.user_id,
-                    room,
-                    join: true,
-                })
-                .await?;
-            Ok(HttpResponse::Ok().json(json!({"ok": true, "sockets": n})))
-        }
-        .await,
-    )
+    let room = path.into_inner();
+    let user = parse_json::<MemberBody>(&body).map(|b| b.user_id);
+    respond(membership(&req, &state, room, user, true).await)
 }
 
 async fn room_leave(
@@ -334,24 +318,27 @@ async fn room_leave(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    respond(
-        async {
-            let product = authorize(&req, &state)?;
-            let (room, user) = path.into_inner();
-            check_id(&room, "the room name")?;
-            check_id(&user, "the user id")?;
-            let n = product
-                .registry
-                .send(RoomMembership {
-                    user,
-                    room,
-                    join: false,
-                })
-                .await?;
-            Ok(HttpResponse::Ok().json(json!({"ok": true, "sockets": n})))
-        }
-        .await,
-    )
+    let (room, user) = path.into_inner();
+    respond(membership(&req, &state, room, Ok(user), false).await)
+}
+
+/// Join or leave a user's sockets to or from a room; answers how many changed on this node.
+async fn membership(
+    req: &HttpRequest,
+    state: &AppState,
+    room: String,
+    user: Result<String, ApiError>,
+    join: bool,
+) -> ApiResult {
+    let product = authorize(req, state)?;
+    check_id(&room, "the room name")?;
+    let user = user?;
+    check_id(&user, "the user id")?;
+    let n = product
+        .registry
+        .send(RoomMembership { user, room, join })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"ok": true, "sockets": n})))
 }
 
 async fn room_members(
