@@ -238,7 +238,14 @@ pub struct SessionRegistry {
     rooms: HashMap<String, HashSet<Sid>>,
     watchers: HashMap<String, HashSet<Sid>>,
     cluster: Option<ClusterLink>,
+    /// (user, device) → when its last socket here left, to count reconnections.
+    recent: HashMap<(String, String), std::time::Instant>,
 }
+
+/// A socket of the same user and device within this long after a disconnect is a reconnection.
+const RECONNECT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most recent disconnects remembered for that count (memory bound).
+const MAX_RECENT: usize = 100_000;
 
 impl SessionRegistry {
     /// Start the registry on the current arbiter.
@@ -458,6 +465,17 @@ impl Handler<Unregister> for SessionRegistry {
         let Some(entry) = self.sessions.remove(&msg.sid) else {
             return;
         };
+        if let Some(user) = &entry.user {
+            let now = std::time::Instant::now();
+            if self.recent.len() >= MAX_RECENT {
+                self.recent
+                    .retain(|_, at| now.duration_since(*at) < RECONNECT_WINDOW);
+            }
+            if self.recent.len() < MAX_RECENT {
+                self.recent
+                    .insert((user.to_string(), entry.device.clone()), now);
+            }
+        }
         let mut gone = Vec::new();
         if let Some(user) = &entry.user
             && remove_from(&mut self.users, user, &msg.sid)
@@ -509,6 +527,13 @@ impl Handler<Authenticated> for SessionRegistry {
         let Some(entry) = self.sessions.get_mut(&msg.sid) else {
             return;
         };
+        if self
+            .recent
+            .remove(&(msg.user.to_string(), msg.device.clone()))
+            .is_some_and(|at| at.elapsed() < RECONNECT_WINDOW)
+        {
+            crate::metrics::metrics().reconnections.inc();
+        }
         entry.user = Some(msg.user.clone());
         entry.socket_id = msg.socket_id;
         entry.device = msg.device;
