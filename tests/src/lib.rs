@@ -963,12 +963,182 @@ impl RawWs {
         }
     }
 
+    /// Perform the HTTP upgrade to `path` by hand with `extra_headers` (each `Name: value\r\n`)
+    /// added to the usual upgrade headers; asserts `101`.
+    pub async fn connect_with_headers(addr: SocketAddr, path: &str, extra_headers: &str) -> RawWs {
+        within("raw websocket handshake", async {
+            let mut stream = TcpStream::connect(addr)
+                .await
+                .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+            );
+            stream
+                .write_all(req.as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("write upgrade request: {e}"));
+            let mut buf = Vec::new();
+            let end = loop {
+                if let Some(pos) = find(&buf, b"\r\n\r\n") {
+                    break pos;
+                }
+                assert!(
+                    read_more(&mut stream, &mut buf).await > 0,
+                    "connection closed during upgrade: {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            assert!(
+                head.starts_with("HTTP/1.1 101"),
+                "upgrade refused: {head:?}"
+            );
+            buf.drain(..end + 4);
+            RawWs { stream, buf }
+        })
+        .await
+    }
+
+    /// Write `bytes` (frames built with [`ws_frame`], or anything else) while reading the
+    /// server's frames, until `stop` returns true for one of them, the connection ends, or
+    /// `limit` passes (then `timed_out` is set). Returns every frame read except Engine.IO pings (`2`) and
+    /// websocket pings, the write error if writing failed (a server that closes early makes the
+    /// rest of a big write fail), and whether the stream reached EOF.
+    pub async fn write_while_reading(
+        &mut self,
+        bytes: &[u8],
+        limit: Duration,
+        mut stop: impl FnMut(u8, &[u8]) -> bool,
+    ) -> RawExchange {
+        let buf = &mut self.buf;
+        let (mut reader, mut writer) = self.stream.split();
+        let write = async {
+            for chunk in bytes.chunks(64 * 1024) {
+                if let Err(e) = writer.write_all(chunk).await {
+                    return Some(e.to_string());
+                }
+            }
+            None
+        };
+        // Frames land here as they are read, so a time-out keeps what arrived.
+        let frames = std::sync::Mutex::new(Vec::new());
+        let read = async {
+            loop {
+                while let Some(((op, data), used)) = parse_frame(buf) {
+                    buf.drain(..used);
+                    if op == OP_PING || (op == OP_TEXT && data == b"2") {
+                        continue;
+                    }
+                    let done = stop(op, &data);
+                    frames
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((op, data));
+                    if done {
+                        return false;
+                    }
+                }
+                buf.reserve(16 * 1024);
+                match reader.read_buf(buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(limit, async { tokio::join!(read, write) }).await;
+        let frames = frames.into_inner().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok((eof, write_error)) => RawExchange {
+                frames,
+                write_error,
+                eof,
+                timed_out: false,
+            },
+            Err(_) => RawExchange {
+                frames,
+                write_error: None,
+                eof: false,
+                timed_out: true,
+            },
+        }
+    }
+
+    /// Write `bytes` while reading until the server's Close frame or the end of the stream:
+    /// the Close frame's code and reason (None without one) and every other frame read.
+    pub async fn write_and_expect_close(
+        &mut self,
+        bytes: &[u8],
+        limit: Duration,
+    ) -> (Option<(u16, String)>, RawExchange) {
+        let exchange = self
+            .write_while_reading(bytes, limit, |op, _| op == OP_CLOSE)
+            .await;
+        let close = exchange
+            .frames
+            .iter()
+            .find(|(op, _)| *op == OP_CLOSE)
+            .map(|(_, data)| {
+                if data.len() < 2 {
+                    (1005, String::new())
+                } else {
+                    (
+                        u16::from_be_bytes([data[0], data[1]]),
+                        String::from_utf8_lossy(&data[2..]).into_owned(),
+                    )
+                }
+            });
+        (close, exchange)
+    }
+
     /// Send the Engine.IO pong `3` (mask of zeros), reporting rather than panicking on failure.
     async fn try_pong(&mut self) -> std::io::Result<()> {
         self.stream
             .write_all(&[0x80 | OP_TEXT, 0x80 | 1, 0, 0, 0, 0, b'3'])
             .await
     }
+}
+
+/// What [`RawWs::write_while_reading`] saw.
+#[derive(Debug)]
+pub struct RawExchange {
+    /// Every frame read (opcode, payload), pings left out.
+    pub frames: Vec<(u8, Vec<u8>)>,
+    /// The write error, if the write failed.
+    pub write_error: Option<String>,
+    /// The stream ended (EOF or a read error).
+    pub eof: bool,
+    /// The time limit passed before `stop` said so or the stream ended.
+    pub timed_out: bool,
+}
+
+/// One websocket frame written by hand: `fin`, the three reserved bits (`rsv`, 0..=7), the
+/// opcode, an optional mask (None = unmasked, which a server must refuse from a client) and the
+/// payload. The length is encoded in the shortest form.
+pub fn ws_frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(if fin { 0x80 } else { 0 } | (rsv & 0x7) << 4 | (opcode & 0x0f));
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        // Casts: each arm bounds the length to the field it is written into.
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(mask) => {
+            frame.extend_from_slice(&mask);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        None => frame.extend_from_slice(payload),
+    }
+    frame
 }
 
 /// Parse one unfragmented server frame from `buf`: `((opcode, payload), bytes used)`.
@@ -1342,6 +1512,14 @@ impl SioClient {
             .iter()
             .filter(|p| matches!(p, SioPacket::Event { name: got, .. } if got == name))
             .count()
+    }
+
+    /// Every packet received and not consumed yet (without waiting); the buffer is emptied.
+    pub fn take_buffered(&mut self) -> Vec<SioPacket> {
+        while let Ok(packet) = self.incoming.try_recv() {
+            self.buffered.push_back(packet);
+        }
+        self.buffered.drain(..).collect()
     }
 
     /// Stop answering Engine.IO pings (the server will time the session out).

@@ -158,6 +158,10 @@ async fn serve(
             if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(EioError::Draining);
             }
+            // A websocket handshake that cannot succeed must not leave a session behind.
+            if transport == TransportName::WebSocket && actix_ws::handshake(req).is_err() {
+                return Err(EioError::Coded(ErrorCode::BadRequest));
+            }
             let initial = match transport {
                 TransportName::Polling => InitialTransport::Polling,
                 TransportName::WebSocket => InitialTransport::WebSocket,
