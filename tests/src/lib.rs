@@ -843,38 +843,7 @@ pub struct RawWs {
 impl RawWs {
     /// Perform the HTTP upgrade to `path` by hand; asserts `101`.
     pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
-        within("raw websocket handshake", async {
-            let mut stream = TcpStream::connect(addr)
-                .await
-                .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-            let req = format!(
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            );
-            stream
-                .write_all(req.as_bytes())
-                .await
-                .unwrap_or_else(|e| panic!("write upgrade request: {e}"));
-            let mut buf = Vec::new();
-            let end = loop {
-                if let Some(pos) = find(&buf, b"\r\n\r\n") {
-                    break pos;
-                }
-                assert!(
-                    read_more(&mut stream, &mut buf).await > 0,
-                    "connection closed during upgrade: {:?}",
-                    String::from_utf8_lossy(&buf)
-                );
-            };
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            assert!(
-                head.starts_with("HTTP/1.1 101"),
-                "upgrade refused: {head:?}"
-            );
-            buf.drain(..end + 4);
-            RawWs { stream, buf }
-        })
-        .await
+        Self::connect_with_headers(addr, path, "").await
     }
 
     /// Write one final, masked frame.
