@@ -10,6 +10,31 @@ start_server() {
     --socket-event-limit 1000000 --user-message-limit 1000000 --drain-secs 2 \
     --database-url "sqlite://$db?mode=rwc" "$@" >"$log" 2>&1 &
   SERVER_PID=$!
+  wait_listening "$log"
+}
+
+# start_node_peer LOG: start the Node.js socket.io peer (bench/peers/node/server.js, its
+# node_modules installed) on 127.0.0.1:<free port> with JWT_SECRET="$SECRET"; sets SERVER_PID and
+# SERVER_ADDR like start_server, and is stopped by stop_server. The open-files soft limit is raised
+# to the hard limit first (Node does not raise it itself); `exec` keeps SERVER_PID the node
+# process, so its RSS/CPU are what gets sampled.
+start_node_peer() {
+  local log="$1"
+  local script
+  script="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/peers/node/server.js"
+  # shellcheck disable=SC2086
+  (
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    PORT=0 JWT_SECRET="$SECRET" exec $PIN_SERVER node "$script"
+  ) >"$log" 2>&1 &
+  SERVER_PID=$!
+  wait_listening "$log"
+}
+
+# wait_listening LOG: wait until the server $SERVER_PID logs {"message":"listening","addr":…};
+# sets SERVER_ADDR. Fails when the server exits first or after 30 s.
+wait_listening() {
+  local log="$1"
   SERVER_ADDR=""
   for _ in $(seq 1 300); do
     SERVER_ADDR="$(grep -m1 '"message":"listening"' "$log" 2>/dev/null \
@@ -27,7 +52,7 @@ start_server() {
   return 1
 }
 
-# stop_server: SIGTERM the node started by start_server, SIGKILL after 10 s.
+# stop_server: SIGTERM the server started by start_server or start_node_peer, SIGKILL after 10 s.
 stop_server() {
   [ -n "${SERVER_PID:-}" ] || return 0
   kill -TERM "$SERVER_PID" 2>/dev/null || true

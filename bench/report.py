@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Render BENCHMARKS.md from a directory of switchboard-loadgen JSON results (bench/run)."""
+"""Render BENCHMARKS.md from a directory of switchboard-loadgen JSON results (bench/run).
+
+Result files are named `<scenario>.<server>.json` (server: switchboard or node); a bare
+`<scenario>.json` (older runs) counts as Switchboard. Each scenario gets a Switchboard-vs-peer
+comparison table, followed by the per-run detail tables.
+"""
 
 import json
 import os
@@ -8,6 +13,11 @@ import sys
 from datetime import datetime, timezone
 
 ORDER = ["idle", "relay", "durable", "room-fanout", "churn"]
+SERVERS = ["switchboard", "node"]
+LABEL = {"switchboard": "Switchboard", "node": "Node socket.io"}
+# Why a server has no result for a scenario on purpose.
+SKIPPED = {("durable", "node"): "not run: the Node peer keeps no database and has no `message:sync`, "
+                                "so there is nothing durable to verify"}
 
 
 def sh(cmd):
@@ -33,7 +43,7 @@ def scenario_key(name):
     return (ORDER.index(base) if base in ORDER else 99, int(rest) if rest.isdigit() else 0)
 
 
-def table(name, r):
+def table(name, r, title=None):
     p, c, m, lat, srv, err = (r.get(k) or {} for k in
                                ("parameters", "connections", "messages", "latency_ms", "server", "errors"))
     d = r.get("scenario_details") or {}
@@ -88,21 +98,150 @@ def table(name, r):
     samples = err.get("samples") or []
     rows.append(("errors", fmt(err.get("count")) + (f" (first: `{samples[0][:160]}`)" if samples else "")))
     rows.append(("wall time s", fmt(r.get("wall_s"))))
-    out = [f"### {name}", "", "| metric | value |", "|---|---|"]
+    out = [f"### {title or name}", "", "| metric | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(out) + "\n"
 
 
+def split_name(stem):
+    """`relay-5000.node` -> ("relay-5000", "node"); a bare scenario name is Switchboard's."""
+    scenario, _, server = stem.rpartition(".")
+    if scenario and server in SERVERS:
+        return scenario, server
+    return stem, "switchboard"
+
+
+def num(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def key_numbers(r):
+    """The comparison rows of one run: [(label, value or None, formatted)]."""
+    sc = r["scenario"]
+    c, m, lat, srv = (r.get(k) or {} for k in ("connections", "messages", "latency_ms", "server"))
+    rows = []
+
+    def add(label, value, text=None):
+        rows.append((label, num(value), text if text is not None else fmt(value)))
+
+    add("connections held / attempted" if sc != "churn" else "connect cycles completed / attempted",
+        c.get("held") if sc != "churn" else c.get("established"),
+        f"{fmt(c.get('held') if sc != 'churn' else c.get('established'))} / {fmt(c.get('attempted'))}")
+    if sc != "churn":
+        add("connect rate (conn/s)", c.get("connect_rate_per_s"))
+    add("server RSS peak MiB", srv.get("rss_peak_mb"))
+    if sc == "idle":
+        held, start, peak = num(c.get("held")), num(srv.get("rss_start_mb")), num(srv.get("rss_peak_mb"))
+        per = (peak - start) * 1024 / held if held and start is not None and peak is not None else None
+        add("server RSS per connection KiB ((peak − start) / held)", per)
+    add("server CPU % of one core, avg", srv.get("cpu_avg_pct"))
+    add("server CPU s, total over the run", srv.get("cpu_seconds"))
+    if sc == "churn":
+        add("achieved connect rate (cycles/s)", c.get("connect_rate_per_s"))
+    elif sc != "idle":
+        add("achieved msg rate (msg/s)", m.get("send_rate_per_s"))
+        if sc == "room-fanout":
+            load = num(m.get("load_s"))
+            add("deliveries / s", m.get("delivered") / load if load and num(m.get("delivered")) is not None else None)
+    if lat.get("count"):
+        for k in ("p50", "p99", "max"):
+            add(f"latency ms {k}", lat.get(k))
+    if sc not in ("idle", "churn"):
+        rows.append(("lost / duplicated / misrouted", None,
+                     f"{fmt(m.get('lost'))} / {fmt(m.get('duplicated'))} / {fmt(m.get('unexpected'))}"))
+    rows.append(("errors", None, fmt((r.get("errors") or {}).get("count"))))
+    rows.append(("wall time s (incl. connect and drain)", None, fmt(r.get("wall_s"))))
+    return rows
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def comparison(scenario, runs, peers):
+    """The side-by-side table of one scenario; runs: {server: result}."""
+    first = next(iter(runs.values()))
+    out = [f"### {scenario}", "", f"{parameters(first)}.", ""]
+    cols = [s for s in SERVERS if s in runs]
+    peer = next((s for s in cols if s != "switchboard"), None) if "switchboard" in cols else None
+    tables = {s: key_numbers(runs[s]) for s in cols if s in runs}
+    labels = []
+    for rows in tables.values():
+        for label, _, _ in rows:
+            if label not in labels:
+                labels.append(label)
+    head = ["metric"] + [LABEL.get(s, s) for s in cols]
+    if peer:
+        head.append(f"ratio Switchboard / {LABEL.get(peer, peer)}")
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label in labels:
+        cells, values = [label], {}
+        for s in cols:
+            row = next((r for r in tables.get(s, []) if r[0] == label), None)
+            if row is None:
+                cells.append("–")
+            else:
+                cells.append(row[2])
+                values[s] = row[1]
+        if peer:
+            cells.append(ratio(values.get("switchboard"), values.get(peer)))
+        out.append("| " + " | ".join(cells) + " |")
+    for s in peers:
+        if s in runs:
+            continue
+        why = SKIPPED.get((scenario, s)) or "no result (the run failed; see its `.err` file)"
+        out.append("")
+        out.append(f"{LABEL.get(s, s)}: {why}.")
+    return "\n".join(out) + "\n"
+
+
+def parameters(r):
+    """The scenario's parameters in one sentence (as in the detail tables)."""
+    p = r.get("parameters") or {}
+    sc = r["scenario"]
+    if sc == "idle":
+        return f"{fmt(p.get('connections'))} connections held {fmt(p.get('duration_s'))} s"
+    if sc == "relay":
+        return (f"{fmt(p.get('connections'))} users, `signal` to a random peer at {fmt(p.get('rate'))} msg/s "
+                f"for {fmt(p.get('duration_s'))} s")
+    if sc == "durable":
+        return (f"{fmt(p.get('connections'))} users, {fmt(p.get('messages'))} `message:send` with acks at "
+                f"{fmt(p.get('rate'))} msg/s, then `message:sync` per recipient")
+    if sc == "room-fanout":
+        return (f"{fmt(p.get('connections'))} members in one room, one emitter `room:emit` at "
+                f"{fmt(p.get('rate'))}/s for {fmt(p.get('duration_s'))} s")
+    if sc == "churn":
+        return f"connect + authenticate + disconnect at {fmt(p.get('rate'))}/s for {fmt(p.get('duration_s'))} s"
+    return sc
+
+
+def read_kv(path):
+    out = {}
+    if os.path.exists(path):
+        for line in open(path):
+            k, _, v = line.strip().partition("=")
+            if k:
+                out[k] = v
+    return out
+
+
 def main():
     d = sys.argv[1]
-    results = {}
+    results = {}  # scenario -> {server: result}
     for f in os.listdir(d):
         if f.endswith(".json"):
             with open(os.path.join(d, f)) as fh:
-                results[f[:-5]] = json.load(fh)
+                scenario, server = split_name(f[:-5])
+                results.setdefault(scenario, {})[server] = json.load(fh)
     pinning = ""
     if os.path.exists(os.path.join(d, "pinning.txt")):
         pinning = open(os.path.join(d, "pinning.txt")).read().strip().replace("\n", ", ")
+    peer_info = read_kv(os.path.join(d, "peers.txt"))
+    peers = peer_info.get("peers", "").split() or sorted(
+        {s for runs in results.values() for s in runs}, key=SERVERS.index)
+    with_node = "node" in peers
     print("# Benchmarks\n")
     print(f"Generated by `bench/run` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
           "Each scenario runs against a fresh release node (`target/release/switchboard`, SQLite "
@@ -112,6 +251,17 @@ def main():
           "spread over 127.0.0.2–127.0.0.5). Latencies come from send timestamps embedded in each "
           "message; loss is counted per message id after a drain wait. Server RSS/CPU are sampled "
           "once a second from /proc.\n")
+    if with_node:
+        print(f"The same load generator, with the same parameters, also drives the Node.js peer "
+              f"`bench/peers/node/server.js` (Node {peer_info.get('node', '?')}, socket.io "
+              f"{peer_info.get('socket.io', '?')}, one process, in-memory adapter, pinned to the same "
+              "core as Switchboard; it logs nothing per connection). It implements the same events "
+              "with the same semantics (JWT at CONNECT, `authenticated`, `signal` to every socket of "
+              "the recipient, `room:emit` → `room:msg`, acked `message:send`), but it keeps no "
+              "database, so `durable` is run against Switchboard only. The servers alternate per "
+              "scenario (idle on Switchboard, idle on Node, relay on Switchboard, …), each run on a "
+              "fresh process. Ratios are Switchboard / Node: below 1 means Switchboard used less "
+              "(RSS, CPU, latency) or achieved less (rates).\n")
     print("## Machine\n")
     model = sh("lscpu | grep -m1 'Model name' | sed 's/.*: *//'") or "?"
     mem = sh("free -h | awk '/Mem:/ {print $2}'")
@@ -119,30 +269,52 @@ def main():
     print(f"- memory: {mem} total")
     print(f"- kernel: {sh('uname -r')}")
     print(f"- rustc: {sh('rustc --version')}")
+    if with_node:
+        print(f"- node: {peer_info.get('node', '?')} (socket.io {peer_info.get('socket.io', '?')})")
     print(f"- pinning: {pinning or 'none'} (the server has one core, the load generator the other)")
     print(f"- open files per process: {sh('ulimit -Hn')} (hard limit)\n")
     print("<details><summary>free -h</summary>\n\n```\n" + sh("free -h") + "\n```\n</details>\n")
-    print("## Results\n")
-    for name in sorted(results, key=scenario_key):
-        print(table(name, results[name]))
+    order = sorted(results, key=scenario_key)
+    if with_node:
+        print("## Switchboard vs Node socket.io\n")
+        print("Key numbers per scenario, from the per-run tables further down. \"RSS per "
+              "connection\" is (peak − start RSS) / connections held, the start being sampled after "
+              "the server is up and before the first client connects. The CPU average is over the "
+              "run's wall time, which includes the drain wait: a run that lost messages waits the "
+              "full drain (5 s) and so shows a lower average, so compare total CPU seconds when the "
+              "wall times differ.\n")
+        for name in order:
+            print(comparison(name, results[name], peers))
+    print("## Results per run\n" if with_node else "## Results\n")
+    for name in order:
+        for server in sorted(results[name], key=lambda s: SERVERS.index(s) if s in SERVERS else 99):
+            title = f"{name} · {LABEL.get(server, server)}" if with_node else name
+            print(table(name, results[name][server], title))
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "observations.md")
     if os.path.exists(notes):
         print(open(notes).read().rstrip() + "\n")
     print("## How to run\n")
-    print("- `bench/run`: this report (release build, ~3 minutes; sizes overridable by env, see the "
-          "script header). Raw JSON and server logs stay in `target/bench-results/<timestamp>/`.")
+    print("- `bench/run`: this report (release build, ~4 minutes with the Node peer; sizes overridable "
+          "by env, see the script header; `PEERS=switchboard bench/run` skips the Node peer, whose "
+          "dependencies `bench/run` installs with `npm ci` in `bench/peers/node` when missing). Raw "
+          "JSON (`<scenario>.<server>.json`) and server logs stay in "
+          "`target/bench-results/<timestamp>/`.")
     print("- `bench/smoke`: every scenario at tiny size against the debug binary with `--check` "
           "(non-zero exit on any loss, duplicate, misrouted message, error or dropped connection).")
     print("- By hand: `target/release/switchboard-loadgen --help`; the server under test needs "
           "`--jwt-secret` shared with the load generator and raised `--socket-event-limit` / "
           "`--user-message-limit`.\n")
     print("## Not yet measured\n")
-    print("- Peers: Node `socket.io` and `socketioxide` are not yet in the harness, so there is no "
-          "side-by-side comparison.")
+    if with_node:
+        print("- Peers: `socketioxide` is not yet in the harness (Node `socket.io` is, above); the Node "
+              "peer runs as one process, not clustered.")
+    else:
+        print("- Peers: not run this time (`PEERS`); Node `socket.io` is in the harness, "
+              "`socketioxide` is not yet.")
     print("- The `cluster` scenario (several nodes over Redis), multi-process load generation past one "
           "process's 20,000 open files, an Artillery cross-check and profiles (flamegraphs) are not done.")
-    print("- Sizes are moderate (the whole run takes about 3 minutes on 2 cores); they are not the "
-          "server's limits.")
+    print("- Sizes are moderate (the whole run takes about 4 minutes on 2 cores); they are not the "
+          "servers' limits.")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 // semantics as Switchboard: HS256 JWT at CONNECT (`sub` = user, `rooms` claim), `signal` relayed
 // to every socket of the recipient, `room:emit` fanned out to a room, `message:send` acked with an
 // increasing id (in memory: the peer has no database). Cluster mode with @socket.io/redis-adapter
-// when REDIS_URL is set. Usage: PORT=3000 JWT_SECRET=s [REDIS_URL=redis://…] node server.js
+// when REDIS_URL is set. Usage: [PORT=3000] JWT_SECRET=s [REDIS_URL=redis://…] node server.js
+// PORT defaults to 0 (an ephemeral port); once listening it prints one JSON line
+// {"message":"listening","addr":"127.0.0.1:<actual port>"}, which bench/lib.sh polls for.
 import { createServer } from "node:http";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { Server } from "socket.io";
 
-const port = Number(process.env.PORT || 3000);
+const port = Number(process.env.PORT || 0);
+/** The port actually bound (differs from `port` when that is 0). */
+let boundPort = port;
 const secret = process.env.JWT_SECRET || "bench-secret";
 
 /** Verify an HS256 JWT; returns its claims or null. */
@@ -61,7 +65,7 @@ io.on("connection", (socket) => {
   const user = socket.data.user;
   socket.join(`user:${user}`);
   for (const room of socket.data.rooms) socket.join(`room:${room}`);
-  socket.emit("authenticated", { socketId: socket.id, userId: user, deviceId: socket.id, serverInstance: `node-${port}` });
+  socket.emit("authenticated", { socketId: socket.id, userId: user, deviceId: socket.id, serverInstance: `node-${boundPort}` });
 
   socket.on("signal", (payload, ack) => {
     if (!payload || typeof payload.to !== "string") return;
@@ -81,4 +85,7 @@ io.on("connection", (socket) => {
   });
 });
 
-http.listen(port, "127.0.0.1", () => console.log(JSON.stringify({ message: "listening", addr: `127.0.0.1:${port}` })));
+http.listen(port, "127.0.0.1", () => {
+  boundPort = http.address().port;
+  console.log(JSON.stringify({ message: "listening", addr: `127.0.0.1:${boundPort}` }));
+});
