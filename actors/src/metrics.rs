@@ -480,6 +480,14 @@ impl<M> Metered<M> {
     }
 }
 
+/// Count one Redis command (`redis_commands_total{command}`).
+pub fn redis_command(command: &'static str) {
+    metrics()
+        .redis_commands
+        .get_or_create(&CommandLabel { command })
+        .inc();
+}
+
 /// Count a supervised restart of an actor type.
 pub fn restarted(actor: &'static str) {
     metrics()

@@ -314,6 +314,7 @@ impl Handler<Subscribe> for RedisBridge {
             return;
         }
         if let Some(sink) = &self.sink {
+            crate::metrics::redis_command(if msg.on { "SUBSCRIBE" } else { "UNSUBSCRIBE" });
             let mut sink = sink.clone();
             let on = msg.on;
             actix::spawn(async move {

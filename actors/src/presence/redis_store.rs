@@ -14,6 +14,7 @@ use super::store::{
 };
 use super::{OnlinePage, Status, UserId};
 use crate::bridge::RedisSettings;
+use crate::metrics::redis_command;
 
 /// `socket:{id}:user` lives this long unless refreshed (the reconcile refreshes it).
 pub const SOCKET_TTL_SECS: u64 = 3600;
@@ -37,6 +38,12 @@ pub struct RedisPresenceStore {
     settings: RedisSettings,
     node_id: Arc<str>,
     scripts: Arc<Scripts>,
+}
+
+/// A Redis command, counted in `redis_commands_total`.
+fn cmd(name: &'static str) -> redis::Cmd {
+    redis_command(name);
+    redis::cmd(name)
 }
 
 fn now_ms() -> u64 {
@@ -81,6 +88,7 @@ impl RedisPresenceStore {
         s: &SocketPresence,
     ) -> Result<bool, StoreError> {
         let keys = self.transition_keys(&s.user, &s.socket, &self.node_id);
+        redis_command("EVALSHA");
         let first: i64 = self
             .scripts
             .connect
@@ -105,6 +113,7 @@ impl RedisPresenceStore {
         node: &str,
     ) -> Result<bool, StoreError> {
         let keys = self.transition_keys(user, socket, node);
+        redis_command("EVALSHA");
         let last: i64 = self
             .scripts
             .disconnect
@@ -124,13 +133,10 @@ impl RedisPresenceStore {
         node: &str,
     ) -> Result<Vec<UserId>, StoreError> {
         let node_sockets = self.k(format!("node:{node}:sockets"));
-        let sockets: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&node_sockets)
-            .query_async(conn)
-            .await?;
+        let sockets: Vec<String> = cmd("SMEMBERS").arg(&node_sockets).query_async(conn).await?;
         let mut offline = Vec::new();
         for socket in sockets {
-            let user: Option<String> = redis::cmd("HGET")
+            let user: Option<String> = cmd("HGET")
                 .arg(self.k(format!("socket:{socket}:user")))
                 .arg("userId")
                 .query_async(conn)
@@ -142,7 +148,7 @@ impl RedisPresenceStore {
                     }
                 }
                 None => {
-                    let _: i64 = redis::cmd("SREM")
+                    let _: i64 = cmd("SREM")
                         .arg(&node_sockets)
                         .arg(&socket)
                         .query_async(conn)
@@ -150,10 +156,7 @@ impl RedisPresenceStore {
                 }
             }
         }
-        let _: i64 = redis::cmd("DEL")
-            .arg(&node_sockets)
-            .query_async(conn)
-            .await?;
+        let _: i64 = cmd("DEL").arg(&node_sockets).query_async(conn).await?;
         Ok(offline)
     }
 }
@@ -180,6 +183,7 @@ impl PresenceStore for RedisPresenceStore {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
+            redis_command("EVALSHA");
             let changed: i64 = this
                 .scripts
                 .status
@@ -199,6 +203,8 @@ impl PresenceStore for RedisPresenceStore {
             let mut conn = this.pool.get().await?;
             let mut pipe = redis::pipe();
             for user in &users {
+                redis_command("GET");
+                redis_command("SCARD");
                 pipe.cmd("GET").arg(this.k(format!("user:{user}:status")));
                 pipe.cmd("SCARD")
                     .arg(this.k(format!("user:{user}:sockets")));
@@ -225,7 +231,7 @@ impl PresenceStore for RedisPresenceStore {
             let mut conn = this.pool.get().await?;
             // Sorted by id for stable paging; the whole set is read, which is fine for an
             // operator API but not for a hot path.
-            let mut users: Vec<String> = redis::cmd("ZRANGE")
+            let mut users: Vec<String> = cmd("ZRANGE")
                 .arg(this.k("online_users".into()))
                 .arg(0)
                 .arg(-1)
@@ -256,7 +262,7 @@ impl PresenceStore for RedisPresenceStore {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
-            let mut devices: Vec<String> = redis::cmd("SMEMBERS")
+            let mut devices: Vec<String> = cmd("SMEMBERS")
                 .arg(this.k(format!("user:{user}:devices")))
                 .query_async(&mut *conn)
                 .await?;
@@ -269,14 +275,14 @@ impl PresenceStore for RedisPresenceStore {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
-            let registered: Vec<String> = redis::cmd("SMEMBERS")
+            let registered: Vec<String> = cmd("SMEMBERS")
                 .arg(this.k(format!("node:{}:sockets", this.node_id)))
                 .query_async(&mut *conn)
                 .await?;
             let live_ids: HashSet<&str> = live.iter().map(|s| s.socket.as_str()).collect();
             let mut transitions = Transitions::default();
             for socket in registered.iter().filter(|s| !live_ids.contains(s.as_str())) {
-                let user: Option<String> = redis::cmd("HGET")
+                let user: Option<String> = cmd("HGET")
                     .arg(this.k(format!("socket:{socket}:user")))
                     .arg("userId")
                     .query_async(&mut *conn)
@@ -309,7 +315,7 @@ impl PresenceStore for RedisPresenceStore {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
-            let previous: Option<String> = redis::cmd("SET")
+            let previous: Option<String> = cmd("SET")
                 .arg(this.k(format!("node:{}:alive", this.node_id)))
                 .arg(now_ms())
                 .arg("EX")
@@ -317,7 +323,7 @@ impl PresenceStore for RedisPresenceStore {
                 .arg("GET")
                 .query_async(&mut *conn)
                 .await?;
-            let _: i64 = redis::cmd("SADD")
+            let _: i64 = cmd("SADD")
                 .arg(this.k("nodes".into()))
                 .arg(&*this.node_id)
                 .query_async(&mut *conn)
@@ -332,12 +338,12 @@ impl PresenceStore for RedisPresenceStore {
             let mut conn = this.pool.get().await?;
             let node = this.node_id.clone();
             let offline = this.sweep_node(&mut conn, &node).await?;
-            let _: i64 = redis::cmd("SREM")
+            let _: i64 = cmd("SREM")
                 .arg(this.k("nodes".into()))
                 .arg(&*node)
                 .query_async(&mut *conn)
                 .await?;
-            let _: i64 = redis::cmd("DEL")
+            let _: i64 = cmd("DEL")
                 .arg(this.k(format!("node:{node}:alive")))
                 .query_async(&mut *conn)
                 .await?;
@@ -349,7 +355,7 @@ impl PresenceStore for RedisPresenceStore {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
-            let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            let nodes: Vec<String> = cmd("SMEMBERS")
                 .arg(this.k("nodes".into()))
                 .query_async(&mut *conn)
                 .await?;
@@ -360,7 +366,7 @@ impl PresenceStore for RedisPresenceStore {
                     continue;
                 }
                 if !own {
-                    let alive: i64 = redis::cmd("EXISTS")
+                    let alive: i64 = cmd("EXISTS")
                         .arg(this.k(format!("node:{node}:alive")))
                         .query_async(&mut *conn)
                         .await?;
@@ -368,7 +374,7 @@ impl PresenceStore for RedisPresenceStore {
                         continue;
                     }
                     // One surviving node sweeps a dead one.
-                    let lock: Option<String> = redis::cmd("SET")
+                    let lock: Option<String> = cmd("SET")
                         .arg(this.k(format!("node:{node}:sweeping")))
                         .arg(&*this.node_id)
                         .arg("NX")
@@ -383,12 +389,12 @@ impl PresenceStore for RedisPresenceStore {
                 let offline = this.sweep_node(&mut conn, &node).await?;
                 result.offline.extend(offline);
                 if !own {
-                    let _: i64 = redis::cmd("SREM")
+                    let _: i64 = cmd("SREM")
                         .arg(this.k("nodes".into()))
                         .arg(&node)
                         .query_async(&mut *conn)
                         .await?;
-                    let _: i64 = redis::cmd("DEL")
+                    let _: i64 = cmd("DEL")
                         .arg(this.k(format!("node:{node}:sweeping")))
                         .query_async(&mut *conn)
                         .await?;

@@ -107,6 +107,7 @@ impl RateStore for RedisRateStore {
         let (limit, window) = (self.limit, self.window.as_millis() as u64);
         Box::pin(async move {
             let mut conn = pool.get().await?;
+            crate::metrics::redis_command("EVALSHA");
             let retry_ms: i64 = script
                 .key(key)
                 .arg(window)
