@@ -33,6 +33,10 @@ use crate::transport::{CloseReason, Outgoing, random_id};
 /// Longest a socket's token timer runs (ten years); later expiries are treated as this.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 
+/// Most users one socket may watch with `presence:subscribe` (each costs a channel in cluster
+/// mode).
+const MAX_WATCHED: usize = 1000;
+
 /// Most `message:send` events one socket may have waiting (beyond the per-socket rate limit,
 /// this bounds memory while the database is slow).
 const MAX_QUEUED_SENDS: usize = 256;
@@ -102,6 +106,8 @@ pub(super) struct UserState {
     sends: VecDeque<(MessageSend, Option<u64>)>,
     /// A `message:send` is being checked or stored.
     sending: bool,
+    /// Users whose presence this socket watches (bounded by [`MAX_WATCHED`]).
+    watching: HashSet<String>,
 }
 
 /// Deliver `[event, data]` to every socket of a user, encoded once.
@@ -355,6 +361,7 @@ impl Session {
             since: Instant::now(),
             sends: VecDeque::new(),
             sending: false,
+            watching: HashSet::new(),
         });
         let m = metrics();
         m.connections
@@ -742,6 +749,26 @@ impl Session {
         id: Option<u64>,
         ctx: &mut Context<Self>,
     ) {
+        let Some(user) = self.user.as_mut() else {
+            return;
+        };
+        if watch {
+            let added = msg
+                .user_ids
+                .iter()
+                .filter(|u| !user.watching.contains(*u))
+                .count();
+            if user.watching.len() + added > MAX_WATCHED {
+                let message = format!("a socket may watch at most {MAX_WATCHED} users");
+                self.reply_error(id, ErrorCode::InvalidPayload, &message, ctx);
+                return;
+            }
+            user.watching.extend(msg.user_ids.iter().cloned());
+        } else {
+            for u in &msg.user_ids {
+                user.watching.remove(u);
+            }
+        }
         // Watch first, then read statuses: a transition in between is reported, never missed.
         product.registry.do_send(Watch {
             sid: self.sid.clone(),

@@ -170,6 +170,22 @@ describe("presence", T, () => {
     assert.equal(bad.error?.code, "invalid_payload");
   });
 
+  test("one socket watches at most 1000 users in total across subscribes; unsubscribing frees room", async () => {
+    const c = await connectUser(node, uid("watcher"));
+    const first = Array.from({ length: 600 }, (_, i) => `wa-${i}`);
+    const second = Array.from({ length: 400 }, (_, i) => `wb-${i}`);
+    assert.equal((await ack(c, "presence:subscribe", { userIds: first }))?.ok, true);
+    // Re-subscribing to users already watched costs nothing.
+    assert.equal((await ack(c, "presence:subscribe", { userIds: first.slice(0, 10) }))?.ok, true);
+    assert.equal((await ack(c, "presence:subscribe", { userIds: second }))?.ok, true);
+    const over = await ack(c, "presence:subscribe", { userIds: ["one-too-many"] });
+    assert.equal(over?.ok, false, safeJson(over));
+    assert.equal(over.error?.code, "invalid_payload");
+    assert.match(over.error?.message ?? "", /at most 1000/);
+    assert.equal((await ack(c, "presence:unsubscribe", { userIds: ["wa-0"] }))?.ok, true);
+    assert.equal((await ack(c, "presence:subscribe", { userIds: ["one-too-many"] }))?.ok, true);
+  });
+
   test("a subscriber that disconnects stops being notified and nothing breaks for the others", async () => {
     const dave = uid("dave");
     const gone = await connectUser(node, uid("gone"));
