@@ -257,16 +257,18 @@ impl SessionRegistry {
         })
     }
 
-    fn sids_of(&self, target: &Target) -> Vec<Sid> {
+    /// Visit the local sessions a target addresses, without copying the index (hot path).
+    fn each_target(&self, target: &Target, mut visit: impl FnMut(&Sid)) {
         match target {
-            Target::User(user) => self.users.get(user).map(collect).unwrap_or_default(),
-            Target::Room(room) => self.rooms.get(room).map(collect).unwrap_or_default(),
-            Target::All => self
-                .sessions
-                .iter()
-                .filter(|(_, e)| e.user.is_some())
-                .map(|(sid, _)| sid.clone())
-                .collect(),
+            Target::User(user) => self.users.get(user).into_iter().flatten().for_each(visit),
+            Target::Room(room) => self.rooms.get(room).into_iter().flatten().for_each(visit),
+            Target::All => {
+                for (sid, entry) in &self.sessions {
+                    if entry.user.is_some() {
+                        visit(sid);
+                    }
+                }
+            }
         }
     }
 
@@ -319,11 +321,11 @@ impl SessionRegistry {
         volatile: bool,
         event: &'static str,
     ) {
-        for sid in self.sids_of(target) {
-            if except != Some(&sid) {
-                self.push(&sid, frames, volatile, event);
+        self.each_target(target, |sid| {
+            if except != Some(sid) {
+                self.push(sid, frames, volatile, event);
             }
-        }
+        });
     }
 
     fn notify_watchers(&self, user: &str, change: PresenceChange) {
