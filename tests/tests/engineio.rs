@@ -407,6 +407,32 @@ async fn polling_upgrades_to_websocket() {
 }
 
 #[tokio::test]
+async fn polling_get_arriving_after_the_probe_gets_a_noop() {
+    // The client's GET may reach the server only after `2probe` was answered: it must still be
+    // released with a noop, or the client never sends the upgrade packet.
+    let node = Node::start(&["--conformance", "--ping-interval-ms", "10000"]).await;
+    let s = Polling::open(node.addr()).await;
+    s.post_ok("40").await;
+    s.recv(2).await;
+    let mut ws = Ws::connect(
+        node.addr(),
+        &format!("/socket.io/?EIO=4&transport=websocket&sid={}", s.sid),
+    )
+    .await;
+    ws.send_text("2probe").await;
+    assert_eq!(ws.recv_text().await, "3probe");
+    let late = s.get().await;
+    assert_eq!(late.status, 200, "{late:?}");
+    assert_eq!(late.text(), "6", "GET after the probe");
+    ws.send_text("5").await;
+    ws.send_text(r#"42["message","upgraded"]"#).await;
+    assert_eq!(
+        ws.recv_text_answering_pings().await,
+        r#"42["message-back","upgraded"]"#
+    );
+}
+
+#[tokio::test]
 async fn second_websocket_for_upgraded_sid_is_refused_and_first_survives() {
     let node = Node::start(&["--conformance", "--ping-interval-ms", "10000"]).await;
     let s = Polling::open(node.addr()).await;

@@ -144,6 +144,8 @@ pub struct Session {
     transport: Transport,
     /// A websocket probing an upgrade from polling.
     probe: Option<WsLink>,
+    /// The probe was answered: polling GETs get a noop until the upgrade completes.
+    probed: bool,
     /// Product mode: the application context.
     product: Option<Arc<Product>>,
     /// Product mode: the handshake request's client details.
@@ -204,6 +206,7 @@ impl Session {
             upper,
             transport,
             probe: None,
+            probed: false,
             product: app,
             handshake: init.handshake,
             user: None,
@@ -467,7 +470,9 @@ impl Session {
                         return;
                     }
                 }
-                // Release the client's pending GET so it can send the upgrade packet.
+                // Release the client's GET so it can send the upgrade packet; a GET that
+                // arrives after the probe is answered the same way (Node's noop loop).
+                self.probed = true;
                 self.answer_get_with(EioPacket::Noop);
             }
             EioPacket::Upgrade => {
@@ -491,6 +496,7 @@ impl Session {
     }
 
     fn abort_upgrade(&mut self, ctx: &mut Context<Self>) {
+        self.probed = false;
         if let Some(handle) = self.upgrade_timer.take() {
             ctx.cancel_future(handle);
         }
@@ -648,7 +654,11 @@ impl Handler<PollGet> for Session {
             return Err(PollError::Overlap);
         }
         *get = Some(msg.reply);
-        self.flush_polling();
+        if self.probed && self.probe.is_some() && self.buffer.is_empty() {
+            self.answer_get_with(EioPacket::Noop);
+        } else {
+            self.flush_polling();
+        }
         Ok(())
     }
 }
