@@ -25,6 +25,8 @@ async fn main() -> ExitCode {
         .with_env_filter(filter)
         .init();
 
+    #[cfg(feature = "fault-drop-acked")]
+    warn!("FAULT-INJECTION BUILD: one acknowledged message:send in 1000 is not stored");
     raise_open_file_limit();
     let listener = match TcpListener::bind(&config.listen) {
         Ok(listener) => listener,

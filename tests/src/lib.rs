@@ -32,6 +32,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod faults;
+
 /// How long any single wait in a test may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,7 +81,11 @@ pub fn binary_path() -> PathBuf {
 impl Node {
     /// Start a node with `--listen 127.0.0.1:0` plus `args`, and wait until it listens.
     pub async fn start(args: &[&str]) -> Node {
-        let bin = binary_path();
+        Self::start_binary(&binary_path(), args).await
+    }
+
+    /// Like [`Node::start`], with another build of the binary (e.g. a fault-injection build).
+    pub async fn start_binary(bin: &std::path::Path, args: &[&str]) -> Node {
         assert!(
             bin.is_file(),
             "switchboard binary not found at {}: run `cargo build -p switchboard` first \
@@ -88,7 +94,7 @@ impl Node {
         );
         // Each node runs in its own scratch directory, so its default SQLite file is its own.
         let scratch = ScratchDir::new();
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.current_dir(&scratch.0);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
@@ -140,6 +146,11 @@ impl Node {
     /// The address the node listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the node is running")
     }
 
     /// Everything the node has written to stdout and stderr so far.

@@ -18,7 +18,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -26,13 +25,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part};
+use switchboard_tests::faults::Redis;
 use switchboard_tests::{
     Node, OP_BINARY, OP_CLOSE, OP_TEXT, Polling, RawWs, SioClient, SioPacket, WS_PATH,
     health_sessions, metric, ws_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -89,146 +88,30 @@ where
 // ---------------------------------------------------------------------------------------------
 // Redis
 
-/// A throwaway `redis-server` child on a free port, killed when dropped.
-struct Redis {
-    port: u16,
-    child: Child,
+/// Every key but the rate-limit windows, which the canaries' own `message:send`s (and an
+/// attacker's) create and which expire on their own; see [`assert_windows_expire`].
+async fn lasting_keys(redis: &Redis) -> Vec<String> {
+    let mut keys = redis.keys().await;
+    keys.retain(|k| !k.starts_with("rate_limit:"));
+    keys
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn redis-server (is it installed?): {e}"));
-        let redis = Redis { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(reply) = redis.try_command(&[b"PING"]).await
-                && reply.starts_with(b"+PONG")
-            {
-                return redis;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// Every rate-limit window key has a TTL (none is kept forever).
+async fn assert_windows_expire(redis: &Redis, case: &str) {
+    for key in redis.keys().await {
+        if !key.starts_with("rate_limit:") {
+            continue;
         }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// One RESP command on a fresh connection; the first reply line (with its CRLF).
-    async fn try_command(&self, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            req.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            req.extend_from_slice(arg);
-            req.extend_from_slice(b"\r\n");
-        }
-        stream.write_all(&req).await?;
-        let mut reply = Vec::new();
-        while !reply.ends_with(b"\r\n") {
-            let mut byte = [0u8; 1];
-            if stream.read(&mut byte).await? == 0 {
-                break;
-            }
-            reply.push(byte[0]);
-        }
-        Ok(reply)
-    }
-
-    /// `PUBLISH channel payload`; returns how many subscribers received it.
-    async fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
-        let reply = tokio::time::timeout(
-            Duration::from_secs(10),
-            self.try_command(&[b"PUBLISH", channel.as_bytes(), payload]),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("PUBLISH {channel} timed out"))
-        .unwrap_or_else(|e| panic!("PUBLISH {channel}: {e}"));
-        let text = String::from_utf8_lossy(&reply);
-        text.trim()
-            .strip_prefix(':')
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("PUBLISH {channel} answered {text:?}"))
-    }
-
-    /// Every pub/sub channel with a subscriber (`PUBSUB CHANNELS`), sorted.
-    async fn channels(&self) -> Vec<String> {
-        self.cli(&["PUBSUB", "CHANNELS"]).await
-    }
-
-    /// Every key (`redis-cli --scan`), sorted.
-    async fn keys(&self) -> Vec<String> {
-        self.cli(&["--scan"]).await
-    }
-
-    /// `redis-cli -p PORT args…`, its output lines sorted.
-    async fn cli(&self, args: &[&str]) -> Vec<String> {
-        let out = tokio::time::timeout(
-            Duration::from_secs(10),
-            Command::new("redis-cli")
-                .args(["-p", &self.port.to_string()])
-                .args(args)
-                .output(),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("redis-cli {args:?} timed out"))
-        .expect("run redis-cli");
-        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
-        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        keys.sort();
-        keys
-    }
-
-    /// Every key but the rate-limit windows, which the canaries' own `message:send`s (and an
-    /// attacker's) create and which expire on their own; see [`Redis::assert_windows_expire`].
-    async fn lasting_keys(&self) -> Vec<String> {
-        let mut keys = self.keys().await;
-        keys.retain(|k| !k.starts_with("rate_limit:"));
-        keys
-    }
-
-    /// Every rate-limit window key has a TTL (none is kept forever).
-    async fn assert_windows_expire(&self, case: &str) {
-        for key in self.keys().await {
-            if !key.starts_with("rate_limit:") {
-                continue;
-            }
-            let ttl = self
-                .try_command(&[b"PTTL", key.as_bytes()])
-                .await
-                .unwrap_or_else(|e| panic!("PTTL {key}: {e}"));
-            let ttl = String::from_utf8_lossy(&ttl);
-            // -2: expired meanwhile.
-            assert!(
-                ttl.trim() != ":-1",
-                "case {case:?}: rate-limit key {key} has no TTL"
-            );
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        let ttl = redis
+            .try_command(&[b"PTTL", key.as_bytes()])
+            .await
+            .unwrap_or_else(|e| panic!("PTTL {key}: {e}"));
+        let ttl = String::from_utf8_lossy(&ttl);
+        // -2: expired meanwhile.
+        assert!(
+            ttl.trim() != ":-1",
+            "case {case:?}: rate-limit key {key} has no TTL"
+        );
     }
 }
 
@@ -364,7 +247,7 @@ impl Cluster {
         };
         cluster.fds_a = metric(cluster.a.addr(), "process_open_fds").await;
         cluster.fds_b = metric(cluster.b.addr(), "process_open_fds").await;
-        cluster.keys = cluster.redis.lasting_keys().await;
+        cluster.keys = lasting_keys(&cluster.redis).await;
         cluster.channels = cluster.redis.channels().await;
         cluster.check("baseline").await;
         cluster
@@ -423,11 +306,11 @@ impl Cluster {
         .await;
         let base = self.keys.clone();
         settle(case, "Redis keys", || async {
-            let keys = self.redis.lasting_keys().await;
+            let keys = lasting_keys(&self.redis).await;
             (keys == base, format!("{keys:?} (baseline {base:?})"))
         })
         .await;
-        self.redis.assert_windows_expire(case).await;
+        assert_windows_expire(&self.redis, case).await;
         let base = self.channels.clone();
         settle(case, "Redis pub/sub channels", || async {
             let channels = self.redis.channels().await;

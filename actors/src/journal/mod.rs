@@ -300,7 +300,17 @@ pub struct Journal {
     dropping: bool,
     sweeping: bool,
     stats: Stats,
+    /// Messages seen by [`Journal::deliberately_dropped`] (fault-injection builds only).
+    #[cfg(feature = "fault-drop-acked")]
+    fault_counter: u64,
 }
+
+/// Fault-injection builds drop one acknowledged message in this many.
+#[cfg(feature = "fault-drop-acked")]
+pub const FAULT_DROP_EVERY: u64 = 1000;
+
+/// Ids acknowledged for deliberately dropped messages start here (far above real ids).
+const FAKE_ID_BASE: i64 = 9_000_000_000_000;
 
 impl Journal {
     /// Connect to `database_url` (`sqlite://path?mode=rwc` or `postgres://…`) and apply the
@@ -328,6 +338,8 @@ impl Journal {
             dropping: false,
             sweeping: false,
             stats: Stats::default(),
+            #[cfg(feature = "fault-drop-acked")]
+            fault_counter: 0,
         }
     }
 
@@ -365,10 +377,13 @@ impl Journal {
             .len()
             .min(self.config.message_batch_size.max(1));
         let batch: Vec<PendingStore> = self.pending.drain(..n).collect();
+        let dropped: Vec<bool> = batch.iter().map(|_| self.deliberately_dropped()).collect();
         let created_at = db_time(SystemTime::now());
         let models = batch
             .iter()
-            .map(|p| message::ActiveModel {
+            .zip(&dropped)
+            .filter(|(_, dropped)| !**dropped)
+            .map(|(p, _)| message::ActiveModel {
                 id: NotSet,
                 from_user: Set(p.from.clone()),
                 to_user: Set(p.to.clone()),
@@ -383,13 +398,13 @@ impl Journal {
         );
         ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
             act.storing = false;
+            let kept = dropped.iter().filter(|d| !**d).count();
             let result = result.and_then(|ids| {
-                if ids.len() == batch.len() {
+                if ids.len() == kept {
                     Ok(ids)
                 } else {
                     Err(JournalError::Database(format!(
-                        "{} messages inserted, {} ids returned",
-                        batch.len(),
+                        "{kept} messages inserted, {} ids returned",
                         ids.len()
                     )))
                 }
@@ -399,7 +414,13 @@ impl Journal {
                     act.stats.message_batches += 1;
                     act.stats.messages_stored += ids.len() as u64;
                     let created_at = u64::try_from(created_at.timestamp_millis()).unwrap_or(0);
-                    for (p, id) in batch.into_iter().zip(ids) {
+                    let mut ids = ids.into_iter();
+                    for (p, dropped) in batch.into_iter().zip(dropped) {
+                        let id = if dropped {
+                            FAKE_ID_BASE + i64::try_from(act.stats.messages_stored).unwrap_or(0)
+                        } else {
+                            ids.next().unwrap_or(0)
+                        };
                         let stored = StoredMessage {
                             message_id: u64::try_from(id).unwrap_or(0),
                             from: p.from,
@@ -428,6 +449,19 @@ impl Journal {
             // Whatever arrived meanwhile has waited one transaction already: go now.
             act.store_batch(ctx);
         }));
+    }
+
+    /// Whether to acknowledge the next message without storing it: only in builds with the
+    /// `fault-drop-acked` feature (one in [`FAULT_DROP_EVERY`]), which exist so that loss
+    /// checkers can prove they notice a loss. Always false in a normal build.
+    fn deliberately_dropped(&mut self) -> bool {
+        #[cfg(feature = "fault-drop-acked")]
+        {
+            self.fault_counter += 1;
+            self.fault_counter % FAULT_DROP_EVERY == 0
+        }
+        #[cfg(not(feature = "fault-drop-acked"))]
+        false
     }
 
     // --- log rows -------------------------------------------------------------------------
