@@ -18,7 +18,7 @@ use std::time::Instant;
 use actix::dev::{Request, ToEnvelope};
 use actix::prelude::*;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -94,6 +94,9 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     /// The registry `/metrics` encodes.
     pub registry: Registry,
+    /// The per-actor series of every name in [`ACTORS`], resolved once: a `Family` lookup takes
+    /// a lock and hashes the label, and every actor message would otherwise pay a few.
+    actor_handles: Vec<(&'static str, ActorHandles)>,
     /// `socket_connections_total{status}`.
     pub connections: Family<StatusLabel, Counter>,
     /// `socket_connections_active`.
@@ -177,6 +180,7 @@ impl Metrics {
             .into_iter(),
         );
         let m = Metrics {
+            actor_handles: Vec::new(),
             connections: Family::default(),
             connections_active: Gauge::default(),
             sessions_active: Family::default(),
@@ -355,12 +359,11 @@ impl Metrics {
         );
         r.register("node_draining", "The node is draining", m.draining.clone());
         // Series that should exist from the first scrape, at zero.
+        let mut actor_handles = Vec::with_capacity(ACTORS.len());
         for actor in ACTORS {
             let label = ActorLabel { actor };
-            let _ = m.mailbox_depth.get_or_create(&label);
             let _ = m.actor_restarts.get_or_create(&label);
-            let _ = m.actor_wait.get_or_create(&label);
-            let _ = m.actor_handle.get_or_create(&label);
+            actor_handles.push((actor, ActorHandles::resolve(&m, actor)));
         }
         for status in ["accepted", "auth_failed", "rejected"] {
             let _ = m.connections.get_or_create(&StatusLabel { status });
@@ -376,7 +379,19 @@ impl Metrics {
         let _ = m.disconnects.get_or_create(&ReasonLabel {
             reason: "slow_client",
         });
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            actor_handles,
+            ..m
+        }
+    }
+
+    /// The cached series of `actor`, if it is one of [`ACTORS`].
+    fn actor_handles(&self, actor: &str) -> Option<&ActorHandles> {
+        self.actor_handles
+            .iter()
+            .find(|(name, _)| *name == actor)
+            .map(|(_, handles)| handles)
     }
 
     /// Count one error of a kind.
@@ -428,6 +443,55 @@ pub fn event_label(name: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The series one actor type reports its messages under.
+pub struct ActorHandles {
+    /// `actor_mailbox_depth{actor}`.
+    depth: Gauge,
+    /// `actor_message_wait_seconds{actor}`.
+    wait: Histogram,
+    /// `actor_message_handle_seconds{actor}`.
+    handle: Histogram,
+}
+
+impl ActorHandles {
+    fn resolve(m: &Metrics, actor: &'static str) -> ActorHandles {
+        let label = ActorLabel { actor };
+        ActorHandles {
+            depth: m.mailbox_depth.get_or_create(&label).clone(),
+            wait: m.actor_wait.get_or_create(&label).clone(),
+            handle: m.actor_handle.get_or_create(&label).clone(),
+        }
+    }
+
+    /// The handles of `actor`: cached for the names in [`ACTORS`], looked up otherwise.
+    fn of(actor: &'static str) -> Cow<'static, ActorHandles> {
+        let m = metrics();
+        match m.actor_handles(actor) {
+            Some(handles) => Cow::Borrowed(handles),
+            None => Cow::Owned(ActorHandles::resolve(m, actor)),
+        }
+    }
+}
+
+impl Clone for ActorHandles {
+    fn clone(&self) -> Self {
+        ActorHandles {
+            depth: self.depth.clone(),
+            wait: self.wait.clone(),
+            handle: self.handle.clone(),
+        }
+    }
+}
+
+/// `actor_messages_total{actor,message}` of one (actor, message) pair; the [`metered!`] macro
+/// keeps one per pair in a static.
+pub fn message_counter(actor: &'static str, message: &'static str) -> Counter {
+    metrics()
+        .actor_messages
+        .get_or_create(&ActorMessageLabel { actor, message })
+        .clone()
+}
+
 /// Lowers the mailbox depth gauge when the message is handled or dropped.
 pub struct DepthGuard(Gauge);
 
@@ -454,10 +518,7 @@ impl<M: Message> Message for Metered<M> {
 impl<M> Metered<M> {
     /// Wrap `msg` for `actor`, raising its mailbox depth.
     pub fn new(actor: &'static str, msg: M) -> Self {
-        let gauge = metrics()
-            .mailbox_depth
-            .get_or_create(&ActorLabel { actor })
-            .clone();
+        let gauge = ActorHandles::of(actor).depth.clone();
         gauge.inc();
         Metered {
             msg,
@@ -466,17 +527,15 @@ impl<M> Metered<M> {
         }
     }
 
-    /// Record the wait (call at the start of handling); answers the handle-time start.
-    pub fn start(&self, actor: &'static str, message: &'static str) -> Instant {
-        let m = metrics();
-        let label = ActorLabel { actor };
-        m.actor_wait
-            .get_or_create(&label)
-            .observe(self.enqueued.elapsed().as_secs_f64());
-        m.actor_messages
-            .get_or_create(&ActorMessageLabel { actor, message })
-            .inc();
-        Instant::now()
+    /// Record the wait and count the message (call at the start of handling); answers the
+    /// handle-time start.
+    pub fn start(&self, actor: &'static str, counter: &Counter) -> Instant {
+        let now = Instant::now();
+        ActorHandles::of(actor)
+            .wait
+            .observe(now.duration_since(self.enqueued).as_secs_f64());
+        counter.inc();
+        now
     }
 }
 
@@ -498,9 +557,8 @@ pub fn restarted(actor: &'static str) {
 
 /// Record how long a handler ran.
 pub fn handled(actor: &'static str, started: Instant) {
-    metrics()
-        .actor_handle
-        .get_or_create(&ActorLabel { actor })
+    ActorHandles::of(actor)
+        .handle
         .observe(started.elapsed().as_secs_f64());
 }
 
@@ -597,8 +655,12 @@ macro_rules! metered {
                 m: $crate::metrics::Metered<$msg>,
                 ctx: &mut <Self as ::actix::Actor>::Context,
             ) -> Self::Result {
+                static COUNTER: ::std::sync::OnceLock<$crate::metrics::Counter> =
+                    ::std::sync::OnceLock::new();
                 let name = <$actor as $crate::metrics::MeteredActor>::NAME;
-                let started = m.start(name, stringify!($msg));
+                let counter = COUNTER
+                    .get_or_init(|| $crate::metrics::message_counter(name, stringify!($msg)));
+                let started = m.start(name, counter);
                 let $crate::metrics::Metered { msg, guard, .. } = m;
                 drop(guard);
                 let out = <Self as ::actix::Handler<$msg>>::handle(self, msg, ctx);
@@ -617,8 +679,12 @@ macro_rules! metered {
                 m: $crate::metrics::Metered<$msg>,
                 ctx: &mut <Self as ::actix::Actor>::Context,
             ) -> Self::Result {
+                static COUNTER: ::std::sync::OnceLock<$crate::metrics::Counter> =
+                    ::std::sync::OnceLock::new();
                 let name = <$actor as $crate::metrics::MeteredActor>::NAME;
-                let started = m.start(name, stringify!($msg));
+                let counter = COUNTER
+                    .get_or_init(|| $crate::metrics::message_counter(name, stringify!($msg)));
+                let started = m.start(name, counter);
                 let $crate::metrics::Metered { msg, guard, .. } = m;
                 drop(guard);
                 let out = <Self as ::actix::Handler<$msg>>::handle(self, msg, ctx);
