@@ -1,18 +1,13 @@
 //! Fuzz the Engine.IO websocket text decoder; whatever decodes must re-encode to the same packet.
+//!
+//! The checks live in `../checks.rs`, shared with `protocol/tests/fuzz_regressions.rs`.
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use switchboard_protocol::engineio::{Frame, Packet};
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(packet) = Packet::decode_text(text) {
-        let Frame::Text(encoded) = packet.encode() else {
-            panic!("a decoded text packet encoded to a binary frame");
-        };
-        assert_eq!(encoded, text);
-    }
-});
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| checks::engineio_packet(data));

@@ -1,19 +1,13 @@
 //! Fuzz the polling payload decoder; whatever decodes must re-encode to a body that decodes the same.
+//!
+//! The checks live in `../checks.rs`, shared with `protocol/tests/fuzz_regressions.rs`.
 
 #![no_main]
 
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
+
 use libfuzzer_sys::fuzz_target;
-use switchboard_protocol::engineio::{Frame, Packet, payload};
 
-/// Record limit for the fuzzer, like a server's.
-const MAX_RECORDS: usize = 256;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(packets) = payload::decode(data, MAX_RECORDS) {
-        let frames: Vec<Frame> = packets.iter().map(Packet::encode).collect();
-        assert_eq!(
-            payload::decode(&payload::encode(&frames), MAX_RECORDS),
-            Ok(packets)
-        );
-    }
-});
+fuzz_target!(|data: &[u8]| checks::engineio_payload(data));
