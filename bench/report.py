@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Render BENCHMARKS.md from a directory of switchboard-loadgen JSON results (bench/run).
 
-Result files are named `<scenario>.<server>.json` (server: switchboard or node); a bare
-`<scenario>.json` (older runs) counts as Switchboard. Each scenario gets a Switchboard-vs-peer
-comparison table, followed by the per-run detail tables.
+Result files are named `<scenario>.<server>.json` (server: switchboard, node, socketioxide or
+bare); a bare `<scenario>.json` (older runs) counts as Switchboard. Each scenario gets one
+comparison table with a column per server and a Switchboard / peer ratio per peer, followed by
+the per-run detail tables.
 """
 
 import json
@@ -12,12 +13,29 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-ORDER = ["idle", "relay", "durable", "room-fanout", "churn"]
-SERVERS = ["switchboard", "node"]
-LABEL = {"switchboard": "Switchboard", "node": "Node socket.io"}
-# Why a server has no result for a scenario on purpose.
-SKIPPED = {("durable", "node"): "not run: the Node peer keeps no database and has no `message:sync`, "
-                                "so there is nothing durable to verify"}
+ORDER = ["idle", "relay", "durable", "room-fanout", "churn", "cluster"]
+SERVERS = ["switchboard", "node", "socketioxide", "bare"]
+PEERS = SERVERS[1:]
+LABEL = {"switchboard": "Switchboard", "node": "Node socket.io", "socketioxide": "socketioxide",
+         "bare": "bare relay"}
+MISSING = "—"
+_NO_DB = ("not run: the peer keeps no database and has no `message:sync`, so there is nothing "
+          "durable to verify")
+_BARE = "not run: the bare relay is only the cost floor of idle, relay and room-fanout"
+
+
+def skipped(scenario, server):
+    """Why a server has no result for a scenario on purpose (None: it should have one)."""
+    base = scenario_key_base(scenario)
+    if base == "durable" and server != "switchboard":
+        return _NO_DB
+    if server == "bare" and base in ("churn", "cluster", "durable"):
+        return _BARE
+    return None
+
+
+def scenario_key_base(name):
+    return "room-fanout" if name.startswith("room-fanout") else name.split("-")[0]
 
 
 def sh(cmd):
@@ -29,7 +47,7 @@ def sh(cmd):
 
 def fmt(v):
     if v is None:
-        return "–"
+        return MISSING
     if isinstance(v, float):
         return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:,.0f}"
     if isinstance(v, int):
@@ -63,6 +81,8 @@ def table(name, r, title=None):
     elif sc == "churn":
         rows.append(("parameters", f"connect + authenticate + disconnect at {fmt(p['rate'])}/s "
                                    f"for {fmt(p['duration_s'])} s"))
+    elif sc == "cluster":
+        rows.append(("parameters", parameters(r)))
     rows += [
         ("connections attempted / established", f"{fmt(c.get('attempted'))} / {fmt(c.get('established'))}"),
         ("connections held at end of load (peak)", f"{fmt(c.get('held'))} ({fmt(c.get('peak'))})"),
@@ -86,6 +106,8 @@ def table(name, r, title=None):
         rows.append((f"latency ms ({what}) p50 / p90 / p99 / p99.9 / max",
                      " / ".join(fmt(lat.get(k)) for k in ("p50", "p90", "p99", "p999", "max"))))
     if srv:
+        if srv.get("cpu_seconds") is not None:
+            rows.append(("server CPU s, total", fmt(srv.get("cpu_seconds"))))
         rows += [
             ("server RSS MiB start / peak / end",
              f"{fmt(srv.get('rss_start_mb'))} / {fmt(srv.get('rss_peak_mb'))} / {fmt(srv.get('rss_end_mb'))}"),
@@ -140,6 +162,8 @@ def key_numbers(r):
         add("achieved connect rate (cycles/s)", c.get("connect_rate_per_s"))
     elif sc != "idle":
         add("achieved msg rate (msg/s)", m.get("send_rate_per_s"))
+        add("deliveries delivered / expected", m.get("delivered"),
+            f"{fmt(m.get('delivered'))} / {fmt(m.get('expected_deliveries'))}")
         if sc == "room-fanout":
             load = num(m.get("load_s"))
             add("deliveries / s", m.get("delivered") / load if load and num(m.get("delivered")) is not None else None)
@@ -156,16 +180,17 @@ def key_numbers(r):
 
 def ratio(a, b):
     if a is None or b is None or b == 0:
-        return "–"
+        return MISSING
     return f"{a / b:.2f}×"
 
 
 def comparison(scenario, runs, peers):
-    """The side-by-side table of one scenario; runs: {server: result}."""
-    first = next(iter(runs.values()))
+    """The side-by-side table of one scenario; runs: {server: result}. Every server of the run
+    (`peers`) gets a column, "—" where it has no result, and every peer a ratio column."""
+    first = runs.get("switchboard") or next(iter(runs.values()))
     out = [f"### {scenario}", "", f"{parameters(first)}.", ""]
-    cols = [s for s in SERVERS if s in runs]
-    peer = next((s for s in cols if s != "switchboard"), None) if "switchboard" in cols else None
+    cols = [s for s in SERVERS if s in runs or s in peers]
+    ratio_peers = [s for s in cols if s != "switchboard" and s in runs] if "switchboard" in runs else []
     tables = {s: key_numbers(runs[s]) for s in cols if s in runs}
     labels = []
     for rows in tables.values():
@@ -173,27 +198,27 @@ def comparison(scenario, runs, peers):
             if label not in labels:
                 labels.append(label)
     head = ["metric"] + [LABEL.get(s, s) for s in cols]
-    if peer:
-        head.append(f"ratio Switchboard / {LABEL.get(peer, peer)}")
+    head += [f"Switchboard / {LABEL.get(p, p)}" for p in ratio_peers]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in labels:
         cells, values = [label], {}
         for s in cols:
             row = next((r for r in tables.get(s, []) if r[0] == label), None)
             if row is None:
-                cells.append("–")
+                cells.append(MISSING)
             else:
                 cells.append(row[2])
                 values[s] = row[1]
-        if peer:
-            cells.append(ratio(values.get("switchboard"), values.get(peer)))
+        cells += [ratio(values.get("switchboard"), values.get(p)) for p in ratio_peers]
         out.append("| " + " | ".join(cells) + " |")
-    for s in peers:
+    notes = []
+    for s in cols:
         if s in runs:
             continue
-        why = SKIPPED.get((scenario, s)) or "no result (the run failed; see its `.err` file)"
-        out.append("")
-        out.append(f"{LABEL.get(s, s)}: {why}.")
+        why = skipped(scenario, s) or "no result (the run failed or was skipped; see its `.err` file)"
+        notes.append(f"{LABEL.get(s, s)}: {why}.")
+    if notes:
+        out += [""] + notes
     return "\n".join(out) + "\n"
 
 
@@ -214,6 +239,11 @@ def parameters(r):
                 f"{fmt(p.get('rate'))}/s for {fmt(p.get('duration_s'))} s")
     if sc == "churn":
         return f"connect + authenticate + disconnect at {fmt(p.get('rate'))}/s for {fmt(p.get('duration_s'))} s"
+    if sc == "cluster":
+        servers = p.get("servers") or p.get("server") or ""
+        nodes = len(servers) if isinstance(servers, list) else len([s for s in str(servers).split(",") if s])
+        return (f"{fmt(p.get('connections'))} users spread over {nodes or '?'} nodes sharing one Redis, "
+                f"`signal` to a random peer at {fmt(p.get('rate'))} msg/s for {fmt(p.get('duration_s'))} s")
     return sc
 
 
@@ -225,6 +255,32 @@ def read_kv(path):
             if k:
                 out[k] = v
     return out
+
+
+def describe_peers(peers, info):
+    """One paragraph on the peers of this run (empty when Switchboard ran alone)."""
+    parts = []
+    if "node" in peers:
+        parts.append(f"the Node.js peer `bench/peers/node/server.js` (Node {info.get('node', '?')}, "
+                     f"socket.io {info.get('socket.io', '?')}, one process, in-memory adapter)")
+    if "socketioxide" in peers:
+        parts.append(f"the socketioxide peer `bench/peers/rust` `socketioxide-peer` (socketioxide "
+                     f"{info.get('socketioxide', '?')} on axum and a multi-thread tokio runtime)")
+    if "bare" in peers:
+        parts.append(f"`bare-relay` (bench/peers/rust): no Socket.IO library, a hand-written minimal "
+                     f"Engine.IO v4 / Socket.IO v5 over tokio-tungstenite {info.get('tokio-tungstenite', '?')}, "
+                     "one task and one frame queue per connection, each outgoing frame built once and "
+                     "shared by its recipients: the cost floor, not a product")
+    if not parts:
+        return ""
+    return ("The same load generator, with the same parameters, also drives " + "; ".join(parts) +
+            ". Every peer is pinned to the same core as Switchboard and logs nothing per connection. "
+            "They implement the same events with the same semantics (JWT at CONNECT, `authenticated`, "
+            "`signal` to every socket of the recipient, `room:emit` → `room:msg`, acked `message:send`), "
+            "but keep no database, so `durable` is run against Switchboard only; the bare relay runs "
+            "idle, relay and room-fanout only. The servers alternate per scenario, each run on a fresh "
+            "process. Ratios are Switchboard / peer: below 1 means Switchboard used less (RSS, CPU, "
+            "latency) or achieved less (rates).\n")
 
 
 def main():
@@ -241,7 +297,8 @@ def main():
     peer_info = read_kv(os.path.join(d, "peers.txt"))
     peers = peer_info.get("peers", "").split() or sorted(
         {s for runs in results.values() for s in runs}, key=SERVERS.index)
-    with_node = "node" in peers
+    peers = [s for s in SERVERS if s in peers]
+    others = [s for s in peers if s != "switchboard"]
     print("# Benchmarks\n")
     print(f"Generated by `bench/run` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. "
           "Each scenario runs against a fresh release node (`target/release/switchboard`, SQLite "
@@ -251,17 +308,17 @@ def main():
           "spread over 127.0.0.2–127.0.0.5). Latencies come from send timestamps embedded in each "
           "message; loss is counted per message id after a drain wait. Server RSS/CPU are sampled "
           "once a second from /proc.\n")
-    if with_node:
-        print(f"The same load generator, with the same parameters, also drives the Node.js peer "
-              f"`bench/peers/node/server.js` (Node {peer_info.get('node', '?')}, socket.io "
-              f"{peer_info.get('socket.io', '?')}, one process, in-memory adapter, pinned to the same "
-              "core as Switchboard; it logs nothing per connection). It implements the same events "
-              "with the same semantics (JWT at CONNECT, `authenticated`, `signal` to every socket of "
-              "the recipient, `room:emit` → `room:msg`, acked `message:send`), but it keeps no "
-              "database, so `durable` is run against Switchboard only. The servers alternate per "
-              "scenario (idle on Switchboard, idle on Node, relay on Switchboard, …), each run on a "
-              "fresh process. Ratios are Switchboard / Node: below 1 means Switchboard used less "
-              "(RSS, CPU, latency) or achieved less (rates).\n")
+    text = describe_peers(others, peer_info)
+    if text:
+        print(text)
+    if "cluster" in results:
+        print(f"`cluster` starts 3 nodes of a server sharing one fresh redis-server "
+              f"({peer_info.get('redis', '?')}, no persistence): Switchboard nodes with `--redis-url` "
+              "and one fresh PostgreSQL database, the Node peer with @socket.io/redis-adapter, the "
+              "socketioxide peer with socketioxide-redis. All nodes and Redis share core 0, the load "
+              "generator has core 1; its clients are spread over the nodes, so most `signal`s cross "
+              "Redis. Server RSS and CPU are the totals of the nodes; Redis's own CPU is not "
+              "counted.\n")
     print("## Machine\n")
     model = sh("lscpu | grep -m1 'Model name' | sed 's/.*: *//'") or "?"
     mem = sh("free -h | awk '/Mem:/ {print $2}'")
@@ -269,51 +326,59 @@ def main():
     print(f"- memory: {mem} total")
     print(f"- kernel: {sh('uname -r')}")
     print(f"- rustc: {sh('rustc --version')}")
-    if with_node:
+    if "node" in others:
         print(f"- node: {peer_info.get('node', '?')} (socket.io {peer_info.get('socket.io', '?')})")
+    if "socketioxide" in others:
+        print(f"- socketioxide: {peer_info.get('socketioxide', '?')} "
+              f"(socketioxide-redis {peer_info.get('socketioxide-redis', '?')})")
+    if "bare" in others:
+        print(f"- bare relay: tokio-tungstenite {peer_info.get('tokio-tungstenite', '?')}, "
+              f"tokio {peer_info.get('tokio', '?')}")
+    if "cluster" in results:
+        print(f"- redis-server: {peer_info.get('redis', '?')}")
     print(f"- pinning: {pinning or 'none'} (the server has one core, the load generator the other)")
     print(f"- open files per process: {sh('ulimit -Hn')} (hard limit)\n")
     print("<details><summary>free -h</summary>\n\n```\n" + sh("free -h") + "\n```\n</details>\n")
     order = sorted(results, key=scenario_key)
-    if with_node:
-        print("## Switchboard vs Node socket.io\n")
+    if others:
+        print("## Switchboard vs " + ", ".join(LABEL.get(s, s) for s in others) + "\n")
         print("Key numbers per scenario, from the per-run tables further down. \"RSS per "
               "connection\" is (peak − start RSS) / connections held, the start being sampled after "
               "the server is up and before the first client connects. The CPU average is over the "
               "run's wall time, which includes the drain wait: a run that lost messages waits the "
-              "full drain (5 s) and so shows a lower average, so compare total CPU seconds when the "
-              "wall times differ.\n")
+              f"full drain (5 s) and so shows a lower average, so compare total CPU seconds when the "
+              f"wall times differ. \"{MISSING}\" marks a server without a result.\n")
         for name in order:
             print(comparison(name, results[name], peers))
-    print("## Results per run\n" if with_node else "## Results\n")
+    print("## Results per run\n" if others else "## Results\n")
     for name in order:
         for server in sorted(results[name], key=lambda s: SERVERS.index(s) if s in SERVERS else 99):
-            title = f"{name} · {LABEL.get(server, server)}" if with_node else name
+            title = f"{name} · {LABEL.get(server, server)}" if others else name
             print(table(name, results[name][server], title))
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "observations.md")
     if os.path.exists(notes):
         print(open(notes).read().rstrip() + "\n")
     print("## How to run\n")
-    print("- `bench/run`: this report (release build, ~4 minutes with the Node peer; sizes overridable "
-          "by env, see the script header; `PEERS=switchboard bench/run` skips the Node peer, whose "
-          "dependencies `bench/run` installs with `npm ci` in `bench/peers/node` when missing). Raw "
-          "JSON (`<scenario>.<server>.json`) and server logs stay in "
+    print("- `bench/run`: this report (release build; sizes overridable by env, see the script "
+          "header; `PEERS=switchboard bench/run` skips the peers, which `bench/peers/build` builds: "
+          "`cargo build --release` in `bench/peers/rust`, `npm ci` in `bench/peers/node` when "
+          "missing). Raw JSON (`<scenario>.<server>.json`) and server logs stay in "
           "`target/bench-results/<timestamp>/`.")
     print("- `bench/smoke`: every scenario at tiny size against the debug binary with `--check` "
-          "(non-zero exit on any loss, duplicate, misrouted message, error or dropped connection).")
+          "(non-zero exit on any loss, duplicate, misrouted message, error or dropped connection); "
+          "`bench/peers/smoke` does the same for the peers (idle, relay, room-fanout).")
     print("- By hand: `target/release/switchboard-loadgen --help`; the server under test needs "
           "`--jwt-secret` shared with the load generator and raised `--socket-event-limit` / "
           "`--user-message-limit`.\n")
     print("## Not yet measured\n")
-    if with_node:
-        print("- Peers: `socketioxide` is not yet in the harness (Node `socket.io` is, above); the Node "
-              "peer runs as one process, not clustered.")
-    else:
-        print("- Peers: not run this time (`PEERS`); Node `socket.io` is in the harness, "
-              "`socketioxide` is not yet.")
-    print("- The `cluster` scenario (several nodes over Redis), multi-process load generation past one "
-          "process's 20,000 open files, an Artillery cross-check and profiles (flamegraphs) are not done.")
-    print("- Sizes are moderate (the whole run takes about 4 minutes on 2 cores); they are not the "
+    missing = [LABEL.get(s, s) for s in PEERS if s not in peers]
+    if missing:
+        print(f"- Peers not run this time (`PEERS`): {', '.join(missing)}.")
+    if "cluster" not in results:
+        print("- The `cluster` scenario (3 nodes over Redis) has no result in this run.")
+    print("- Multi-process load generation past one process's 20,000 open files, an Artillery "
+          "cross-check and profiles (flamegraphs) are not done.")
+    print("- Sizes are moderate (the whole run takes about 8 minutes on 2 cores); they are not the "
           "servers' limits.")
 
 

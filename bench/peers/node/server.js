@@ -60,6 +60,13 @@ io.use((socket, next) => {
   next();
 });
 
+// socket.io's volatile emits drop a packet whenever the transport is busy writing, which is the
+// peer's honest behaviour in benchmarks; PEER_VOLATILE=0 (bench/peers/smoke) makes its loss-free
+// runs deterministic.
+const volatile = process.env.PEER_VOLATILE !== "0";
+/** The broadcast operator for `room`, volatile unless PEER_VOLATILE=0. */
+const to = (room) => (volatile ? io.to(room).volatile : io.to(room));
+
 let nextId = 0;
 io.on("connection", (socket) => {
   const user = socket.data.user;
@@ -69,12 +76,12 @@ io.on("connection", (socket) => {
 
   socket.on("signal", (payload, ack) => {
     if (!payload || typeof payload.to !== "string") return;
-    io.to(`user:${payload.to}`).volatile.emit("signal", { from: user, data: payload.data });
+    to(`user:${payload.to}`).emit("signal", { from: user, data: payload.data });
     if (typeof ack === "function") ack({ ok: true });
   });
   socket.on("room:emit", (payload, ack) => {
     if (!payload || typeof payload.room !== "string" || !socket.rooms.has(`room:${payload.room}`)) return;
-    io.to(`room:${payload.room}`).volatile.emit("room:msg", { room: payload.room, from: user, data: payload.data });
+    to(`room:${payload.room}`).emit("room:msg", { room: payload.room, from: user, data: payload.data });
     if (typeof ack === "function") ack({ ok: true });
   });
   socket.on("message:send", (payload, ack) => {
