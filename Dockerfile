@@ -14,9 +14,10 @@ ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 # The slim image already has gcc and libc6-dev (ring and the bundled SQLite are C code);
-# pkg-config is cheap insurance for -sys crates that probe for system libraries.
+# jemalloc's build (tikv-jemalloc-sys) needs make; pkg-config is cheap insurance for -sys crates
+# that probe for system libraries.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config \
+ && apt-get install -y --no-install-recommends make pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -137,6 +137,9 @@ pub struct Metrics {
     pub database_up: Gauge,
     /// `actor_mailbox_depth{actor}`.
     pub mailbox_depth: Family<ActorLabel, Gauge>,
+    /// `actor_instances{actor}`: per-connection actors (`session`, `ws_transport`) alive now,
+    /// for leak checks.
+    pub actor_instances: Family<ActorLabel, Gauge>,
     /// `actor_messages_total{actor,message}`.
     pub actor_messages: Family<ActorMessageLabel, Counter>,
     /// `actor_message_wait_seconds{actor}`.
@@ -203,6 +206,7 @@ impl Metrics {
             journal_flush: latency_histogram(),
             database_up: Gauge::default(),
             mailbox_depth: Family::default(),
+            actor_instances: Family::default(),
             actor_messages: Family::default(),
             actor_wait: Family::new_with_constructor(latency_histogram),
             actor_handle: Family::new_with_constructor(latency_histogram),
@@ -308,6 +312,11 @@ impl Metrics {
             m.database_up.clone(),
         );
         r.register(
+            "actor_instances",
+            "Per-connection actors (session, ws_transport) alive now",
+            m.actor_instances.clone(),
+        );
+        r.register(
             "actor_mailbox_depth",
             "Messages queued for actors of this type",
             m.mailbox_depth.clone(),
@@ -364,6 +373,9 @@ impl Metrics {
             let label = ActorLabel { actor };
             let _ = m.actor_restarts.get_or_create(&label);
             actor_handles.push((actor, ActorHandles::resolve(&m, actor)));
+        }
+        for actor in ["session", "ws_transport"] {
+            let _ = m.actor_instances.get_or_create(&ActorLabel { actor });
         }
         for status in ["accepted", "auth_failed", "rejected"] {
             let _ = m.connections.get_or_create(&StatusLabel { status });
@@ -481,6 +493,22 @@ impl Clone for ActorHandles {
             handle: self.handle.clone(),
         }
     }
+}
+
+/// Count an actor of type `actor` as alive (call from `started`; pair with [`actor_stopped`]).
+pub fn actor_started(actor: &'static str) {
+    metrics()
+        .actor_instances
+        .get_or_create(&ActorLabel { actor })
+        .inc();
+}
+
+/// Count an actor of type `actor` as gone (call from `stopped`).
+pub fn actor_stopped(actor: &'static str) {
+    metrics()
+        .actor_instances
+        .get_or_create(&ActorLabel { actor })
+        .dec();
 }
 
 /// `actor_messages_total{actor,message}` of one (actor, message) pair; the [`metered!`] macro

@@ -8,6 +8,10 @@ use switchboard::Config;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc malloc (see server/Cargo.toml for why).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
@@ -27,6 +31,11 @@ async fn main() -> ExitCode {
 
     #[cfg(feature = "fault-drop-acked")]
     warn!("FAULT-INJECTION BUILD: one acknowledged message:send in 1000 is not stored");
+    // Purge freed pages in the background (jemalloc's decay, ~10 s): without it memory freed
+    // after a burst of connections is only returned when something allocates again.
+    if let Err(err) = tikv_jemalloc_ctl::background_thread::write(true) {
+        warn!(%err, "jemalloc background purging not enabled");
+    }
     raise_open_file_limit();
     let listener = match TcpListener::bind(&config.listen) {
         Ok(listener) => listener,

@@ -535,6 +535,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        crate::metrics::actor_started("session");
         self.count_transport(1);
         let open = self.handshake();
         self.send_packet(&open, ctx);
@@ -549,6 +550,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        crate::metrics::actor_stopped("session");
         self.count_transport(-1);
         self.product_stopped();
         if self.closing.is_none() {

@@ -128,6 +128,7 @@ impl Actor for WsTransport {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        switchboard_actors::metrics::actor_started("ws_transport");
         // Bounded so that the Session's `try_send` fails fast for a client that stops reading.
         ctx.set_mailbox_capacity(self.mailbox);
         self.session.do_send(AttachWebSocket {
@@ -138,6 +139,7 @@ impl Actor for WsTransport {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        switchboard_actors::metrics::actor_stopped("ws_transport");
         self.session.do_send(WsClosed {
             id: self.id,
             error: self.error,

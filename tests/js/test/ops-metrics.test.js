@@ -56,6 +56,7 @@ const CONTRACT = [
   ["journal_flush_seconds", "histogram", []],
   ["database_up", "gauge", []],
   ["actor_mailbox_depth", "gauge", ["actor"]],
+  ["actor_instances", "gauge", ["actor"]],
   ["actor_messages", "counter", ["actor", "message"]],
   ["actor_message_wait_seconds", "histogram", ["actor"]],
   ["actor_message_handle_seconds", "histogram", ["actor"]],
@@ -409,7 +410,7 @@ describe("metrics under real traffic (single node, product mode)", T, () => {
     }
   });
 
-  test("after every client leaves: socket_connections_active, engineio_sessions_active and every actor_mailbox_depth return to 0", async () => {
+  test("after every client leaves: socket_connections_active, engineio_sessions_active, actor_instances and every actor_mailbox_depth return to 0", async () => {
     for (const s of sockets) s.disconnect();
     closeAll();
     let last;
@@ -418,7 +419,10 @@ describe("metrics under real traffic (single node, product mode)", T, () => {
         async () => {
           last = await scrape(node);
           const depths = select(last, "actor_mailbox_depth");
+          const instances = select(last, "actor_instances");
           return (
+            instances.length === 2 &&
+            instances.every((s) => s.value === 0) &&
             one(last, "socket_connections_active") === 0 &&
             total(last, "engineio_sessions_active") === 0 &&
             depths.length === ACTORS.length &&
@@ -429,7 +433,7 @@ describe("metrics under real traffic (single node, product mode)", T, () => {
       );
     } catch (e) {
       throw new Error(
-        `${e.message}\n${lines(last, "socket_connections_active")}\n${lines(last, "engineio_sessions_active")}\n${lines(last, "actor_mailbox_depth")}`,
+        `${e.message}\n${lines(last, "socket_connections_active")}\n${lines(last, "engineio_sessions_active")}\n${lines(last, "actor_mailbox_depth")}\n${lines(last, "actor_instances")}`,
       );
     }
     const m = last;
