@@ -15,14 +15,15 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::stats::Recorder;
 
 /// Where and how clients connect.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The server's address.
-    pub server: SocketAddr,
+    /// The servers' addresses (cluster nodes); client `i` connects to `servers[i % len]`.
+    pub servers: Vec<SocketAddr>,
     /// Local addresses client sockets bind to, used round-robin.
     pub sources: Vec<IpAddr>,
     /// Budget for TCP connect + websocket handshake + CONNECT + `authenticated`.
@@ -107,17 +108,19 @@ impl Drop for Conn {
 /// The websocket type used by the clients.
 type Ws = WebSocketStream<TcpStream>;
 
-/// Connect client `member` from `source`, authenticate with `token`, and start its task.
+/// Connect client `member` from `source` to `server`, authenticate with `token`, and start its
+/// task.
 pub async fn connect(
     target: &Target,
+    server: SocketAddr,
     source: IpAddr,
     token: &str,
     member: u64,
     recorder: Arc<Recorder>,
 ) -> Result<Conn, String> {
-    let ws = tokio::time::timeout(target.connect_timeout, handshake(target, source, token))
+    let ws = tokio::time::timeout(target.connect_timeout, handshake(server, source, token))
         .await
-        .map_err(|_| format!("connect from {source}: timed out"))??;
+        .map_err(|_| format!("connect from {source} to {server}: timed out"))??;
     let (tx, rx) = mpsc::unbounded_channel();
     let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
     let closing = Arc::new(AtomicBool::new(false));
@@ -140,7 +143,7 @@ pub async fn connect(
 
 /// TCP connect from `source`, websocket upgrade, Engine.IO open, Socket.IO CONNECT with
 /// `{token}`, then wait for `authenticated`.
-async fn handshake(target: &Target, source: IpAddr, token: &str) -> Result<Ws, String> {
+async fn handshake(server: SocketAddr, source: IpAddr, token: &str) -> Result<Ws, String> {
     let socket = match source {
         IpAddr::V4(_) => TcpSocket::new_v4(),
         IpAddr::V6(_) => TcpSocket::new_v6(),
@@ -150,16 +153,18 @@ async fn handshake(target: &Target, source: IpAddr, token: &str) -> Result<Ws, S
         .bind(SocketAddr::new(source, 0))
         .map_err(|e| format!("bind {source}: {e}"))?;
     let stream = socket
-        .connect(target.server)
+        .connect(server)
         .await
-        .map_err(|e| format!("connect from {source}: {e}"))?;
+        .map_err(|e| format!("connect from {source} to {server}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let url = format!(
-        "ws://{}/socket.io/?EIO={}&transport=websocket",
-        target.server,
+        "ws://{server}/socket.io/?EIO={}&transport=websocket",
         engineio::PROTOCOL
     );
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+    // tungstenite allocates a 128 KiB read buffer per socket by default (~130 KiB of RSS per
+    // client); the frames here are small, and the buffer grows when one is not.
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .map_err(|e| format!("websocket handshake: {e}"))?;
 

@@ -4,13 +4,25 @@
 //! Each run executes one scenario and writes ONE JSON result to stdout (or `--out FILE`);
 //! progress goes to stderr. See `--help` for the scenarios and the server flags they need.
 
+/// Print one line on stderr, prefixed, in a single write: the lines of concurrent shard
+/// processes sharing the terminal then do not interleave.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{} {}\n", $crate::pfx(), format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
 mod client;
+mod multi;
+mod soak;
 mod stats;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -19,7 +31,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use crate::client::{Conn, Target};
-use crate::stats::{Percentiles, Recorder, Sampler, ServerUsage, message_text, payload, round2};
+use crate::stats::{
+    Histogram, Percentiles, Recorder, Sampler, ServerUsage, message_text, payload, round2,
+};
 
 /// Scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,6 +50,12 @@ enum Scenario {
     RoomFanout,
     /// Connect + authenticate + disconnect at R/s for D seconds.
     Churn,
+    /// Relay where every `signal` goes from a client on one node to a user on another node
+    /// (through Redis): needs at least two `--server` addresses.
+    Cluster,
+    /// For D seconds at once: churn at `--churn-rate`, relay among N stable clients at R msg/s,
+    /// and one `room:emit` per second to a room of the stable clients.
+    Soak,
 }
 
 impl Scenario {
@@ -47,6 +67,8 @@ impl Scenario {
             Scenario::Durable => "durable",
             Scenario::RoomFanout => "room-fanout",
             Scenario::Churn => "churn",
+            Scenario::Cluster => "cluster",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -59,7 +81,9 @@ impl Scenario {
 /// `switchboard --jwt-secret S --socket-event-limit 1000000 --user-message-limit 1000000`.
 /// Loss is counted per message id (each message carries `{id, t}`; `t` is the send time in
 /// µs, giving the latency); a run without faults must report zero lost, zero duplicated and
-/// zero errors.
+/// zero errors. Several `--server` addresses (cluster nodes) get the clients round-robin;
+/// `--processes K` splits the run over K processes (users, rooms, rates and counts per shard)
+/// and writes one merged result.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-loadgen", version)]
 struct Args {
@@ -67,9 +91,9 @@ struct Args {
     #[arg(long, value_enum)]
     scenario: Scenario,
 
-    /// Server address (host:port).
-    #[arg(long, default_value = "127.0.0.1:3000")]
-    server: SocketAddr,
+    /// Server addresses (host:port), comma-separated: clients are assigned to them round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:3000")]
+    server: Vec<SocketAddr>,
 
     /// HS256 secret the server was started with (`--jwt-secret`).
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
@@ -84,7 +108,7 @@ struct Args {
     )]
     source_addrs: Vec<IpAddr>,
 
-    /// Connections (users; room members for room-fanout).
+    /// Connections (users; room members for room-fanout; stable clients for soak).
     #[arg(long, short = 'n', default_value_t = 100)]
     connections: u64,
 
@@ -92,8 +116,8 @@ struct Args {
     #[arg(long, short = 'd', default_value_t = 10.0)]
     duration: f64,
 
-    /// Target rate: messages/s in total (relay, durable), emits/s (room-fanout), connections/s
-    /// (churn).
+    /// Target rate: messages/s in total (relay, cluster, soak, durable), emits/s (room-fanout),
+    /// connections/s (churn).
     #[arg(long, short = 'r', default_value_t = 100.0)]
     rate: f64,
 
@@ -113,9 +137,23 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     drain: f64,
 
-    /// Server process id: its RSS and CPU are sampled from /proc/<pid>.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Server process ids, comma-separated: their RSS and CPU are sampled from /proc/<pid>.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+
+    /// Load-generator processes: the parent runs K children of its own executable, each with
+    /// connections/K clients at rate/K in its own user namespace, and merges their results
+    /// (one process holds at most ~20,000 sockets).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    processes: u32,
+
+    /// Connect + authenticate + disconnect cycles per second during soak.
+    #[arg(long, default_value_t = 20.0)]
+    churn_rate: f64,
+
+    /// `i/K`: run as shard i of K (set by the parent of a `--processes` run).
+    #[arg(long, hide = true, value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
 
     /// Tokio worker threads [default: one per core].
     #[arg(long)]
@@ -140,8 +178,31 @@ struct Args {
     run_tag: Option<String>,
 }
 
+/// Parse `i/K` with i < K.
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, k) = s.split_once('/').ok_or("expected i/K")?;
+    let i: u32 = i.parse().map_err(|e| format!("{e}"))?;
+    let k: u32 = k.parse().map_err(|e| format!("{e}"))?;
+    if i >= k {
+        return Err("i must be below K".to_owned());
+    }
+    Ok((i, k))
+}
+
+/// Prefix of every stderr line: `[loadgen]`, or `[loadgen i/K]` in a shard.
+static PREFIX: OnceLock<String> = OnceLock::new();
+
+/// The stderr line prefix.
+fn pfx() -> &'static str {
+    PREFIX.get().map_or("[loadgen]", String::as_str)
+}
+
 fn main() {
     let args = Args::parse();
+    let _ = PREFIX.set(match args.shard {
+        Some((i, k)) => format!("[loadgen {i}/{k}]"),
+        None => "[loadgen]".to_owned(),
+    });
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(threads) = args.threads {
@@ -154,7 +215,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = runtime.block_on(run(args));
+    let result = if args.processes > 1 && args.shard.is_none() {
+        runtime.block_on(multi::run(args))
+    } else {
+        runtime.block_on(run(args))
+    };
     match result {
         Ok(true) => {}
         Ok(false) => {
@@ -189,6 +254,19 @@ struct Ctx {
     conn_stats: std::sync::Mutex<ConnStats>,
     /// Extra scenario-specific figures for the result.
     extra: std::sync::Mutex<serde_json::Map<String, Value>>,
+    /// Histograms behind the percentiles in `extra`, by the same key (for merging shards).
+    histograms: std::sync::Mutex<serde_json::Map<String, Value>>,
+    /// Activity counters shown in progress lines (soak).
+    activity: Activity,
+}
+
+/// Counters of the soak activities, for progress lines.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Churn cycles started.
+    churn_started: AtomicU64,
+    /// Churn cycles that authenticated and closed.
+    churn_done: AtomicU64,
 }
 
 /// Connection figures of a run.
@@ -217,11 +295,11 @@ impl Ctx {
         format!("{}-room", self.tag)
     }
 
-    /// A token for user `i`, valid for the run plus a margin.
-    fn token(&self, i: u64, rooms: &[String]) -> String {
+    /// A token for `user`, valid for the run plus a margin.
+    fn token(&self, user: &str, rooms: &[String]) -> String {
         let now = jsonwebtoken::get_current_timestamp();
         let ttl = self.args.duration.max(0.0) as u64 + 3600;
-        let mut claims = json!({ "sub": self.user(i), "iat": now, "exp": now + ttl });
+        let mut claims = json!({ "sub": user, "iat": now, "exp": now + ttl });
         if !rooms.is_empty() {
             claims["rooms"] = json!(rooms);
         }
@@ -243,13 +321,25 @@ impl Ctx {
         self.target.sources[i % self.target.sources.len()]
     }
 
-    /// Connect client `i` (errors are counted).
+    /// The server of client `i` (round-robin over `--server`).
+    fn node_of(&self, i: u64) -> u64 {
+        i % self.target.servers.len() as u64
+    }
+
+    /// Connect client `i` as user `i` (errors are counted).
     async fn connect_one(&self, i: u64, rooms: &[String]) -> Option<Conn> {
-        let token = self.token(i, rooms);
-        match client::connect(&self.target, self.source(), &token, i, self.rec.clone()).await {
+        self.connect_as(&self.user(i), i, rooms).await
+    }
+
+    /// Connect client `i` as `user` to the server of `i` (errors are counted).
+    async fn connect_as(&self, user: &str, i: u64, rooms: &[String]) -> Option<Conn> {
+        let token = self.token(user, rooms);
+        let server = self.target.servers[self.node_of(i) as usize];
+        let rec = self.rec.clone();
+        match client::connect(&self.target, server, self.source(), &token, i, rec).await {
             Ok(conn) => Some(conn),
             Err(e) => {
-                self.rec.error(format!("connect user {i}: {e}"));
+                self.rec.error(format!("connect {user}: {e}"));
                 None
             }
         }
@@ -281,8 +371,8 @@ impl Ctx {
         stats.attempted += n;
         stats.established += established;
         stats.connect_secs += secs;
-        eprintln!(
-            "[loadgen] connected {established}/{n} in {secs:.1}s ({:.0}/s)",
+        say!(
+            "connected {established}/{n} in {secs:.1}s ({:.0}/s)",
             established as f64 / secs.max(1e-3)
         );
         conns
@@ -294,6 +384,15 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.to_owned(), value);
+    }
+
+    /// Record percentiles of sorted µs samples under `key` (with their histogram for shards).
+    fn percentiles(&self, key: &str, sorted: &[u64]) {
+        self.extra(key, json!(Percentiles::from_sorted(sorted)));
+        self.histograms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_owned(), json!(Histogram::from_sorted(sorted)));
     }
 
     /// Note how many connections are open now (end of the load phase).
@@ -343,91 +442,147 @@ async fn paced(rate: f64, total: u64, duration: Duration, mut send: impl FnMut(u
     done
 }
 
+/// Raise the open-files limit as far as allowed and say how far.
+fn raise_nofile() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => say!(
+            "open files limit {limit}: about {} connections per process",
+            limit.saturating_sub(100)
+        ),
+        Err(e) => say!("could not raise the open files limit: {e}"),
+    }
+}
+
+/// A random run tag.
+fn random_tag() -> String {
+    let n: u32 = rand::rng().random();
+    format!("b{n:08x}")
+}
+
+/// Start one sampler per pid; each handle yields the figures once `stop` is set.
+fn spawn_samplers(
+    pids: &[u32],
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<ServerUsage>> {
+    pids.iter()
+        .map(|&pid| {
+            let sampler = Arc::new(Sampler::new(pid));
+            let rx = stop.clone();
+            tokio::spawn(async move { sampler.run(rx).await })
+        })
+        .collect()
+}
+
+/// Await the samplers: `server` (the one node's figures, or the totals of all nodes) and
+/// `servers` (per node, in `--server-pid` order); both null without `--server-pid`.
+async fn server_usage(handles: Vec<tokio::task::JoinHandle<ServerUsage>>) -> (Value, Value) {
+    let mut all = Vec::new();
+    for handle in handles {
+        if let Ok(usage) = handle.await {
+            all.push(usage);
+        }
+    }
+    match all.len() {
+        0 => (Value::Null, Value::Null),
+        1 => (json!(all[0]), json!(all)),
+        _ => (json!(ServerUsage::total(&all)), json!(all)),
+    }
+}
+
+/// Write the result to `--out` or stdout.
+fn write_result(args: &Args, result: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(result).map_err(|e| e.to_string())?;
+    match &args.out {
+        Some(path) => std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| format!("write {}: {e}", path.display())),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
 /// Parse args, run the scenario, write the result; returns whether the run was clean (or
 /// `true` without `--check`).
 async fn run(args: Args) -> Result<bool, String> {
     if args.source_addrs.is_empty() {
         return Err("--source-addrs is empty".to_owned());
     }
+    if args.server.is_empty() {
+        return Err("--server is empty".to_owned());
+    }
     if args.jwt_secret.is_empty() {
         return Err("--jwt-secret is empty".to_owned());
     }
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => eprintln!(
-            "[loadgen] open files limit {limit}: about {} connections per process",
-            limit.saturating_sub(100)
-        ),
-        Err(e) => eprintln!("[loadgen] could not raise the open files limit: {e}"),
-    }
-    let tag = args.run_tag.clone().unwrap_or_else(|| {
-        let n: u32 = rand::rng().random();
-        format!("b{n:08x}")
-    });
-    let members = if args.scenario == Scenario::RoomFanout {
-        args.connections
-    } else {
-        1
+    raise_nofile();
+    let base_tag = args.run_tag.clone().unwrap_or_else(random_tag);
+    // Each shard has its own users and room, so routed messages stay inside the shard.
+    let tag = match args.shard {
+        Some((i, _)) => format!("{base_tag}-s{i}"),
+        None => base_tag,
+    };
+    let rec = match args.scenario {
+        Scenario::RoomFanout => Recorder::new(args.connections),
+        Scenario::Soak => Recorder::with_room(args.connections),
+        _ => Recorder::new(1),
     };
     let target = Target {
-        server: args.server,
+        servers: args.server.clone(),
         sources: args.source_addrs.clone(),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout.max(0.1)),
     };
     let ctx = Arc::new(Ctx {
         target,
-        rec: Arc::new(Recorder::new(members)),
+        rec: Arc::new(rec),
         tag,
         next_source: AtomicU64::new(0),
         conn_stats: std::sync::Mutex::new(ConnStats::default()),
         extra: std::sync::Mutex::new(serde_json::Map::new()),
+        histograms: std::sync::Mutex::new(serde_json::Map::new()),
+        activity: Activity::default(),
         args,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sampler = ctx.args.server_pid.map(|pid| {
-        let sampler = Arc::new(Sampler::new(pid));
-        let rx = stop_rx.clone();
-        tokio::spawn(async move { sampler.run(rx).await })
-    });
-    let own = {
-        let sampler = Arc::new(Sampler::new(std::process::id()));
-        let rx = stop_rx.clone();
-        tokio::spawn(async move { sampler.run(rx).await })
-    };
+    let samplers = spawn_samplers(&ctx.args.server_pid, &stop_rx);
+    let own = spawn_samplers(&[std::process::id()], &stop_rx);
     let progress = spawn_progress(ctx.clone(), stop_rx.clone());
 
     let started = Instant::now();
     let scenario = ctx.args.scenario;
-    eprintln!(
-        "[loadgen] {} against {} (run tag {})",
+    say!(
+        "{} against {} (run tag {})",
         scenario.name(),
-        ctx.args.server,
+        servers_text(&ctx.args.server),
         ctx.tag
     );
     match scenario {
         Scenario::Idle => idle(&ctx).await,
-        Scenario::Relay => relay(&ctx).await,
+        Scenario::Relay => relay(&ctx, false).await,
+        Scenario::Cluster => relay(&ctx, true).await,
         Scenario::Durable => durable(&ctx).await,
         Scenario::RoomFanout => room_fanout(&ctx).await,
         Scenario::Churn => churn(&ctx).await,
+        Scenario::Soak => soak::run(&ctx).await,
     }
     let wall = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
-    let server: Option<ServerUsage> = match sampler {
-        Some(handle) => handle.await.ok(),
-        None => None,
-    };
-    let loadgen = own.await.ok();
+    let (server, servers) = server_usage(samplers).await;
+    let (loadgen, _) = server_usage(own).await;
     progress.abort();
 
-    let result = result_json(&ctx, wall, server, loadgen);
-    let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
-    match &ctx.args.out {
-        Some(path) => std::fs::write(path, format!("{text}\n"))
-            .map_err(|e| format!("write {}: {e}", path.display()))?,
-        None => println!("{text}"),
-    }
+    let result = result_json(&ctx, wall, server, servers, loadgen);
+    write_result(&ctx.args, &result)?;
     Ok(!ctx.args.check || is_clean(&result))
+}
+
+/// `a,b,c` of the server addresses.
+fn servers_text(servers: &[SocketAddr]) -> String {
+    servers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// No loss, duplicate, misrouted message, error, failed or dropped connection.
@@ -458,8 +613,8 @@ fn spawn_progress(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> tokio::task
                 _ = stop.changed() => return,
             }
             let r = &ctx.rec;
-            eprintln!(
-                "[loadgen] {:>6.1}s conns={} sent={} delivered={} dup={} errors={}",
+            let mut line = format!(
+                "{:>6.1}s conns={} sent={} delivered={} dup={} errors={}",
                 started.elapsed().as_secs_f64(),
                 r.alive.load(Ordering::Relaxed),
                 r.sent.load(Ordering::Relaxed),
@@ -467,17 +622,23 @@ fn spawn_progress(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> tokio::task
                 r.duplicated.load(Ordering::Relaxed),
                 r.errors.load(Ordering::Relaxed),
             );
+            if let Some(room) = &r.room {
+                let a = &ctx.activity;
+                line.push_str(&format!(
+                    " room_emits={} room_delivered={} churn={}/{}",
+                    room.sent.load(Ordering::Relaxed),
+                    room.delivered.load(Ordering::Relaxed),
+                    a.churn_done.load(Ordering::Relaxed),
+                    a.churn_started.load(Ordering::Relaxed),
+                ));
+            }
+            say!("{line}");
         }
     })
 }
 
 /// Build the JSON result.
-fn result_json(
-    ctx: &Ctx,
-    wall: f64,
-    server: Option<ServerUsage>,
-    loadgen: Option<ServerUsage>,
-) -> Value {
+fn result_json(ctx: &Ctx, wall: f64, server: Value, servers: Value, loadgen: Value) -> Value {
     let r = &ctx.rec;
     let a = &ctx.args;
     let conn = ctx
@@ -485,15 +646,24 @@ fn result_json(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let sent = r.sent.load(Ordering::Relaxed);
-    let delivered = r.delivered.load(Ordering::Relaxed);
-    let expected = sent * r.members;
+    // Soak counts its room emits with the relayed messages (details break them down).
+    let trackers: Vec<&Recorder> = std::iter::once(&**r).chain(r.room.as_deref()).collect();
+    let sum = |f: fn(&Recorder) -> u64| -> u64 { trackers.iter().map(|t| f(t)).sum() };
+    let sent = sum(|t| t.sent.load(Ordering::Relaxed));
+    let delivered = sum(|t| t.delivered.load(Ordering::Relaxed));
+    let expected = sum(|t| t.sent.load(Ordering::Relaxed) * t.members);
+    let duplicated = sum(|t| t.duplicated.load(Ordering::Relaxed));
+    let unexpected = sum(|t| t.unexpected.load(Ordering::Relaxed));
     let latencies = r.sorted_latencies();
     let extra = ctx.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    json!({
+    let mut result = json!({
         "scenario": a.scenario.name(),
         "parameters": {
-            "server": a.server.to_string(),
+            "server": servers_text(&a.server),
+            "servers": a.server.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "processes": a.processes,
+            "shard": a.shard.map(|(i, k)| format!("{i}/{k}")),
+            "churn_rate": a.churn_rate,
             "connections": a.connections,
             "duration_s": a.duration,
             "rate": a.rate,
@@ -518,13 +688,14 @@ fn result_json(
             "expected_deliveries": expected,
             "delivered": delivered,
             "lost": expected.saturating_sub(delivered),
-            "duplicated": r.duplicated.load(Ordering::Relaxed),
-            "unexpected": r.unexpected.load(Ordering::Relaxed),
+            "duplicated": duplicated,
+            "unexpected": unexpected,
             "load_s": round2(conn.load_secs),
             "send_rate_per_s": round2(sent as f64 / conn.load_secs.max(1e-3)),
         },
         "latency_ms": Percentiles::from_sorted(&latencies),
         "server": server,
+        "servers": servers,
         // The load generator itself: near 100 % of its cores means the client, not the
         // server, may be the bottleneck.
         "loadgen": loadgen,
@@ -533,7 +704,20 @@ fn result_json(
             "samples": r.error_samples(),
         },
         "scenario_details": extra,
-    })
+    });
+    if a.shard.is_some() {
+        let mut histograms = ctx
+            .histograms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        histograms.insert(
+            "latency_ms".to_owned(),
+            json!(Histogram::from_sorted(&latencies)),
+        );
+        result["histograms"] = Value::Object(histograms);
+    }
+    result
 }
 
 /// `idle`: connect N, hold them D seconds.
@@ -546,17 +730,38 @@ async fn idle(ctx: &Arc<Ctx>) {
     drop(conns);
 }
 
-/// `relay`: random sender → random other user, `signal` at R/s total for D seconds.
-async fn relay(ctx: &Arc<Ctx>) {
+/// A random recipient for `from` among clients `0..n`: any other client, or with `cross_node`
+/// one on another server (clients are spread round-robin over `servers` nodes).
+fn pick_peer(rng: &mut impl Rng, from: u64, n: u64, servers: u64, cross_node: bool) -> u64 {
+    if !cross_node {
+        let to = rng.random_range(0..n - 1);
+        return if to >= from { to + 1 } else { to };
+    }
+    let node = (from % servers + rng.random_range(1..servers)) % servers;
+    // Clients node, node + servers, node + 2·servers, … below n live on that node.
+    let on_node = (n - node).div_ceil(servers);
+    node + rng.random_range(0..on_node) * servers
+}
+
+/// `relay` (and `cluster` with `cross_node`): random sender → random other user, `signal` at
+/// R/s total for D seconds.
+async fn relay(ctx: &Arc<Ctx>, cross_node: bool) {
     let n = ctx.args.connections;
-    let conns = ctx.connect_all(n, Vec::new()).await;
-    if n < 2 {
-        ctx.rec.error("relay needs at least 2 connections");
+    let servers = ctx.target.servers.len() as u64;
+    if cross_node && servers < 2 {
+        ctx.rec.error("cluster needs at least 2 --server addresses");
         return;
     }
+    if n < 2.max(servers * u64::from(cross_node)) {
+        ctx.rec
+            .error("relay needs at least 2 connections (cluster: one per server)");
+        return;
+    }
+    let conns = ctx.connect_all(n, Vec::new()).await;
     let users: Vec<String> = (0..n).map(|i| ctx.user(i)).collect();
     let mut rng = rand::rng();
     let rec = ctx.rec.clone();
+    let mut cross = 0u64;
     let load_started = Instant::now();
     paced(
         ctx.args.rate,
@@ -564,13 +769,13 @@ async fn relay(ctx: &Arc<Ctx>) {
         Duration::from_secs_f64(ctx.args.duration),
         |id| {
             let from = rng.random_range(0..n);
-            let mut to = rng.random_range(0..n - 1);
-            if to >= from {
-                to += 1;
-            }
+            let to = pick_peer(&mut rng, from, n, servers, cross_node);
             let (Some(sender), Some(_)) = (&conns[from as usize], &conns[to as usize]) else {
                 return; // a failed connection was already counted as an error
             };
+            if ctx.node_of(from) != ctx.node_of(to) {
+                cross += 1;
+            }
             rec.max_id.fetch_max(id + 1, Ordering::Relaxed);
             rec.sent.fetch_add(1, Ordering::Relaxed);
             sender.emit(
@@ -583,6 +788,7 @@ async fn relay(ctx: &Arc<Ctx>) {
     ctx.note_load(load_started);
     ctx.note_held();
     ctx.drain(rec.sent.load(Ordering::Relaxed)).await;
+    ctx.extra("cross_node_sent", json!(cross));
     drop(conns);
 }
 
@@ -817,5 +1023,37 @@ async fn sync_all(
         if reply["hasMore"].as_bool() != Some(true) || messages.is_empty() {
             return Some(found);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_node_peers_are_on_another_node() {
+        let mut rng = rand::rng();
+        for (n, servers) in [(2u64, 2u64), (10, 3), (7, 3), (100, 4)] {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..2_000 {
+                let from = rng.random_range(0..n);
+                let to = pick_peer(&mut rng, from, n, servers, true);
+                assert!(to < n);
+                assert_ne!(from % servers, to % servers, "n={n} servers={servers}");
+                seen.insert(to);
+            }
+            assert_eq!(seen.len() as u64, n, "every client is someone's peer");
+            for _ in 0..200 {
+                let from = rng.random_range(0..n);
+                assert_ne!(pick_peer(&mut rng, from, n, 1, false), from);
+            }
+        }
+    }
+
+    #[test]
+    fn shard_flag_parses() {
+        assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+        assert!(parse_shard("4/4").is_err());
+        assert!(parse_shard("x").is_err());
     }
 }

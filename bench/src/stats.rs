@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Number of independent locks the delivery tracker and the latency samples are split over.
@@ -55,6 +55,9 @@ pub struct Recorder {
     pub members: u64,
     /// Keys below this bound are the only ones the scenario sends (ids are sequential).
     pub max_id: AtomicU64,
+    /// Separate tracker for `room:msg` when a scenario also relays (soak), so the two id
+    /// spaces do not collide.
+    pub room: Option<Box<Recorder>>,
 }
 
 impl Recorder {
@@ -73,6 +76,15 @@ impl Recorder {
             error_samples: Mutex::new(Vec::new()),
             members: members.max(1),
             max_id: AtomicU64::new(0),
+            room: None,
+        }
+    }
+
+    /// A recorder whose `room:msg` deliveries go to their own tracker of `members` members.
+    pub fn with_room(members: u64) -> Recorder {
+        Recorder {
+            room: Some(Box::new(Recorder::new(members))),
+            ..Recorder::new(1)
         }
     }
 
@@ -138,7 +150,7 @@ impl Recorder {
                 None => self.error(format!("signal without {{id,t}}: {arg}")),
             },
             "room:msg" => match id_and_time(&arg["data"]) {
-                Some((id, t)) => self.deliver(id, member, t),
+                Some((id, t)) => self.room.as_deref().unwrap_or(self).deliver(id, member, t),
                 None => self.error(format!("room:msg without {{id,t}}: {arg}")),
             },
             "message:received" => match arg["text"].as_str().and_then(parse_text) {
@@ -233,8 +245,112 @@ impl Percentiles {
     }
 }
 
+impl Percentiles {
+    /// Percentiles from a histogram: nearest rank over buckets (each bucket reported by its
+    /// midpoint, within 0.2 % of the true sample); `max` and `mean` are exact.
+    pub fn from_histogram(h: &Histogram) -> Percentiles {
+        let ms = |us: u64| (us as f64).round() / 1000.0;
+        let at = |q: f64| -> f64 {
+            if h.count == 0 {
+                return 0.0;
+            }
+            let rank = ((q * h.count as f64).ceil() as u64).clamp(1, h.count);
+            let mut seen = 0u64;
+            for &(index, n) in &h.buckets {
+                seen += n;
+                if seen >= rank {
+                    return ms(bucket_value(index).min(h.max_us));
+                }
+            }
+            ms(h.max_us)
+        };
+        let mean = if h.count == 0 {
+            0.0
+        } else {
+            ((h.sum_us as f64 / h.count as f64) / 1000.0 * 1000.0).round() / 1000.0
+        };
+        Percentiles {
+            count: h.count as usize,
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: ms(h.max_us),
+            mean,
+        }
+    }
+}
+
+/// Significant bits kept per histogram bucket: values under 2^SIG_BITS µs are exact, larger
+/// ones are bucketed with a relative width of 2^-(SIG_BITS-1) (0.2 %).
+const SIG_BITS: u32 = 10;
+
+/// Bucket index of a value in µs (monotonic in the value).
+fn bucket_index(us: u64) -> u32 {
+    if us < (1 << SIG_BITS) {
+        return us as u32;
+    }
+    let shift = (63 - us.leading_zeros()) - (SIG_BITS - 1);
+    shift * (1 << (SIG_BITS - 1)) + (us >> shift) as u32
+}
+
+/// The value a bucket stands for: its only value when exact, else its midpoint.
+fn bucket_value(index: u32) -> u64 {
+    let half = 1u32 << (SIG_BITS - 1);
+    if index < (1 << SIG_BITS) {
+        return u64::from(index);
+    }
+    let shift = index / half - 1;
+    let top = u64::from(index - shift * half);
+    (top << shift) + (1u64 << shift) / 2
+}
+
+/// A mergeable latency histogram (µs): what each shard of a multi-process run reports so the
+/// parent can compute the percentiles of all samples together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Samples.
+    pub count: u64,
+    /// Sum of the samples (exact mean).
+    pub sum_us: u64,
+    /// Largest sample (exact max).
+    pub max_us: u64,
+    /// Non-empty buckets as `[index, count]`, by increasing index.
+    pub buckets: Vec<(u32, u64)>,
+}
+
+impl Histogram {
+    /// The histogram of sorted samples.
+    pub fn from_sorted(samples: &[u64]) -> Histogram {
+        let mut h = Histogram::default();
+        for &us in samples {
+            h.count += 1;
+            h.sum_us = h.sum_us.saturating_add(us);
+            h.max_us = h.max_us.max(us);
+            let index = bucket_index(us);
+            match h.buckets.last_mut() {
+                Some((last, n)) if *last == index => *n += 1,
+                _ => h.buckets.push((index, 1)),
+            }
+        }
+        h
+    }
+
+    /// Add another histogram's samples to this one.
+    pub fn merge(&mut self, other: &Histogram) {
+        let mut all: std::collections::BTreeMap<u32, u64> = self.buckets.iter().copied().collect();
+        for &(index, n) in &other.buckets {
+            *all.entry(index).or_insert(0) += n;
+        }
+        self.buckets = all.into_iter().collect();
+        self.count += other.count;
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+        self.max_us = self.max_us.max(other.max_us);
+    }
+}
+
 /// Process figures (the server's, or the load generator's own) sampled from `/proc/<pid>`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerUsage {
     /// The sampled process id.
     pub pid: u32,
@@ -252,6 +368,24 @@ pub struct ServerUsage {
     pub cpu_seconds: f64,
     /// Samples taken.
     pub samples: u32,
+}
+
+impl ServerUsage {
+    /// Sum of several processes' figures (pid 0): RSS and CPU add up; the peaks are sums of
+    /// each process's own peak, so an upper bound of the combined peak.
+    pub fn total(all: &[ServerUsage]) -> ServerUsage {
+        let sum = |f: fn(&ServerUsage) -> f64| round2(all.iter().map(f).sum());
+        ServerUsage {
+            pid: 0,
+            rss_start_mb: sum(|u| u.rss_start_mb),
+            rss_peak_mb: sum(|u| u.rss_peak_mb),
+            rss_end_mb: sum(|u| u.rss_end_mb),
+            cpu_avg_pct: sum(|u| u.cpu_avg_pct),
+            cpu_peak_pct: sum(|u| u.cpu_peak_pct),
+            cpu_seconds: sum(|u| u.cpu_seconds),
+            samples: all.iter().map(|u| u.samples).min().unwrap_or(0),
+        }
+    }
 }
 
 /// Samples a process's RSS and CPU time once a second.
@@ -389,6 +523,56 @@ mod tests {
         assert_eq!(r.delivered.load(Ordering::Relaxed), 2);
         assert_eq!(r.duplicated.load(Ordering::Relaxed), 1);
         assert_eq!(r.unexpected.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn histogram_buckets_are_tight_and_monotonic() {
+        let mut last = 0;
+        for us in (0..5_000_000u64).step_by(997) {
+            let index = bucket_index(us);
+            assert!(index >= last);
+            last = index;
+            let back = bucket_value(index);
+            assert!(
+                back.abs_diff(us) as f64 <= us as f64 * 0.002 + 0.5,
+                "{us} -> {back}"
+            );
+        }
+    }
+
+    #[test]
+    fn merged_histograms_give_the_percentiles_of_all_samples() {
+        let all: Vec<u64> = (1..=10_000u64).map(|i| i * 37 % 9_001 + i).collect();
+        let (a, b): (Vec<u64>, Vec<u64>) = all.iter().partition(|&&v| v % 3 == 0);
+        let sorted = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            v
+        };
+        let mut merged = Histogram::from_sorted(&sorted(a));
+        merged.merge(&Histogram::from_sorted(&sorted(b)));
+        let whole = Histogram::from_sorted(&sorted(all.clone()));
+        assert_eq!(merged, whole);
+        let from_h = Percentiles::from_histogram(&merged);
+        let exact = Percentiles::from_sorted(&sorted(all));
+        assert_eq!(from_h.count, exact.count);
+        assert_eq!(from_h.max, exact.max);
+        assert_eq!(from_h.mean, exact.mean);
+        for (h, e) in [(from_h.p50, exact.p50), (from_h.p99, exact.p99)] {
+            assert!((h - e).abs() <= e * 0.002 + 0.001, "{h} vs {e}");
+        }
+    }
+
+    #[test]
+    fn room_deliveries_go_to_the_room_tracker() {
+        let r = Recorder::with_room(3);
+        r.max_id.store(1, Ordering::Relaxed);
+        let room = r.room.as_deref().expect("room tracker");
+        room.max_id.store(1, Ordering::Relaxed);
+        let data = serde_json::json!({ "data": payload(0) });
+        r.on_event(2, "room:msg", std::slice::from_ref(&data));
+        r.on_event(0, "signal", &[data]);
+        assert_eq!(room.delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(r.delivered.load(Ordering::Relaxed), 1);
     }
 
     #[test]
