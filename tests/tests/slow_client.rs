@@ -68,6 +68,12 @@ async fn a_client_that_stops_reading_is_closed_as_slow_client() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let rss_before = sample(
+        &scrape_metrics(addr).await,
+        "process_resident_memory_bytes",
+        "",
+    )
+    .unwrap_or(0.0);
     // Far more than the socket buffers and the 64-frame queue can hold.
     let blob = "x".repeat(32 * 1024);
     let mut closed = false;
@@ -111,12 +117,69 @@ async fn a_client_that_stops_reading_is_closed_as_slow_client() {
         Some(1.0),
         "only the fast client is left"
     );
-    // Bounded: the queue was 64 frames, not the ~19 MB that was emitted.
+    // Bounded: the queue holds 64 frames (2 MiB of these), whatever was emitted.
     let rss = sample(&metrics, "process_resident_memory_bytes", "").unwrap_or(f64::MAX);
-    assert!(rss < 200.0 * 1024.0 * 1024.0, "RSS {rss}");
+    assert!(
+        rss - rss_before < 32.0 * 1024.0 * 1024.0,
+        "RSS grew from {rss_before} to {rss}"
+    );
     // The fast client still works after the slow one is gone.
     let res = emit_to(addr, "fast", "tick", json!("after")).await;
     assert_eq!(res.status, 202);
     assert_eq!(fast.event("tick").await, json!("after"));
+    node.assert_no_panic();
+}
+
+/// A client that stops reading, with nothing sent to it, is still subject to the heartbeat: it
+/// cannot answer the pings it no longer reads, so the server closes it for the ping timeout,
+/// while a client that answers keeps its session across many ping intervals.
+#[tokio::test]
+async fn a_client_that_stops_reading_still_meets_its_heartbeat() {
+    let node = Node::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--ping-interval-ms",
+        "300",
+        "--ping-timeout-ms",
+        "300",
+    ])
+    .await;
+    let addr = node.addr();
+    let mut silent = RawWs::connect(addr, "/socket.io/?EIO=4&transport=websocket").await;
+    let token = mint_hs256(SECRET.as_bytes(), "silent", 3600, &[]);
+    silent
+        .send_frame(0x1, format!(r#"40{{"token":"{token}"}}"#).as_bytes())
+        .await;
+    let mut awake = SioClient::connect(
+        addr,
+        json!({"token": mint_hs256(SECRET.as_bytes(), "awake", 3600, &[])}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = scrape_metrics(addr).await;
+        let timeouts = sample(&metrics, "socket_disconnects_total", r#"reason="timeout""#);
+        if timeouts >= Some(1.0) {
+            assert_eq!(
+                sample(&metrics, "socket_connections_active", ""),
+                Some(1.0),
+                "only the client that answers pings is left"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent client was never timed out by the heartbeat"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Many ping intervals later the client that answers is still served.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        awake
+            .call("presence:query", json!({"userIds": ["silent"]}))
+            .await["ok"],
+        true
+    );
     node.assert_no_panic();
 }
