@@ -5,7 +5,7 @@
 //! `protocol/fuzz/checks.rs`, the file the `cargo fuzz` targets call, so this stable test
 //! fails exactly where the fuzzer would. See `protocol/fuzz/README.md`.
 //!
-//! `cargo test -p switchboard-protocol --test fuzz_regressions -- --ignored write_seeds`
+//! `WRITE_FUZZ_SEEDS=1 cargo test -p switchboard-protocol --test fuzz_regressions seeds_decode`
 //! regenerates the encoder-built seed inputs (`seed-*`) in the corpus directories.
 
 #[path = "../fuzz/checks.rs"]
@@ -373,9 +373,8 @@ fn cluster_frames() -> Vec<Vec<u8>> {
     .collect()
 }
 
-/// Write the seeds as `fuzz/corpus/<target>/seed-<n>` (run by hand before fuzzing).
-#[test]
-#[ignore = "writes files; run by hand to regenerate the seeds"]
+/// Write the seeds as `fuzz/corpus/<target>/seed-<n>` (`seeds_decode` calls it when
+/// `WRITE_FUZZ_SEEDS=1`, by hand before fuzzing).
 fn write_seeds() {
     let seeds = [
         ("engineio_packet", engineio_packet_seeds()),
@@ -410,5 +409,8 @@ fn seeds_decode() {
     }
     for seed in cluster_frames() {
         assert!(ClusterFrame::decode(&seed).is_ok());
+    }
+    if std::env::var_os("WRITE_FUZZ_SEEDS").is_some_and(|v| v == "1") {
+        write_seeds();
     }
 }
