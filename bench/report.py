@@ -350,7 +350,8 @@ def targets(results):
                  f"{fmt(cn)} connections, {fmt(crate)} msg/s: p99 {fmt(cp99)} ms, lost {fmt(clost)}",
                  verdict(None if cp99 is None else cp99 <= 10 and clost == 0 and (cn or 0) >= 10000)))
     rows.append(("cluster: highest cross-node rate at p99 ≤ 50 ms next to both peers",
-                 "not measured (one rate per run)", MISSING))
+                 "not measured by `bench/run` (one rate per run); by hand, see the observations",
+                 MISSING))
     fn, fx = rel(cpu("room-fanout", "switchboard"), cpu("room-fanout", "node")), \
         rel(cpu("room-fanout", "switchboard"), cpu("room-fanout", "socketioxide"))
     flost = get("room-fanout", "switchboard", "messages", "lost")
