@@ -456,6 +456,7 @@ pub fn event_label(name: &str) -> &'static str {
 }
 
 /// The series one actor type reports its messages under.
+#[derive(Clone)]
 pub struct ActorHandles {
     /// `actor_mailbox_depth{actor}`.
     depth: Gauge,
@@ -481,16 +482,6 @@ impl ActorHandles {
         match m.actor_handles(actor) {
             Some(handles) => Cow::Borrowed(handles),
             None => Cow::Owned(ActorHandles::resolve(m, actor)),
-        }
-    }
-}
-
-impl Clone for ActorHandles {
-    fn clone(&self) -> Self {
-        ActorHandles {
-            depth: self.depth.clone(),
-            wait: self.wait.clone(),
-            handle: self.handle.clone(),
         }
     }
 }
