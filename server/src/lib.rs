@@ -133,7 +133,9 @@ pub async fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
     );
-    let registry = MeteredAddr::new(SessionRegistry::start_default());
+    // Started by the first HTTP worker, on its thread (see the registry's module docs).
+    let (registry, registry_start) = SessionRegistry::deferred();
+    let registry = MeteredAddr::new(registry);
     let mut bridge_addr = None;
     let mut redis_pool = None;
     let product = if conformance {
@@ -225,6 +227,7 @@ pub async fn run(
     let drain_budget = Duration::from_secs(config.drain_secs.max(1));
     let drain_state = state.clone();
     let mut server = HttpServer::new(move || {
+        registry_start.start_here();
         let app = App::new()
             .wrap(TracingLogger::<logging::AccessSpan>::new())
             .app_data(state.clone())

@@ -456,7 +456,16 @@ async fn postgres_stopped_and_restarted_refuses_clearly_and_recovers() {
     // Realtime traffic does not need the database.
     let realtime = until_signal_flows(&mut y, &mut x, "x-on-a").await;
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed())).await;
+    // A send waits at most the journal's 5 s database timeout (the pool keeps trying to
+    // connect until then): stay down until one is answered, so the refusal is always seen.
+    let refused_before = before.refused + before.in_doubt;
+    while load.report().refused + load.report().in_doubt <= refused_before
+        && stopped.elapsed() < Duration::from_secs(15)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let during = load.report();
+    let outage = stopped.elapsed();
     pg.start_again();
     let restarted = Instant::now();
     let sends_back = load.wait_acked(1, RECOVERY).await;
@@ -473,8 +482,9 @@ async fn postgres_stopped_and_restarted_refuses_clearly_and_recovers() {
         "no clear refusal recorded: {report:?}"
     );
     eprintln!(
-        "FAULT postgres: stopped ~3 s; signals kept flowing ({} to confirm); sends refused={} \
+        "FAULT postgres: stopped {}; signals kept flowing ({} to confirm); sends refused={} \
          in doubt={} during the outage; acks back {} after restart; acked={} missing=0",
+        secs(outage),
         secs(realtime),
         report.refused,
         report.in_doubt,

@@ -2,7 +2,10 @@
 //!
 //! Sessions are created on the HTTP worker that accepted them (spreading them over the
 //! workers' arbiters) and registered here before the handshake is answered, so a client's next
-//! request always finds its session. Once a socket authenticates, the registry indexes it by
+//! request always finds its session. A node runs the registry on its first HTTP worker's
+//! arbiter ([`SessionRegistry::deferred`]): with one worker (a one-core pod, or a node pinned
+//! to a core) a delivery never leaves that thread, and with more, only sessions on the other
+//! workers pay a thread hop. Once a socket authenticates, the registry indexes it by
 //! user and room, and by the users it watches for presence. A delivery is encoded once by the
 //! sender and the same frames go to every target session.
 //!
@@ -12,8 +15,9 @@
 //! change and control action to the target's channel, so other nodes serve their own sockets.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use actix::dev::channel::{AddressReceiver, channel};
 use actix::prelude::*;
 use serde_json::json;
 use switchboard_protocol::socketio::Packet;
@@ -247,14 +251,31 @@ const RECONNECT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60)
 /// Most recent disconnects remembered for that count (memory bound).
 const MAX_RECENT: usize = 100_000;
 
+/// Mailbox capacity: sessions deregister with `do_send`; HTTP handlers `send` and wait for room.
+const MAILBOX: usize = 4096;
+
+/// The mailbox of a registry not started yet; [`DeferredRegistry::start_here`] starts it.
+pub struct DeferredRegistry(Mutex<Option<AddressReceiver<SessionRegistry>>>);
+
+impl DeferredRegistry {
+    /// Start the registry on the current arbiter if it has not started yet; true if this did.
+    pub fn start_here(&self) -> bool {
+        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(rx) = rx else { return false };
+        Context::with_receiver(rx).run(SessionRegistry::default());
+        true
+    }
+}
+
 impl SessionRegistry {
-    /// Start the registry on the current arbiter.
-    pub fn start_default() -> Addr<Self> {
-        SessionRegistry::create(|ctx| {
-            // Sessions deregister with `do_send`; HTTP handlers `send` and wait for room.
-            ctx.set_mailbox_capacity(4096);
-            SessionRegistry::default()
-        })
+    /// An address now and the registry later, on the arbiter that calls
+    /// [`DeferredRegistry::start_here`] first; messages sent meanwhile wait in its mailbox.
+    pub fn deferred() -> (Addr<Self>, Arc<DeferredRegistry>) {
+        let (tx, rx) = channel(MAILBOX);
+        (
+            Addr::new(tx),
+            Arc::new(DeferredRegistry(Mutex::new(Some(rx)))),
+        )
     }
 
     /// Visit the local sessions a target addresses, without copying the index (hot path).
