@@ -12,7 +12,8 @@
 //! [`metered!`](crate::metered) writes the forwarding handler for each (actor, message) pair.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix::dev::{Request, ToEnvelope};
@@ -328,12 +329,12 @@ impl Metrics {
         );
         r.register(
             "actor_message_wait_seconds",
-            "Time between enqueue and handling",
+            "Time between enqueue and handling (every 8th message per actor type)",
             m.actor_wait.clone(),
         );
         r.register(
             "actor_message_handle_seconds",
-            "Handler run time",
+            "Handler run time (every 8th message per actor type)",
             m.actor_handle.clone(),
         );
         r.register(
@@ -460,6 +461,8 @@ pub fn event_label(name: &str) -> &'static str {
 pub struct ActorHandles {
     /// `actor_mailbox_depth{actor}`.
     depth: Gauge,
+    /// Messages sent to this actor type, to pick the ones timed.
+    sent: Arc<AtomicU64>,
     /// `actor_message_wait_seconds{actor}`.
     wait: Histogram,
     /// `actor_message_handle_seconds{actor}`.
@@ -471,6 +474,7 @@ impl ActorHandles {
         let label = ActorLabel { actor };
         ActorHandles {
             depth: m.mailbox_depth.get_or_create(&label).clone(),
+            sent: Arc::default(),
             wait: m.actor_wait.get_or_create(&label).clone(),
             handle: m.actor_handle.get_or_create(&label).clone(),
         }
@@ -520,12 +524,16 @@ impl Drop for DepthGuard {
     }
 }
 
+/// One message in this many per actor type is timed: two clock reads and two histogram
+/// updates per message cost more than the hops they measure (quantiles stay meaningful).
+const TIME_EVERY: u64 = 8;
+
 /// A message on its way to an instrumented actor.
 pub struct Metered<M> {
     /// The message.
     pub msg: M,
-    /// When it was sent.
-    pub enqueued: Instant,
+    /// When it was sent, if this message is one of those timed.
+    pub enqueued: Option<Instant>,
     /// Keeps the depth gauge raised while the message waits.
     pub guard: DepthGuard,
 }
@@ -537,24 +545,30 @@ impl<M: Message> Message for Metered<M> {
 impl<M> Metered<M> {
     /// Wrap `msg` for `actor`, raising its mailbox depth.
     pub fn new(actor: &'static str, msg: M) -> Self {
-        let gauge = ActorHandles::of(actor).depth.clone();
+        let handles = ActorHandles::of(actor);
+        let gauge = handles.depth.clone();
         gauge.inc();
+        let timed = handles
+            .sent
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(TIME_EVERY);
         Metered {
             msg,
-            enqueued: Instant::now(),
+            enqueued: timed.then(Instant::now),
             guard: DepthGuard(gauge),
         }
     }
 
-    /// Record the wait and count the message (call at the start of handling); answers the
-    /// handle-time start.
-    pub fn start(&self, actor: &'static str, counter: &Counter) -> Instant {
+    /// Count the message and, if it is timed, record its wait (call at the start of
+    /// handling); answers the handle-time start of a timed message.
+    pub fn start(&self, actor: &'static str, counter: &Counter) -> Option<Instant> {
+        counter.inc();
+        let enqueued = self.enqueued?;
         let now = Instant::now();
         ActorHandles::of(actor)
             .wait
-            .observe(now.duration_since(self.enqueued).as_secs_f64());
-        counter.inc();
-        now
+            .observe(now.duration_since(enqueued).as_secs_f64());
+        Some(now)
     }
 }
 
@@ -574,11 +588,13 @@ pub fn restarted(actor: &'static str) {
         .inc();
 }
 
-/// Record how long a handler ran.
-pub fn handled(actor: &'static str, started: Instant) {
-    ActorHandles::of(actor)
-        .handle
-        .observe(started.elapsed().as_secs_f64());
+/// Record how long a timed message's handler ran.
+pub fn handled(actor: &'static str, started: Option<Instant>) {
+    if let Some(started) = started {
+        ActorHandles::of(actor)
+            .handle
+            .observe(started.elapsed().as_secs_f64());
+    }
 }
 
 /// The label an actor type reports under.

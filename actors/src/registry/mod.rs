@@ -14,7 +14,7 @@
 //! watch channel while a local socket watches that user) and publishes every delivery, presence
 //! change and control action to the target's channel, so other nodes serve their own sockets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap as StdMap, HashSet as StdSet};
 use std::sync::{Arc, Mutex};
 
 use actix::dev::channel::{AddressReceiver, channel};
@@ -30,6 +30,11 @@ use crate::metrics::MeteredAddr;
 use crate::presence::{SocketPresence, Status, UserId};
 use crate::session::{Maintenance, Push, ServerDisconnect, Session, SetRooms, Shutdown};
 use crate::transport::{Outgoing, Sid};
+
+/// The registry's maps use a fast seeded hash: it hashes a user or room name on every delivery.
+type HashMap<K, V> = StdMap<K, V, foldhash::fast::RandomState>;
+/// See [`HashMap`].
+type HashSet<T> = StdSet<T, foldhash::fast::RandomState>;
 
 /// Register a freshly started session.
 #[derive(Message)]
@@ -412,7 +417,7 @@ fn index_add(index: &mut HashMap<String, HashSet<Sid>>, key: &str, sid: &Sid) ->
             false
         }
         None => {
-            index.insert(key.to_string(), HashSet::from([sid.clone()]));
+            index.insert(key.to_string(), HashSet::from_iter([sid.clone()]));
             true
         }
     }
@@ -474,8 +479,8 @@ impl Handler<Register> for SessionRegistry {
                 socket_id: String::new(),
                 device: String::new(),
                 user: None,
-                rooms: HashSet::new(),
-                watching: HashSet::new(),
+                rooms: HashSet::default(),
+                watching: HashSet::default(),
             },
         );
     }
