@@ -3,7 +3,8 @@
 
 # start_server BIN LOG DB [extra flags…]: start a node on 127.0.0.1:<free port>; sets SERVER_PID
 # and SERVER_ADDR. DB is a SQLite file path or a postgres:// URL. $PIN_SERVER (e.g.
-# "taskset -c 0") prefixes the command when set.
+# "taskset -c 0") prefixes the command when set. Switchboard raises its own open-files soft limit
+# to the hard limit at start (one socket = one file), so it holds up to ~`ulimit -Hn` connections.
 start_server() {
   local bin="$1" log="$2" db="$3" url
   shift 3
