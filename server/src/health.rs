@@ -1,7 +1,9 @@
 //! Health endpoints for load balancers and Kubernetes probes.
 //!
-//! `/health/live` only says the process serves HTTP. `/health/ready` and `/health` check what a
-//! node needs to serve clients: its database, Redis in cluster mode, and that it is not draining.
+//! `/health/live` says the process serves HTTP and still has its session registry (it runs on
+//! the first HTTP worker's thread; if that worker ever dies, nothing brings the registry back
+//! but a restart). `/health/ready` and `/health` check what a node needs to serve clients: its
+//! database, Redis in cluster mode, and that it is not draining.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -73,8 +75,12 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+async fn live(state: web::Data<AppState>) -> HttpResponse {
+    if state.registry.connected() {
+        HttpResponse::Ok().json(json!({"status": "ok"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "session registry stopped"}))
+    }
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {

@@ -249,6 +249,8 @@ pub struct SessionRegistry {
     cluster: Option<ClusterLink>,
     /// (user, device) → when its last socket here left, to count reconnections.
     recent: HashMap<(String, String), std::time::Instant>,
+    /// When `recent` is next swept of entries older than the window (on a disconnect).
+    sweep_recent_at: Option<std::time::Instant>,
 }
 
 /// A socket of the same user and device within this long after a disconnect is a reconnection.
@@ -495,9 +497,11 @@ impl Handler<Unregister> for SessionRegistry {
         };
         if let Some(user) = &entry.user {
             let now = std::time::Instant::now();
-            if self.recent.len() >= MAX_RECENT {
+            // Swept once a window (so it holds at most two windows of disconnects), or when full.
+            if self.recent.len() >= MAX_RECENT || self.sweep_recent_at.is_none_or(|at| now >= at) {
                 self.recent
                     .retain(|_, at| now.duration_since(*at) < RECONNECT_WINDOW);
+                self.sweep_recent_at = Some(now + RECONNECT_WINDOW);
             }
             if self.recent.len() < MAX_RECENT {
                 self.recent
