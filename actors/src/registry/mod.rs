@@ -2,7 +2,10 @@
 //!
 //! Sessions are created on the HTTP worker that accepted them (spreading them over the
 //! workers' arbiters) and registered here before the handshake is answered, so a client's next
-//! request always finds its session. A node runs the registry on its first HTTP worker's
+//! request always finds its session. A socket that is on its websocket when it authenticates
+//! hands the registry its transport ([`DirectLink`]): single-frame deliveries are written straight
+//! into it (one hop, not two through the Session), and the registry bumps the session's
+//! shared `sent` counter for the connection log. A node runs the registry on its first HTTP worker's
 //! arbiter ([`SessionRegistry::deferred`]): with one worker (a one-core pod, or a node pinned
 //! to a core) a delivery never leaves that thread, and with more, only sessions on the other
 //! workers pay a thread hop. Once a socket authenticates, the registry indexes it by
@@ -15,6 +18,7 @@
 //! change and control action to the target's channel, so other nodes serve their own sockets.
 
 use std::collections::{HashMap as StdMap, HashSet as StdSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::dev::channel::{AddressReceiver, channel};
@@ -26,10 +30,10 @@ use bytestring::ByteString;
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
 
 use crate::bridge::{ClusterInbound, Publish, RedisBridge, RedisSettings, Subscribe, now_micros};
-use crate::metrics::MeteredAddr;
+use crate::metrics::{EventLabel, MeteredAddr, metrics};
 use crate::presence::{SocketPresence, Status, UserId};
-use crate::session::{Maintenance, Push, ServerDisconnect, Session, SetRooms, Shutdown};
-use crate::transport::{Outgoing, Sid};
+use crate::session::{Congested, Maintenance, Push, ServerDisconnect, Session, SetRooms, Shutdown};
+use crate::transport::{Outgoing, Sid, WsOut, WsOutbound};
 
 /// The registry's maps use a fast seeded hash: it hashes a user or room name on every delivery.
 type HashMap<K, V> = StdMap<K, V, foldhash::fast::RandomState>;
@@ -81,6 +85,16 @@ pub struct Authenticated {
     pub user: UserId,
     /// Rooms from the token.
     pub rooms: Vec<String>,
+    /// Its websocket, when deliveries may be written into it directly.
+    pub direct: Option<DirectLink>,
+}
+
+/// A session's websocket transport, written into directly by the registry.
+pub struct DirectLink {
+    /// The transport.
+    pub out: WsOut,
+    /// The session's count of pushed events (connection log).
+    pub sent: Arc<AtomicU32>,
 }
 
 /// Start or stop watching users' presence for a session.
@@ -237,6 +251,7 @@ struct Entry {
     user: Option<UserId>,
     rooms: HashSet<String>,
     watching: HashSet<String>,
+    direct: Option<DirectLink>,
 }
 
 /// The per-node registry of sessions (see the module docs).
@@ -301,13 +316,33 @@ impl SessionRegistry {
     }
 
     fn push(&self, sid: &Sid, frames: &Arc<[Outgoing]>, volatile: bool, event: &'static str) {
-        if let Some(entry) = self.sessions.get(sid) {
-            entry.addr.do_send(Push {
-                frames: frames.clone(),
-                volatile,
-                event,
-            });
+        let Some(entry) = self.sessions.get(sid) else {
+            return;
+        };
+        // Several frames (binary attachments) go through the Session: all or none may be queued.
+        if let (Some(direct), [frame]) = (&entry.direct, &frames[..]) {
+            match direct.out.try_send(WsOutbound::Frame(frame.clone())) {
+                Ok(()) => {
+                    direct.sent.fetch_add(1, Ordering::Relaxed);
+                    metrics()
+                        .messages_sent
+                        .get_or_create(&EventLabel { event_type: event })
+                        .inc();
+                }
+                Err(SendError::Full(_)) if volatile => {
+                    metrics().volatile_dropped.inc();
+                }
+                Err(SendError::Full(_)) => entry.addr.do_send(Congested),
+                // The transport has stopped; its session is closing on its own.
+                Err(SendError::Closed(_)) => {}
+            }
+            return;
         }
+        entry.addr.do_send(Push {
+            frames: frames.clone(),
+            volatile,
+            event,
+        });
     }
 
     fn join(&mut self, sid: &Sid, room: &str) -> bool {
@@ -483,6 +518,7 @@ impl Handler<Register> for SessionRegistry {
                 user: None,
                 rooms: HashSet::default(),
                 watching: HashSet::default(),
+                direct: None,
             },
         );
     }
@@ -567,6 +603,7 @@ impl Handler<Authenticated> for SessionRegistry {
             crate::metrics::metrics().reconnections.inc();
         }
         entry.user = Some(msg.user.clone());
+        entry.direct = msg.direct;
         entry.socket_id = msg.socket_id;
         entry.device = msg.device;
         if index_add(&mut self.users, &msg.user, &msg.sid)

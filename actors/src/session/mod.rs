@@ -28,8 +28,8 @@ use crate::transport::{
 };
 use product::UserState;
 pub use product::{
-    ErrorCode, HandshakeInfo, Maintenance, Product, ProductLimits, Push, ServerDisconnect,
-    SetRooms, Shutdown,
+    Congested, ErrorCode, HandshakeInfo, Maintenance, Product, ProductLimits, Push,
+    ServerDisconnect, SetRooms, Shutdown,
 };
 pub use socketio::SocketIoMode;
 use socketio::{Output, SocketIo, Violation};
@@ -153,7 +153,6 @@ pub struct Session {
     /// Product mode: the authenticated user, once CONNECT succeeded.
     user: Option<UserState>,
     /// Volatile frames dropped for a congested client.
-    dropped_volatile: u64,
     /// Product mode: the (user, socket) of a CONNECT waiting for presence to admit it; if the
     /// session ends first, the socket is withdrawn from presence again.
     admitting: Option<(crate::presence::UserId, String)>,
@@ -210,7 +209,6 @@ impl Session {
             product: app,
             handshake: init.handshake,
             user: None,
-            dropped_volatile: 0,
             admitting: None,
             transport_label: match init.transport {
                 InitialTransport::Polling => "polling",
@@ -271,7 +269,6 @@ impl Session {
         };
         if congested {
             if volatile {
-                self.dropped_volatile += 1;
                 metrics().volatile_dropped.inc();
             } else {
                 self.close(CloseReason::SlowClient, ctx);
@@ -716,4 +713,4 @@ impl crate::metrics::MeteredActor for Session {
 }
 
 crate::metered!(Session: AttachWebSocket, WsInbound, WsClosed, PollGet, PollPostStart, PollPostBody,
-    Push, ServerDisconnect, SetRooms, Maintenance, Shutdown);
+    Push, Congested, ServerDisconnect, SetRooms, Maintenance, Shutdown);

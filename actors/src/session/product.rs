@@ -6,6 +6,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -27,7 +28,9 @@ use crate::presence::{
 };
 use crate::ratelimit::TokenBucket;
 use crate::ratelimiter::{CheckMessage, RateLimiter};
-use crate::registry::{Authenticated, Deliver, SessionRegistry, Target, Watch, encode_event};
+use crate::registry::{
+    Authenticated, Deliver, DirectLink, SessionRegistry, Target, Watch, encode_event,
+};
 use crate::transport::{CloseReason, Outgoing, random_id};
 
 /// Longest a socket's token timer runs (ten years); later expiries are treated as this.
@@ -98,8 +101,9 @@ pub(super) struct UserState {
     bucket: TokenBucket,
     /// Application events received from the client (for the connection log).
     received: u32,
-    /// Application events pushed to the client (for the connection log).
-    sent: u32,
+    /// Application events pushed to the client (for the connection log); the registry counts
+    /// the deliveries it writes straight into this socket's websocket.
+    sent: Arc<AtomicU32>,
     /// When the socket was admitted (connection duration metric).
     since: Instant,
     /// `message:send` events waiting for the one in flight.
@@ -121,6 +125,12 @@ pub struct Push {
     /// The event name (metrics label).
     pub event: &'static str,
 }
+
+/// A delivery the registry tried to write straight into this socket's websocket found its
+/// queue full: the client is too slow for a message that may not be dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Congested;
 
 /// The application disconnects this socket (server API).
 #[derive(Message)]
@@ -333,12 +343,24 @@ impl Session {
             user_agent: self.handshake.user_agent.clone(),
             connected_at: std::time::SystemTime::now(),
         });
+        let sent = Arc::new(AtomicU32::new(0));
+        // Only a socket already on its websocket: after a later upgrade a direct delivery could
+        // overtake Pushes still waiting in this session's mailbox.
+        let direct = match &self.transport {
+            super::Transport::WebSocket(link) => Some(DirectLink {
+                out: link.out.clone(),
+                sent: sent.clone(),
+            }),
+            _ => None,
+        };
+        // After the `authenticated` event above: nothing delivered here can overtake it.
         product.registry.do_send(Authenticated {
             sid: self.sid.clone(),
             socket_id: socket_id.clone(),
             device,
             user: user.clone(),
             rooms: identity.rooms.clone(),
+            direct,
         });
         let expires_in = identity
             .expires_at
@@ -357,7 +379,7 @@ impl Session {
                 Instant::now(),
             ),
             received: 0,
-            sent: 0,
+            sent,
             since: Instant::now(),
             sends: VecDeque::new(),
             sending: false,
@@ -401,7 +423,7 @@ impl Session {
                 reason = reason.as_str(),
                 duration = user.since.elapsed().as_millis() as u64,
                 messagesReceived = user.received,
-                messagesSent = user.sent,
+                messagesSent = user.sent.load(Ordering::Relaxed),
                 "socket disconnected"
             );
             let m = metrics();
@@ -412,7 +434,7 @@ impl Session {
             product.journal.do_send(ConnectionClosed {
                 socket_id: user.socket_id.clone(),
                 reason: reason.as_str().to_string(),
-                messages_sent: user.sent,
+                messages_sent: user.sent.load(Ordering::Relaxed),
                 messages_received: user.received,
                 disconnected_at: std::time::SystemTime::now(),
             });
@@ -845,8 +867,8 @@ impl Handler<Push> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) {
-        if let Some(user) = &mut self.user {
-            user.sent = user.sent.saturating_add(1);
+        if let Some(user) = &self.user {
+            user.sent.fetch_add(1, Ordering::Relaxed);
         }
         metrics()
             .messages_sent
@@ -857,6 +879,14 @@ impl Handler<Push> for Session {
         for frame in msg.frames.iter() {
             self.send_frame(frame.clone(), msg.volatile, ctx);
         }
+    }
+}
+
+impl Handler<Congested> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Congested, ctx: &mut Context<Self>) {
+        self.close(CloseReason::SlowClient, ctx);
     }
 }
 
