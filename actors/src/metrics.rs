@@ -572,6 +572,14 @@ impl<M> Metered<M> {
     }
 }
 
+/// Count one event pushed to a client (`socket_messages_sent_total{event_type}`).
+pub fn message_sent(event_type: &'static str) {
+    metrics()
+        .messages_sent
+        .get_or_create(&EventLabel { event_type })
+        .inc();
+}
+
 /// Count one Redis command (`redis_commands_total{command}`).
 pub fn redis_command(command: &'static str) {
     metrics()

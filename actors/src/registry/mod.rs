@@ -2,15 +2,17 @@
 //!
 //! Sessions are created on the HTTP worker that accepted them (spreading them over the
 //! workers' arbiters) and registered here before the handshake is answered, so a client's next
-//! request always finds its session. A socket that is on its websocket when it authenticates
-//! hands the registry its transport ([`DirectLink`]): single-frame deliveries are written straight
-//! into it (one hop, not two through the Session), and the registry bumps the session's
-//! shared `sent` counter for the connection log. A node runs the registry on its first HTTP worker's
+//! request always finds its session. A node runs the registry on its first HTTP worker's
 //! arbiter ([`SessionRegistry::deferred`]): with one worker (a one-core pod, or a node pinned
 //! to a core) a delivery never leaves that thread, and with more, only sessions on the other
-//! workers pay a thread hop. Once a socket authenticates, the registry indexes it by
-//! user and room, and by the users it watches for presence. A delivery is encoded once by the
-//! sender and the same frames go to every target session.
+//! workers pay a thread hop.
+//!
+//! Once a socket authenticates, the registry indexes it by user and room, and by the users it
+//! watches for presence. A delivery is encoded once by the sender and the same frames go to
+//! every target session. A socket already on its websocket when it authenticates hands the
+//! registry its transport ([`DirectLink`]): single-frame deliveries are written straight into it
+//! (one hop, not two through the Session), and the registry bumps the session's `sent` counter
+//! (an atomic shared with it, for the connection log).
 //!
 //! In cluster mode the registry also tells the RedisBridge which channels the node needs (a
 //! user's channel while it holds one of the user's sockets, a room's while it holds a member, a
@@ -30,7 +32,7 @@ use bytestring::ByteString;
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
 
 use crate::bridge::{ClusterInbound, Publish, RedisBridge, RedisSettings, Subscribe, now_micros};
-use crate::metrics::{EventLabel, MeteredAddr, metrics};
+use crate::metrics::{MeteredAddr, metrics};
 use crate::presence::{SocketPresence, Status, UserId};
 use crate::session::{Congested, Maintenance, Push, ServerDisconnect, Session, SetRooms, Shutdown};
 use crate::transport::{Outgoing, Sid, WsOut, WsOutbound};
@@ -280,12 +282,11 @@ const MAILBOX: usize = 4096;
 pub struct DeferredRegistry(Mutex<Option<AddressReceiver<SessionRegistry>>>);
 
 impl DeferredRegistry {
-    /// Start the registry on the current arbiter if it has not started yet; true if this did.
-    pub fn start_here(&self) -> bool {
-        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(rx) = rx else { return false };
-        Context::with_receiver(rx).run(SessionRegistry::default());
-        true
+    /// Start the registry on the current arbiter, unless an earlier call started it.
+    pub fn start_here(&self) {
+        if let Some(rx) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Context::with_receiver(rx).run(SessionRegistry::default());
+        }
     }
 }
 
@@ -324,10 +325,7 @@ impl SessionRegistry {
             match direct.out.try_send(WsOutbound::Frame(frame.clone())) {
                 Ok(()) => {
                     direct.sent.fetch_add(1, Ordering::Relaxed);
-                    metrics()
-                        .messages_sent
-                        .get_or_create(&EventLabel { event_type: event })
-                        .inc();
+                    crate::metrics::message_sent(event);
                 }
                 Err(SendError::Full(_)) if volatile => {
                     metrics().volatile_dropped.inc();

@@ -152,7 +152,6 @@ pub struct Session {
     handshake: HandshakeInfo,
     /// Product mode: the authenticated user, once CONNECT succeeded.
     user: Option<UserState>,
-    /// Volatile frames dropped for a congested client.
     /// Product mode: the (user, socket) of a CONNECT waiting for presence to admit it; if the
     /// session ends first, the socket is withdrawn from presence again.
     admitting: Option<(crate::presence::UserId, String)>,

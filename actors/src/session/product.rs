@@ -446,12 +446,7 @@ impl Session {
     }
 
     fn send_event(&mut self, event: &str, data: Value, ctx: &mut Context<Self>) {
-        metrics()
-            .messages_sent
-            .get_or_create(&EventLabel {
-                event_type: event_label(event),
-            })
-            .inc();
+        crate::metrics::message_sent(event_label(event));
         self.send_sio(&Packet::event("/", event, vec![data]), ctx);
     }
 
@@ -870,12 +865,7 @@ impl Handler<Push> for Session {
         if let Some(user) = &self.user {
             user.sent.fetch_add(1, Ordering::Relaxed);
         }
-        metrics()
-            .messages_sent
-            .get_or_create(&EventLabel {
-                event_type: msg.event,
-            })
-            .inc();
+        crate::metrics::message_sent(msg.event);
         for frame in msg.frames.iter() {
             self.send_frame(frame.clone(), msg.volatile, ctx);
         }
