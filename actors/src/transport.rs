@@ -1,7 +1,9 @@
 //! What travels between a [`Session`](crate::Session) and the transports that carry its frames.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -192,29 +194,127 @@ pub enum WsOutbound {
     },
 }
 
-/// Where a Session writes to its websocket transport (mailbox-metered as `ws_transport`).
+/// Where a Session (and the registry, for direct deliveries) write to a websocket transport.
+///
+/// A bounded queue rather than an actor mailbox: the transport is a plain task, and an idle
+/// queue costs no allocation. Items are [`Metered`] as `ws_transport`, like a mailbox.
 #[derive(Clone)]
-pub struct WsOut(Recipient<Metered<WsOutbound>>);
+pub struct WsOut {
+    queue: Arc<OutQueue>,
+    bound: usize,
+}
+
+/// The transport's end of a [`WsOut`] queue; dropping it closes the queue.
+pub struct WsOutReceiver {
+    queue: Arc<OutQueue>,
+}
+
+struct OutQueue {
+    state: Mutex<OutState>,
+}
+
+struct OutState {
+    items: VecDeque<Metered<WsOutbound>>,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+/// A queue for one websocket transport that `try_send` keeps to `bound` frames.
+pub fn ws_out(bound: usize) -> (WsOut, WsOutReceiver) {
+    let queue = Arc::new(OutQueue {
+        state: Mutex::new(OutState {
+            items: VecDeque::new(),
+            waker: None,
+            closed: false,
+        }),
+    });
+    (
+        WsOut {
+            queue: queue.clone(),
+            bound: bound.max(1),
+        },
+        WsOutReceiver { queue },
+    )
+}
+
+impl OutQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        // A panic while holding this lock cannot leave the queue inconsistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl WsOut {
-    /// Wrap the transport actor's recipient.
-    pub fn new(recipient: Recipient<Metered<WsOutbound>>) -> Self {
-        WsOut(recipient)
+    fn push(&self, msg: WsOutbound, bounded: bool) -> Result<(), SendError<WsOutbound>> {
+        let msg = Metered::new("ws_transport", msg);
+        let waker = {
+            let mut state = self.queue.lock();
+            if state.closed {
+                return Err(SendError::Closed(msg.msg));
+            }
+            if bounded && state.items.len() >= self.bound {
+                return Err(SendError::Full(msg.msg));
+            }
+            state.items.push_back(msg);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
     }
 
-    /// Send regardless of the mailbox bound (close frames).
+    /// Send regardless of the bound (close frames).
     pub fn do_send(&self, msg: WsOutbound) {
-        self.0.do_send(Metered::new("ws_transport", msg));
+        let _ = self.push(msg, false);
     }
 
-    /// Send unless the transport's mailbox is full (a client that does not read).
+    /// Send unless the queue is full (a client that does not read) or the transport is gone.
     pub fn try_send(&self, msg: WsOutbound) -> Result<(), SendError<WsOutbound>> {
-        self.0
-            .try_send(Metered::new("ws_transport", msg))
-            .map_err(|err| match err {
-                SendError::Full(m) => SendError::Full(m.msg),
-                SendError::Closed(m) => SendError::Closed(m.msg),
-            })
+        self.push(msg, true)
+    }
+}
+
+impl WsOutReceiver {
+    /// Move every queued item into `into` (which should be empty), or wait for one.
+    pub fn poll_take(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        into: &mut VecDeque<Metered<WsOutbound>>,
+    ) -> std::task::Poll<()> {
+        let mut state = self.queue.lock();
+        if state.items.is_empty() {
+            if !state
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                state.waker = Some(cx.waker().clone());
+            }
+            return std::task::Poll::Pending;
+        }
+        // Swapping keeps both buffers' capacity: no allocation per batch.
+        std::mem::swap(&mut state.items, into);
+        std::task::Poll::Ready(())
+    }
+}
+
+impl WsOutReceiver {
+    /// Refuse further frames and drop the queued ones (the transport has ended).
+    pub fn close(&self) {
+        let items = {
+            let mut state = self.queue.lock();
+            state.closed = true;
+            state.waker = None;
+            std::mem::take(&mut state.items)
+        };
+        drop(items);
+    }
+}
+
+impl Drop for WsOutReceiver {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

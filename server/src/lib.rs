@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::{App, HttpRequest, HttpServer, web};
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::AppConfig;
+use actix_web::{App, HttpRequest, web};
 use switchboard_actors::SessionRegistry;
 use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
 use switchboard_actors::bridge::{self, RedisBridge, RedisSettings};
@@ -226,7 +229,19 @@ pub async fn run(
 
     let drain_budget = Duration::from_secs(config.drain_secs.max(1));
     let drain_state = state.clone();
-    let mut server = HttpServer::new(move || {
+    let local_addr = listener.local_addr()?;
+    let mut server = actix_server::Server::build()
+        // Long-lived sockets: the default 25k per worker is too low for a realtime node.
+        .max_concurrent_connections(100_000)
+        // The drain below closes sockets itself (with Close frames); actix only gets a short grace.
+        .disable_signals()
+        .shutdown_timeout(5);
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    // HttpServer's wiring, plus the upgrade hook it does not expose: a websocket handshake is
+    // answered by `engineio::upgrade`, which takes the TCP stream from the HTTP dispatcher.
+    let server = server.listen("switchboard", listener, move || {
         registry_start.start_here();
         let app = App::new()
             .wrap(TracingLogger::<logging::AccessSpan>::new())
@@ -235,24 +250,29 @@ pub async fn run(
             .configure(api::routes)
             .configure(metrics::routes)
             .service(web::resource(["/socket.io", "/socket.io/"]).to(socket_io));
-        if conformance {
+        let app = if conformance {
             app.service(web::resource(["/engine.io", "/engine.io/"]).to(engine_io))
         } else {
             app
-        }
-    })
-    // Realtime frames are small and latency-bound: Nagle's algorithm would hold them for up to
-    // ~40 ms (measured in bench/: p99 27.5 → 1.9 ms at 5k msg/s).
-    .tcp_nodelay(true)
-    // Long-lived sockets: the default 25k per worker is too low for a realtime node.
-    .max_connections(100_000)
-    // The drain below closes sockets itself (with Close frames); actix only gets a short grace.
-    .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?;
-    if let Some(workers) = config.workers {
-        server = server.workers(workers);
-    }
+        };
+        let upgrade_state = state.clone();
+        HttpService::build()
+            // Realtime frames are small and latency-bound: Nagle's algorithm would hold them for
+            // up to ~40 ms (measured in bench/: p99 27.5 → 1.9 ms at 5k msg/s).
+            .tcp_nodelay(true)
+            .client_request_timeout(Duration::from_secs(5))
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .local_addr(local_addr)
+            .upgrade(fn_service(move |(req, framed)| {
+                engineio::upgrade(req, framed, upgrade_state.clone())
+            }))
+            .h1(map_config(
+                app.into_factory()
+                    .map_err(|err: actix_web::Error| err.error_response()),
+                |_| AppConfig::default(),
+            ))
+            .tcp()
+    })?;
     let server = server.run();
     let handle = server.handle();
     actix::spawn(async move {

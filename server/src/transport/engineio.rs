@@ -1,16 +1,19 @@
 //! HTTP side of Engine.IO: query validation, handshakes, long-polling GET/POST and the websocket
-//! upgrade. Every protocol error is mapped to its HTTP response in [`EioError::response`] only.
+//! handshake. Every protocol error is mapped to its HTTP response in [`EioError::response`] only.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::http::header::{self, HeaderValue};
+use actix_codec::Framed;
+use actix_http::body::BodySize;
+use actix_http::{ConnectionType, Request, RequestHead, Response, h1, ws};
+use actix_rt::net::TcpStream;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_web_actors::ws as actix_ws;
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use switchboard_actors::metrics::MeteredAddr;
 use switchboard_actors::registry::{Lookup, Register};
 use switchboard_actors::session::{
@@ -19,6 +22,7 @@ use switchboard_actors::session::{
 use switchboard_actors::transport::{PollError, PollGet, PollPostBody, PollPostStart, Sid};
 use switchboard_protocol::engineio::{ErrorCode, PROTOCOL};
 use tokio::sync::oneshot;
+use tracing::debug;
 
 use super::ws::WsTransport;
 use crate::AppState;
@@ -89,25 +93,26 @@ enum TransportName {
     WebSocket,
 }
 
-/// Route `/socket.io/` (or `/engine.io/`) requests for sessions of `kind`.
+/// Route `/socket.io/` (or `/engine.io/`) requests for sessions of `kind`. Websocket
+/// handshakes do not come here: they are answered by [`upgrade`].
 pub async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
     kind: SessionKind,
 ) -> HttpResponse {
-    let origin_ok = state.cors.allows(&req);
+    let origin_ok = state.cors.allows(req.headers());
     let mut response = if !origin_ok {
         EioError::Coded(ErrorCode::Forbidden).response()
     } else if req.method() == Method::OPTIONS {
-        state.cors.preflight(&req)
+        state.cors.preflight(req.headers())
     } else {
         serve(&req, payload, &state, kind)
             .await
             .unwrap_or_else(EioError::response)
     };
     if origin_ok {
-        state.cors.decorate(&req, &mut response);
+        state.cors.decorate(req.headers(), response.headers_mut());
     }
     response
 }
@@ -118,7 +123,29 @@ async fn serve(
     state: &AppState,
     kind: SessionKind,
 ) -> Result<HttpResponse, EioError> {
-    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+    let (query, transport) = parse_query(req.head())?;
+    if transport == TransportName::WebSocket {
+        // A websocket handshake with its upgrade headers goes to `upgrade`, not here.
+        return Err(EioError::Coded(ErrorCode::BadRequest));
+    }
+    let session = match query.get("sid") {
+        Some(sid) => lookup(state, sid).await?,
+        None => {
+            let session = open_session(req.head(), &query, state, kind, transport).await?;
+            // The session queued its open packet: the first GET carries it.
+            return poll_get(&session).await;
+        }
+    };
+    match *req.method() {
+        Method::GET => poll_get(&session).await,
+        Method::POST => poll_post(req, payload, state, &session).await,
+        _ => Err(EioError::Coded(ErrorCode::BadRequest)),
+    }
+}
+
+/// The transport and query of an Engine.IO request, if its query is valid.
+fn parse_query(head: &RequestHead) -> Result<(HashMap<String, String>, TransportName), EioError> {
+    let query = web::Query::<HashMap<String, String>>::from_query(head.uri.query().unwrap_or(""))
         .map_err(|_| EioError::Coded(ErrorCode::BadRequest))?
         .into_inner();
     let transport = match query.get("transport").map(String::as_str) {
@@ -129,72 +156,60 @@ async fn serve(
     if query.get("EIO").map(String::as_str) != Some(PROTOCOL) {
         return Err(EioError::Coded(ErrorCode::UnsupportedProtocolVersion));
     }
-    let is_upgrade = is_websocket_upgrade(req);
-    if transport == TransportName::WebSocket && !is_upgrade {
-        return Err(EioError::Coded(ErrorCode::BadRequest));
+    Ok((query, transport))
+}
+
+/// The running session `sid` names.
+async fn lookup(state: &AppState, sid: &str) -> Result<MeteredAddr<Session>, EioError> {
+    state
+        .registry
+        .send(Lookup {
+            sid: Sid::from(sid),
+        })
+        .await?
+        .ok_or(EioError::Coded(ErrorCode::UnknownSid))
+}
+
+/// Start and register a session for a handshake request (one without a sid).
+async fn open_session(
+    head: &RequestHead,
+    query: &HashMap<String, String>,
+    state: &AppState,
+    kind: SessionKind,
+    transport: TransportName,
+) -> Result<MeteredAddr<Session>, EioError> {
+    if head.method != Method::GET {
+        return Err(EioError::Coded(ErrorCode::BadHandshakeMethod));
     }
-    match query.get("sid") {
-        Some(sid) => {
-            let session = state
-                .registry
-                .send(Lookup {
-                    sid: Sid::from(sid.as_str()),
-                })
-                .await?
-                .ok_or(EioError::Coded(ErrorCode::UnknownSid))?;
-            match transport {
-                TransportName::WebSocket => start_websocket(req, payload, state, session, true),
-                TransportName::Polling if req.method() == Method::GET => poll_get(&session).await,
-                TransportName::Polling if req.method() == Method::POST => {
-                    poll_post(req, payload, state, &session).await
-                }
-                TransportName::Polling => Err(EioError::Coded(ErrorCode::BadRequest)),
-            }
-        }
-        None => {
-            if req.method() != Method::GET {
-                return Err(EioError::Coded(ErrorCode::BadHandshakeMethod));
-            }
-            if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(EioError::Draining);
-            }
-            // A websocket handshake that cannot succeed must not leave a session behind.
-            if transport == TransportName::WebSocket && actix_ws::handshake(req).is_err() {
-                return Err(EioError::Coded(ErrorCode::BadRequest));
-            }
-            let initial = match transport {
-                TransportName::Polling => InitialTransport::Polling,
-                TransportName::WebSocket => InitialTransport::WebSocket,
-            };
-            let sid = Sid::random();
-            let session = Session::start_with(SessionInit {
-                sid: sid.clone(),
-                config: state.session.clone(),
-                registry: state.registry.clone(),
-                kind,
-                transport: initial,
-                handshake: handshake_info(req, &query),
-            });
-            state
-                .registry
-                .send(Register {
-                    sid,
-                    addr: session.clone(),
-                })
-                .await?;
-            match transport {
-                // The session queued its open packet: the first GET carries it.
-                TransportName::Polling => poll_get(&session).await,
-                TransportName::WebSocket => start_websocket(req, payload, state, session, false),
-            }
-        }
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(EioError::Draining);
     }
+    let sid = Sid::random();
+    let session = Session::start_with(SessionInit {
+        sid: sid.clone(),
+        config: state.session.clone(),
+        registry: state.registry.clone(),
+        kind,
+        transport: match transport {
+            TransportName::Polling => InitialTransport::Polling,
+            TransportName::WebSocket => InitialTransport::WebSocket,
+        },
+        handshake: handshake_info(head, query),
+    });
+    state
+        .registry
+        .send(Register {
+            sid,
+            addr: session.clone(),
+        })
+        .await?;
+    Ok(session)
 }
 
 /// What the handshake request says about the client (for auth and logs).
-fn handshake_info(req: &HttpRequest, query: &HashMap<String, String>) -> HandshakeInfo {
+fn handshake_info(head: &RequestHead, query: &HashMap<String, String>) -> HandshakeInfo {
     let header = |name: &str| {
-        req.headers()
+        head.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
@@ -211,34 +226,88 @@ fn handshake_info(req: &HttpRequest, query: &HashMap<String, String>) -> Handsha
         device_id: header("x-device-id"),
         platform: header("x-platform"),
         user_agent: header("user-agent"),
-        remote_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        remote_addr: head.peer_addr.map(|a| a.ip().to_string()),
     }
 }
 
-fn is_websocket_upgrade(req: &HttpRequest) -> bool {
-    req.headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+/// Answer a request that asks for a websocket (any request with `Upgrade: websocket`): the
+/// Engine.IO websocket handshake, after which the TCP stream is handed to a [`WsTransport`]
+/// task. The HTTP dispatcher and its buffers are gone by then (see the ws module docs).
+pub async fn upgrade(
+    req: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+    state: web::Data<AppState>,
+) -> Result<(), actix_web::Error> {
+    let head = req.head();
+    let kind = match head.uri.path() {
+        "/socket.io" | "/socket.io/" => Some(state.kind.clone()),
+        "/engine.io" | "/engine.io/" if matches!(state.kind, SessionKind::Conformance) => {
+            Some(SessionKind::EngineEcho)
+        }
+        _ => None,
+    };
+    let origin_ok = state.cors.allows(head.headers());
+    let accepted = match kind {
+        None => Err(HttpResponse::NotFound().finish()),
+        Some(_) if !origin_ok => Err(EioError::Coded(ErrorCode::Forbidden).response()),
+        Some(kind) => open_websocket(head, &state, kind)
+            .await
+            .map_err(EioError::response),
+    };
+    let (session, upgrading) = match accepted {
+        Ok(accepted) => accepted,
+        Err(mut response) => {
+            if origin_ok {
+                state.cors.decorate(head.headers(), response.headers_mut());
+            }
+            debug!(path = head.uri.path(), status = %response.status(), "websocket handshake refused");
+            let (mut res, body) = Response::from(response).into_parts();
+            let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
+            res.head_mut().set_connection_type(ConnectionType::Close);
+            framed
+                .send(h1::Message::Item((res, BodySize::Sized(body.len() as u64))))
+                .await?;
+            framed.send(h1::Message::Chunk(Some(body))).await?;
+            framed.send(h1::Message::Chunk(None)).await?;
+            return Ok(());
+        }
+    };
+    let (res, _) = ws::handshake_response(head).finish().into_parts();
+    // On failure the Session's websocket never attaches: its handshake timeout ends it.
+    framed
+        .send(h1::Message::Item((res, BodySize::None)))
+        .await?;
+    let parts = framed.into_parts();
+    let session_config = &state.session;
+    actix_rt::spawn(WsTransport::serve(
+        parts.io,
+        parts.read_buf,
+        session,
+        upgrading,
+        session_config.max_payload,
+        session_config.max_buffered_frames,
+    ));
+    Ok(())
 }
 
-fn start_websocket(
-    req: &HttpRequest,
-    payload: web::Payload,
+/// The session a valid websocket handshake attaches to, and whether it upgrades from polling.
+async fn open_websocket(
+    head: &RequestHead,
     state: &AppState,
-    session: MeteredAddr<Session>,
-    upgrade: bool,
-) -> Result<HttpResponse, EioError> {
-    let transport = WsTransport::new(
-        session,
-        upgrade,
-        state.session.max_payload,
-        state.session.max_buffered_frames,
-    );
-    actix_ws::WsResponseBuilder::new(transport, req, payload)
-        .frame_size(state.session.max_payload)
-        .start()
-        .map_err(|_| EioError::Coded(ErrorCode::BadRequest))
+    kind: SessionKind,
+) -> Result<(MeteredAddr<Session>, bool), EioError> {
+    let (query, transport) = parse_query(head)?;
+    // A websocket handshake that cannot succeed must not leave a session behind.
+    if transport != TransportName::WebSocket || ws::verify_handshake(head).is_err() {
+        return Err(EioError::Coded(ErrorCode::BadRequest));
+    }
+    match query.get("sid") {
+        Some(sid) => Ok((lookup(state, sid).await?, true)),
+        None => Ok((
+            open_session(head, &query, state, kind, transport).await?,
+            false,
+        )),
+    }
 }
 
 async fn poll_get(session: &MeteredAddr<Session>) -> Result<HttpResponse, EioError> {
@@ -307,8 +376,8 @@ impl Cors {
     }
 
     /// Requests without an Origin (non-browser clients) are always allowed.
-    pub fn allows(&self, req: &HttpRequest) -> bool {
-        match (&self.allowed, req.headers().get(header::ORIGIN)) {
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        match (&self.allowed, headers.get(header::ORIGIN)) {
             (Some(list), Some(origin)) => origin
                 .to_str()
                 .is_ok_and(|o| list.iter().any(|allowed| allowed == o)),
@@ -317,35 +386,34 @@ impl Cors {
     }
 
     /// Answer a preflight request.
-    pub fn preflight(&self, req: &HttpRequest) -> HttpResponse {
+    pub fn preflight(&self, headers: &HeaderMap) -> HttpResponse {
         let mut res = HttpResponse::NoContent();
         res.insert_header((
             header::ACCESS_CONTROL_ALLOW_METHODS,
             "GET,HEAD,PUT,PATCH,POST,DELETE",
         ));
-        if let Some(h) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        if let Some(h) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
             res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone()));
         }
         res.finish()
     }
 
-    /// Add the CORS headers to a response for an allowed request.
-    pub fn decorate(&self, req: &HttpRequest, res: &mut HttpResponse) {
-        let headers = res.headers_mut();
-        match (&self.allowed, req.headers().get(header::ORIGIN)) {
+    /// Add the CORS headers to the response to an allowed request.
+    pub fn decorate(&self, request: &HeaderMap, response: &mut HeaderMap) {
+        match (&self.allowed, request.get(header::ORIGIN)) {
             (None, _) => {
-                headers.insert(
+                response.insert(
                     header::ACCESS_CONTROL_ALLOW_ORIGIN,
                     HeaderValue::from_static("*"),
                 );
             }
             (Some(_), Some(origin)) => {
-                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-                headers.insert(
+                response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                response.insert(
                     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                     HeaderValue::from_static("true"),
                 );
-                headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+                response.insert(header::VARY, HeaderValue::from_static("Origin"));
             }
             (Some(_), None) => {}
         }

@@ -1,71 +1,310 @@
-//! The websocket transport: a thin actix-web-actors actor that moves frames between a client's
-//! websocket and its Session.
+//! The websocket transport: one task per client websocket that owns the TCP stream and moves
+//! frames between it and the Session.
 //!
-//! It owns no session state. The Session bounds what it hands over (`try_send` against this
-//! actor's small mailbox), because a client that stops reading freezes this actor (it is only
-//! polled when the HTTP dispatcher can write).
+//! It owns no session state. It is a task, not an actor, so that an idle websocket costs
+//! little: no read or write buffer is held between frames, and nothing of the HTTP dispatcher
+//! outlives the handshake. Frames to the client arrive on a bounded [`WsOut`] queue; while the
+//! client does not read, the task stops taking from it, so the queue fills and the writer
+//! sees a slow client. Metrics keep the `ws_transport` actor name.
 
-use actix::prelude::*;
-use actix_http::ws::Item;
-use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
-use bytes::{Bytes, BytesMut};
-use switchboard_actors::metrics::MeteredAddr;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::sync::OnceLock;
+use std::task::Poll;
+use std::time::Duration;
+
+use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, Message, ProtocolError};
+use actix_rt::net::TcpStream;
+use bytes::{Buf, Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
+use switchboard_actors::metrics::{self, Metered, MeteredAddr};
 use switchboard_actors::session::Session;
 use switchboard_actors::transport::{
-    AttachWebSocket, Outgoing, WsClosed, WsInbound, WsOut, WsOutbound, next_transport_id,
+    AttachWebSocket, Outgoing, WsClosed, WsInbound, WsOutReceiver, WsOutbound, next_transport_id,
+    ws_out,
 };
 use switchboard_protocol::engineio::Packet;
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
+
+/// Stop taking frames from the queue while this much is unwritten (the client is not reading).
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 4 * 1024;
+/// How long a closing websocket waits for its last bytes to drain and for the client's end.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// One client websocket (see the module docs).
 pub struct WsTransport {
     id: u64,
+    io: TcpStream,
+    codec: Codec,
+    /// Bytes read but not yet decoded; empty (unallocated) between frames.
+    read: BytesMut,
+    /// Bytes encoded but not yet written; empty (unallocated) when all is written.
+    write: BytesMut,
     session: MeteredAddr<Session>,
-    upgrade: bool,
+    queue: WsOutReceiver,
+    /// Frames taken from the queue and not yet encoded.
+    taken: VecDeque<Metered<WsOutbound>>,
     max_payload: usize,
-    mailbox: usize,
     /// A fragmented message being reassembled: (is text, bytes so far).
     fragments: Option<(bool, BytesMut)>,
-    /// Whether the websocket ended in error (reported to the session).
-    error: bool,
+}
+
+/// How the websocket ended.
+enum End {
+    /// A close handshake, the client going away, or the Session closing it.
+    Clean,
+    /// A protocol error: the client gets a Close frame with this code and reason.
+    Fail(CloseCode, String),
+}
+
+/// What woke the task.
+enum Ready {
+    Outbound,
+    Writable,
+    Readable,
 }
 
 impl WsTransport {
-    /// A transport for `session`; `upgrade` when it upgrades a polling session.
-    pub fn new(
+    /// Serve a websocket whose handshake was just answered; `read` holds any bytes the client
+    /// sent after its handshake. `upgrade` when it upgrades a polling session.
+    pub async fn serve(
+        io: TcpStream,
+        read: BytesMut,
         session: MeteredAddr<Session>,
         upgrade: bool,
         max_payload: usize,
         mailbox: usize,
-    ) -> Self {
-        WsTransport {
+    ) {
+        let (out, queue) = ws_out(mailbox);
+        let mut transport = WsTransport {
             id: next_transport_id(),
+            io,
+            codec: Codec::new().max_size(max_payload),
+            read,
+            write: BytesMut::new(),
             session,
-            upgrade,
+            queue,
+            taken: VecDeque::new(),
             max_payload,
-            mailbox,
             fragments: None,
-            error: false,
+        };
+        metrics::actor_started("ws_transport");
+        transport.session.do_send(AttachWebSocket {
+            id: transport.id,
+            out,
+            upgrade,
+        });
+        let error = match transport.run().await {
+            Ok(End::Clean) => false,
+            Ok(End::Fail(code, why)) => {
+                debug!(why, "closing websocket");
+                transport.encode(Message::Close(Some(CloseReason {
+                    code,
+                    description: Some(why),
+                })));
+                true
+            }
+            // The TCP connection failed (reset): the client is gone, like a clean end.
+            Err(err) => {
+                debug!(%err, "websocket i/o");
+                false
+            }
+        };
+        transport.queue.close();
+        transport.taken.clear();
+        // The Session hears of the end first: it must not wait for the linger below.
+        transport.session.do_send(WsClosed {
+            id: transport.id,
+            error,
+        });
+        metrics::actor_stopped("ws_transport");
+        let _ = tokio::time::timeout(CLOSE_LINGER, transport.linger()).await;
+    }
+
+    /// Move frames both ways until the websocket ends.
+    async fn run(&mut self) -> io::Result<End> {
+        // Frames the client sent right behind its handshake.
+        if !self.read.is_empty()
+            && let Some(end) = self.decode()
+        {
+            return Ok(end);
+        }
+        loop {
+            match self.ready().await? {
+                Ready::Outbound => {
+                    if self.encode_taken() {
+                        return Ok(End::Clean);
+                    }
+                    self.flush()?;
+                }
+                Ready::Writable => self.flush()?,
+                Ready::Readable => {
+                    if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+                        self.read.reserve(READ_CHUNK);
+                    }
+                    match self.io.try_read_buf(&mut self.read) {
+                        Ok(0) => return Ok(End::Clean),
+                        Ok(_) => {
+                            if let Some(end) = self.decode() {
+                                return Ok(end);
+                            }
+                            // Idle sockets hold no read buffer.
+                            if self.read.is_empty() {
+                                self.read = BytesMut::new();
+                            }
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                            // Readiness stays set after a read that got data, so the read
+                            // after it usually lands here: do not keep the buffer while idle.
+                            if self.read.is_empty() {
+                                self.read = BytesMut::new();
+                            }
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
         }
     }
 
-    fn fail(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, why: &str) {
-        debug!(why, "closing websocket");
-        self.error = true;
-        ctx.close(Some(CloseReason {
-            code,
-            description: Some(why.to_string()),
-        }));
-        ctx.stop();
+    /// Wait for frames to send, room to write, or bytes to read.
+    fn ready(&mut self) -> impl Future<Output = io::Result<Ready>> + '_ {
+        poll_fn(|cx| {
+            if self.write.len() < WRITE_HIGH_WATER
+                && (!self.taken.is_empty() || self.queue.poll_take(cx, &mut self.taken).is_ready())
+            {
+                return Poll::Ready(Ok(Ready::Outbound));
+            }
+            if !self.write.is_empty()
+                && let Poll::Ready(r) = self.io.poll_write_ready(cx)
+            {
+                return Poll::Ready(r.map(|()| Ready::Writable));
+            }
+            self.io
+                .poll_read_ready(cx)
+                .map(|r| r.map(|()| Ready::Readable))
+        })
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Encode taken frames until the write buffer is full; true once a Close is encoded.
+    fn encode_taken(&mut self) -> bool {
+        static COUNTER: OnceLock<Counter> = OnceLock::new();
+        let counter =
+            COUNTER.get_or_init(|| metrics::message_counter("ws_transport", "WsOutbound"));
+        while self.write.len() < WRITE_HIGH_WATER {
+            let Some(item) = self.taken.pop_front() else {
+                break;
+            };
+            let started = item.start("ws_transport", counter);
+            let close = match item.msg {
+                WsOutbound::Frame(Outgoing::Text(text)) => {
+                    self.encode(Message::Text(text));
+                    false
+                }
+                WsOutbound::Frame(Outgoing::Binary(data)) => {
+                    self.encode(Message::Binary(data));
+                    false
+                }
+                WsOutbound::Close { code, reason } => {
+                    self.encode(Message::Close(Some(CloseReason {
+                        code: CloseCode::from(code),
+                        description: Some(reason.to_string()),
+                    })));
+                    true
+                }
+            };
+            metrics::handled("ws_transport", started);
+            if close {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn encode(&mut self, msg: Message) {
+        use actix_codec::Encoder;
+        // Encoding into a BytesMut cannot fail for a server codec.
+        let _ = self.codec.encode(msg, &mut self.write);
+    }
+
+    /// Write what the socket takes now.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.write.is_empty() {
+            match self.io.try_write(&self.write) {
+                Ok(n) => self.write.advance(n),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) => return Err(err),
+            }
+        }
+        // Idle sockets hold no write buffer.
+        self.write = BytesMut::new();
+        Ok(())
+    }
+
+    /// Decode every whole frame read so far; `Some` when the websocket ends.
+    fn decode(&mut self) -> Option<End> {
+        use actix_codec::Decoder;
+        loop {
+            match self.codec.decode(&mut self.read) {
+                Ok(Some(frame)) => {
+                    if let Some(end) = self.on_frame(frame) {
+                        return Some(end);
+                    }
+                }
+                Ok(None) => return None,
+                Err(ProtocolError::Overflow) => {
+                    return Some(End::Fail(CloseCode::Size, "message too big".into()));
+                }
+                Err(err) => return Some(End::Fail(CloseCode::Protocol, err.to_string())),
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Option<End> {
+        match frame {
+            Frame::Text(_) | Frame::Binary(_) if self.fragments.is_some() => Some(End::Fail(
+                CloseCode::Protocol,
+                "data frame inside a fragmented message".into(),
+            )),
+            Frame::Text(data) => self.on_text(data),
+            Frame::Binary(data) => {
+                self.on_binary(data);
+                None
+            }
+            Frame::Continuation(item) => self.on_fragment(item),
+            Frame::Ping(data) => {
+                self.encode(Message::Pong(data));
+                None
+            }
+            Frame::Pong(_) => None,
+            Frame::Close(reason) => {
+                // Answer the close handshake with the client's own code.
+                self.encode(Message::Close(reason));
+                Some(End::Clean)
+            }
+        }
+    }
+
+    fn on_text(&mut self, data: Bytes) -> Option<End> {
+        let Ok(text) = std::str::from_utf8(&data) else {
+            return Some(End::Fail(CloseCode::Invalid, "invalid utf-8".into()));
+        };
         match Packet::decode_text(text) {
-            Ok(packet) => self.session.do_send(WsInbound {
-                id: self.id,
-                packet,
-            }),
-            Err(_) => self.fail(ctx, CloseCode::Protocol, "invalid engine.io packet"),
+            Ok(packet) => {
+                self.session.do_send(WsInbound {
+                    id: self.id,
+                    packet,
+                });
+                None
+            }
+            Err(_) => Some(End::Fail(
+                CloseCode::Protocol,
+                "invalid engine.io packet".into(),
+            )),
         }
     }
 
@@ -76,7 +315,7 @@ impl WsTransport {
         });
     }
 
-    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_fragment(&mut self, item: Item) -> Option<End> {
         let (first, text, chunk, last) = match item {
             Item::FirstText(b) => (true, true, b, false),
             Item::FirstBinary(b) => (true, false, b, false),
@@ -85,137 +324,63 @@ impl WsTransport {
         };
         if first {
             if self.fragments.is_some() {
-                return self.fail(
-                    ctx,
+                return Some(End::Fail(
                     CloseCode::Protocol,
-                    "new message inside a fragmented one",
-                );
+                    "new message inside a fragmented one".into(),
+                ));
             }
             self.fragments = Some((text, BytesMut::new()));
         }
         let Some((is_text, buf)) = self.fragments.as_mut() else {
-            return self.fail(
-                ctx,
+            return Some(End::Fail(
                 CloseCode::Protocol,
-                "continuation without a first frame",
-            );
+                "continuation without a first frame".into(),
+            ));
         };
         if buf.len() + chunk.len() > self.max_payload {
             self.fragments = None;
-            return self.fail(ctx, CloseCode::Size, "message too big");
+            return Some(End::Fail(CloseCode::Size, "message too big".into()));
         }
         buf.extend_from_slice(&chunk);
         if !last {
-            return;
+            return None;
         }
         let is_text = *is_text;
-        let Some((_, buf)) = self.fragments.take() else {
-            return;
-        };
+        let (_, buf) = self.fragments.take()?;
         let data = buf.freeze();
         if is_text {
-            match std::str::from_utf8(&data) {
-                Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.fail(ctx, CloseCode::Invalid, "invalid utf-8"),
-            }
+            self.on_text(data)
         } else {
             self.on_binary(data);
+            None
         }
     }
-}
 
-impl Actor for WsTransport {
-    type Context = ws::WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        switchboard_actors::metrics::actor_started("ws_transport");
-        // Bounded so that the Session's `try_send` fails fast for a client that stops reading.
-        ctx.set_mailbox_capacity(self.mailbox);
-        self.session.do_send(AttachWebSocket {
-            id: self.id,
-            out: WsOut::new(ctx.address().recipient()),
-            upgrade: self.upgrade,
-        });
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        switchboard_actors::metrics::actor_stopped("ws_transport");
-        self.session.do_send(WsClosed {
-            id: self.id,
-            error: self.error,
-        });
-    }
-}
-
-impl Handler<WsOutbound> for WsTransport {
-    type Result = ();
-
-    fn handle(&mut self, msg: WsOutbound, ctx: &mut Self::Context) {
-        match msg {
-            WsOutbound::Frame(Outgoing::Text(text)) => ctx.text(text),
-            WsOutbound::Frame(Outgoing::Binary(data)) => ctx.binary(data),
-            WsOutbound::Close { code, reason } => {
-                ctx.close(Some(CloseReason {
-                    code: CloseCode::from(code),
-                    description: Some(reason.to_string()),
-                }));
-                ctx.stop();
+    /// After the end: write what is left (the Close frame), half-close, and read until the
+    /// client closes too, so unread input does not turn our close into a reset.
+    async fn linger(&mut self) {
+        while !self.write.is_empty() {
+            if self.io.writable().await.is_err() || self.flush().is_err() {
+                return;
+            }
+        }
+        if self.io.shutdown().await.is_err() {
+            return;
+        }
+        // On the heap: a buffer here would be part of every connection's task.
+        let mut sink = BytesMut::new();
+        loop {
+            if self.io.readable().await.is_err() {
+                return;
+            }
+            sink.clear();
+            sink.reserve(1024);
+            match self.io.try_read_buf(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
             }
         }
     }
 }
-
-impl StreamHandler<Result<ws::Message, ProtocolError>> for WsTransport {
-    fn handle(&mut self, msg: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
-        match msg {
-            Ok(ws::Message::Text(text)) => {
-                if self.fragments.is_some() {
-                    return self.fail(
-                        ctx,
-                        CloseCode::Protocol,
-                        "text frame inside a fragmented message",
-                    );
-                }
-                self.on_text(&text, ctx)
-            }
-            Ok(ws::Message::Binary(data)) => {
-                if self.fragments.is_some() {
-                    return self.fail(
-                        ctx,
-                        CloseCode::Protocol,
-                        "binary frame inside a fragmented message",
-                    );
-                }
-                self.on_binary(data)
-            }
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(data)) => ctx.pong(&data),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Err(ProtocolError::Overflow) => self.fail(ctx, CloseCode::Size, "message too big"),
-            Err(ProtocolError::Io(err))
-                if err.to_string().to_ascii_lowercase().contains("utf-8") =>
-            {
-                self.fail(ctx, CloseCode::Invalid, "invalid utf-8")
-            }
-            Err(err) => {
-                let why = err.to_string();
-                self.fail(ctx, CloseCode::Protocol, &why)
-            }
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        // The TCP stream ended without a Close frame.
-        ctx.stop();
-    }
-}
-
-impl switchboard_actors::metrics::MeteredActor for WsTransport {
-    const NAME: &'static str = "ws_transport";
-}
-
-switchboard_actors::metered!(WsTransport: WsOutbound);
