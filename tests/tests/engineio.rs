@@ -199,6 +199,39 @@ async fn websocket_upgrade_with_bad_eio_is_rejected_before_101() {
     assert_eq!(health_sessions(node.addr()).await, 0);
 }
 
+#[tokio::test]
+async fn websocket_handshakes_elsewhere_are_refused_and_leave_nothing() {
+    let node = Node::start(CONFORMANCE).await;
+    let upgrade = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    // Every request with `Upgrade: websocket` is answered by the websocket handshake, whatever
+    // its path: other paths are not found, a polling request is a bad request.
+    let res = raw_request(node.addr(), upgrade("/health/live").as_bytes()).await;
+    assert_eq!(res.status, 404, "{res:?}");
+    let res = raw_request(
+        node.addr(),
+        upgrade("/socket.io/?EIO=4&transport=polling").as_bytes(),
+    )
+    .await;
+    res.assert_eio_error(400, 3, "Bad request");
+    // An upgrade without its Sec-WebSocket-Key cannot complete: refused before a session exists.
+    let res = raw_request(
+        node.addr(),
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\
+          Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    res.assert_eio_error(400, 3, "Bad request");
+    assert_eq!(health_sessions(node.addr()).await, 0);
+    // The node still answers websockets.
+    let (_ws, open) = ws_connect(node.addr()).await;
+    assert!(open["sid"].is_string(), "{open}");
+}
+
 // ----- polling ----------------------------------------------------------------------------------
 
 #[tokio::test]

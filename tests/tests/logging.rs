@@ -1,6 +1,6 @@
 //! Logs are JSON lines with request ids, and never contain a client's token.
 
-use switchboard_tests::{Node, http_get, http_get_with_headers};
+use switchboard_tests::{Node, Ws, http_get, http_get_with_headers, raw_request};
 
 const SECRET_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.never-log-this-signature";
 
@@ -56,6 +56,62 @@ async fn access_logs_carry_request_ids_and_no_tokens() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no access log lines:\n{logs}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn websocket_handshakes_log_one_access_event_without_the_token() {
+    let node = Node::start(&["--jwt-secret", "a-test-secret-of-at-least-32-bytes!!"]).await;
+    let addr = node.addr();
+    let mut ws = Ws::connect(
+        addr,
+        &format!("/socket.io/?EIO=4&transport=websocket&token={SECRET_TOKEN}"),
+    )
+    .await;
+    assert!(ws.recv_text().await.starts_with('0'), "open packet");
+    // A refused handshake (no EIO) is logged with its status, and the caller's request id.
+    let refused = raw_request(
+        addr,
+        b"GET /socket.io/?transport=websocket HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Request-Id: ws-req-7\r\n\r\n",
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let logs = node.logs();
+        let events: Vec<serde_json::Value> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "websocket upgrade")
+            .collect();
+        if events.len() >= 2 {
+            let status = |v: &serde_json::Value| v["http.status_code"].as_u64();
+            assert!(
+                events
+                    .iter()
+                    .any(|v| status(v) == Some(101) && v["http.path"] == "/socket.io/"),
+                "the accepted handshake is logged: {events:?}"
+            );
+            assert!(
+                events
+                    .iter()
+                    .any(|v| status(v) == Some(400) && v["request_id"] == "ws-req-7"),
+                "the refused handshake is logged with its request id: {events:?}"
+            );
+            assert!(
+                !logs.contains("never-log-this-signature") && !logs.contains("c2VjcmV0"),
+                "a token reached the logs:\n{logs}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no websocket access events:\n{logs}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

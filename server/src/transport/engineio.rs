@@ -22,7 +22,6 @@ use switchboard_actors::session::{
 use switchboard_actors::transport::{PollError, PollGet, PollPostBody, PollPostStart, Sid};
 use switchboard_protocol::engineio::{ErrorCode, PROTOCOL};
 use tokio::sync::oneshot;
-use tracing::debug;
 
 use super::ws::WsTransport;
 use crate::AppState;
@@ -260,7 +259,7 @@ pub async fn upgrade(
             if origin_ok {
                 state.cors.decorate(head.headers(), response.headers_mut());
             }
-            debug!(path = head.uri.path(), status = %response.status(), "websocket handshake refused");
+            crate::logging::websocket_access(head, response.status().as_u16());
             let (mut res, body) = Response::from(response).into_parts();
             let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
             res.head_mut().set_connection_type(ConnectionType::Close);
@@ -272,6 +271,7 @@ pub async fn upgrade(
             return Ok(());
         }
     };
+    crate::logging::websocket_access(head, StatusCode::SWITCHING_PROTOCOLS.as_u16());
     let (res, _) = ws::handshake_response(head).finish().into_parts();
     // On failure the Session's websocket never attaches: its handshake timeout ends it.
     framed
