@@ -574,10 +574,17 @@ impl<M> Metered<M> {
 
 /// Count one event pushed to a client (`socket_messages_sent_total{event_type}`).
 pub fn message_sent(event_type: &'static str) {
-    metrics()
-        .messages_sent
-        .get_or_create(&EventLabel { event_type })
-        .inc();
+    messages_sent(event_type, 1);
+}
+
+/// Count `n` pushes of one event (a fan-out counts once).
+pub fn messages_sent(event_type: &'static str, n: u64) {
+    if n > 0 {
+        metrics()
+            .messages_sent
+            .get_or_create(&EventLabel { event_type })
+            .inc_by(n);
+    }
 }
 
 /// Count one Redis command (`redis_commands_total{command}`).

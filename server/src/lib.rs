@@ -266,7 +266,8 @@ pub async fn run(
             .upgrade(fn_service(move |(req, framed)| {
                 engineio::upgrade(req, framed, upgrade_state.clone())
             }))
-            .h1(map_config(
+            // `finish` (not `h1`): its `tcp()` is the one that applies tcp_nodelay.
+            .finish(map_config(
                 app.into_factory()
                     .map_err(|err: actix_web::Error| err.error_response()),
                 |_| AppConfig::default(),

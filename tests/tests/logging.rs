@@ -26,39 +26,19 @@ async fn access_logs_carry_request_ids_and_no_tokens() {
     .await;
     assert_eq!(res.status, 200);
 
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let logs = node.logs();
-        let access: Vec<serde_json::Value> = logs
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["span"]["name"] == "HTTP request")
-            .collect();
-        if access.len() >= 2 {
-            assert!(
-                access
-                    .iter()
-                    .any(|v| v["span"]["request_id"] == "req-from-the-balancer-42"),
-                "the caller's X-Request-Id is adopted: {access:?}"
-            );
-            assert!(
-                access.iter().all(|v| v["span"]["request_id"]
-                    .as_str()
-                    .is_some_and(|id| !id.is_empty())),
-                "every request has an id"
-            );
-            assert!(
-                !logs.contains("never-log-this-signature") && !logs.contains("c2VjcmV0"),
-                "a token reached the logs:\n{logs}"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no access log lines:\n{logs}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let access = wait_for_log_lines(&node, 2, |v| v["span"]["name"] == "HTTP request").await;
+    assert!(
+        access
+            .iter()
+            .any(|v| v["span"]["request_id"] == "req-from-the-balancer-42"),
+        "the caller's X-Request-Id is adopted: {access:?}"
+    );
+    assert!(
+        access.iter().all(|v| v["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())),
+        "every request has an id"
+    );
 }
 
 #[tokio::test]
@@ -81,37 +61,47 @@ async fn websocket_handshakes_log_one_access_event_without_the_token() {
     .await;
     assert_eq!(refused.status, 400);
 
+    let events = wait_for_log_lines(&node, 2, |v| v["message"] == "websocket upgrade").await;
+    let status = |v: &serde_json::Value| v["http.status_code"].as_u64();
+    assert!(
+        events
+            .iter()
+            .any(|v| status(v) == Some(101) && v["http.path"] == "/socket.io/"),
+        "the accepted handshake is logged: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|v| status(v) == Some(400) && v["request_id"] == "ws-req-7"),
+        "the refused handshake is logged with its request id: {events:?}"
+    );
+}
+
+/// Wait until the node has logged `n` JSON lines that `keep` selects, and check that no token
+/// reached its logs.
+async fn wait_for_log_lines(
+    node: &Node,
+    n: usize,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let logs = node.logs();
-        let events: Vec<serde_json::Value> = logs
+        let lines: Vec<serde_json::Value> = logs
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["message"] == "websocket upgrade")
+            .filter(|v| keep(v))
             .collect();
-        if events.len() >= 2 {
-            let status = |v: &serde_json::Value| v["http.status_code"].as_u64();
-            assert!(
-                events
-                    .iter()
-                    .any(|v| status(v) == Some(101) && v["http.path"] == "/socket.io/"),
-                "the accepted handshake is logged: {events:?}"
-            );
-            assert!(
-                events
-                    .iter()
-                    .any(|v| status(v) == Some(400) && v["request_id"] == "ws-req-7"),
-                "the refused handshake is logged with its request id: {events:?}"
-            );
+        if lines.len() >= n {
             assert!(
                 !logs.contains("never-log-this-signature") && !logs.contains("c2VjcmV0"),
                 "a token reached the logs:\n{logs}"
             );
-            break;
+            return lines;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no websocket access events:\n{logs}"
+            "fewer than {n} of the expected log lines:\n{logs}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -316,16 +316,24 @@ impl SessionRegistry {
         }
     }
 
-    fn push(&self, sid: &Sid, frames: &Arc<[Outgoing]>, volatile: bool, event: &'static str) {
+    /// Hand `frames` to one session; true when they went straight to its websocket, which the
+    /// caller counts as sent (one counter update per fan-out, not per socket).
+    fn push(
+        &self,
+        sid: &Sid,
+        frames: &Arc<[Outgoing]>,
+        volatile: bool,
+        event: &'static str,
+    ) -> bool {
         let Some(entry) = self.sessions.get(sid) else {
-            return;
+            return false;
         };
         // Several frames (binary attachments) go through the Session: all or none may be queued.
         if let (Some(direct), [frame]) = (&entry.direct, &frames[..]) {
             match direct.out.try_send(WsOutbound::Frame(frame.clone())) {
                 Ok(()) => {
                     direct.sent.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::message_sent(event);
+                    return true;
                 }
                 Err(SendError::Full(_)) if volatile => {
                     metrics().volatile_dropped.inc();
@@ -334,13 +342,14 @@ impl SessionRegistry {
                 // The transport has stopped; its session is closing on its own.
                 Err(SendError::Closed(_)) => {}
             }
-            return;
+            return false;
         }
         entry.addr.do_send(Push {
             frames: frames.clone(),
             volatile,
             event,
         });
+        false
     }
 
     fn join(&mut self, sid: &Sid, room: &str) -> bool {
@@ -382,11 +391,13 @@ impl SessionRegistry {
         volatile: bool,
         event: &'static str,
     ) {
+        let mut sent = 0;
         self.each_target(target, |sid| {
-            if except != Some(sid) {
-                self.push(sid, frames, volatile, event);
+            if except != Some(sid) && self.push(sid, frames, volatile, event) {
+                sent += 1;
             }
         });
+        crate::metrics::messages_sent(event, sent);
     }
 
     fn notify_watchers(&self, user: &str, change: PresenceChange) {
@@ -402,9 +413,11 @@ impl SessionRegistry {
             ),
         };
         let frames = encode_event(event, data);
-        for sid in watchers {
-            self.push(sid, &frames, false, event);
-        }
+        let sent = watchers
+            .iter()
+            .filter(|sid| self.push(sid, &frames, false, event))
+            .count();
+        crate::metrics::messages_sent(event, sent as u64);
     }
 
     fn membership_local(&mut self, user: &str, room: &str, join: bool) -> usize {
