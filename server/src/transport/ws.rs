@@ -133,6 +133,10 @@ impl WsTransport {
         {
             return Ok(end);
         }
+        // The HTTP dispatcher's read buffer (8 KiB): not kept for a client that stays silent.
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
         loop {
             match self.ready().await? {
                 Ready::Outbound => {
