@@ -297,11 +297,10 @@ impl WsOutReceiver {
         std::mem::swap(&mut state.items, into);
         std::task::Poll::Ready(())
     }
-}
 
-impl WsOutReceiver {
     /// Refuse further frames and drop the queued ones (the transport has ended).
     pub fn close(&self) {
+        // Dropped after the lock is released: each item lowers a metrics gauge.
         let items = {
             let mut state = self.queue.lock();
             state.closed = true;

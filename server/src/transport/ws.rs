@@ -133,11 +133,13 @@ impl WsTransport {
         {
             return Ok(end);
         }
-        // The HTTP dispatcher's read buffer (8 KiB): not kept for a client that stays silent.
-        if self.read.is_empty() {
-            self.read = BytesMut::new();
-        }
         loop {
+            // Idle sockets hold no read buffer: not the HTTP dispatcher's (8 KiB), and not one
+            // reserved for a read that found nothing (readiness stays set after a read that got
+            // data, so the read after it usually returns WouldBlock).
+            if self.read.is_empty() && self.read.capacity() > 0 {
+                self.read = BytesMut::new();
+            }
             match self.ready().await? {
                 Ready::Outbound => {
                     if self.encode_taken() {
@@ -156,18 +158,8 @@ impl WsTransport {
                             if let Some(end) = self.decode() {
                                 return Ok(end);
                             }
-                            // Idle sockets hold no read buffer.
-                            if self.read.is_empty() {
-                                self.read = BytesMut::new();
-                            }
                         }
-                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                            // Readiness stays set after a read that got data, so the read
-                            // after it usually lands here: do not keep the buffer while idle.
-                            if self.read.is_empty() {
-                                self.read = BytesMut::new();
-                            }
-                        }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                         Err(err) => return Err(err),
                     }
                 }
