@@ -1,8 +1,5 @@
 //! The Journal against real databases: every scenario runs on a temporary SQLite file and on
-//! a throwaway PostgreSQL database (see `journal/db.rs`).
-
-#[path = "journal/db.rs"]
-mod db;
+//! a throwaway PostgreSQL database (see `switchboard_test_support::TestDb`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,27 +17,12 @@ use switchboard_actors::journal::{
     StoreMessage, StoredMessage, SyncMessages,
 };
 use switchboard_actors::presence::UserId;
-
-use db::{Backend, Proxy, TestDb};
-
-/// Run an async scenario once per backend, as `scenario::sqlite` and `scenario::postgres`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[actix::test]
-            async fn sqlite() {
-                super::$scenario(super::Backend::Sqlite).await;
-            }
-
-            #[actix::test]
-            async fn postgres() {
-                super::$scenario(super::Backend::Postgres).await;
-            }
-        }
-    )*};
-}
+use switchboard_test_support::{
+    Backend, TcpProxy, TestDb, on_both_backends, postgres_server_url, server_address, with_database,
+};
 
 on_both_backends!(
+    #[actix::test]
     migrations_go_up_down_and_up_again,
     concurrent_stores_share_transactions,
     sync_pages_through_both_directions_in_order,
@@ -564,10 +546,9 @@ async fn an_unreachable_database_fails_fast(backend: Backend) {
     let url = match backend {
         Backend::Sqlite => "sqlite:///nonexistent-directory/switchboard.db?mode=rwc".to_string(),
         // Nothing listens on port 1.
-        Backend::Postgres => db::with_database(
-            &db::postgres_server_url().replace(":5432", ":1"),
-            "switchboard",
-        ),
+        Backend::Postgres => {
+            with_database(&postgres_server_url().replace(":5432", ":1"), "switchboard")
+        }
     };
     let started = Instant::now();
     let err = Journal::connect(&url, config.clone()).await.err().unwrap();
@@ -588,15 +569,13 @@ async fn an_unreachable_database_fails_fast(backend: Backend) {
 #[actix::test]
 async fn postgres_outage_fails_stores_keeps_log_rows_and_recovers() {
     let test_db = TestDb::create(Backend::Postgres).await;
-    let server = db::postgres_server_url();
-    let mut proxy = Proxy::start(&server).await;
-    let name = test_db.url.rsplit('/').next().unwrap().to_string();
+    let mut proxy = TcpProxy::start(server_address(&test_db.url)).await;
     let config = JournalConfig {
         db_timeout: Duration::from_secs(1),
         flush_interval: Duration::from_millis(10),
         ..JournalConfig::default()
     };
-    let journal = Journal::connect(&proxy.url(&server, &name), config)
+    let journal = Journal::connect(&proxy.url(&test_db.url), config)
         .await
         .unwrap()
         .start();

@@ -12,7 +12,9 @@
 //! - [`Canary`]: a well-behaved Socket.IO client that keeps a session alive in the background so a
 //!   test can prove other sessions are unaffected by a misbehaving one.
 //!
-//! Every wait is bounded: a broken server makes a test fail, never hang.
+//! Every wait is bounded: a broken server makes a test fail, never hang. Fixtures the actor
+//! suites use too (throwaway databases, a TCP proxy, scratch directories) live in
+//! `switchboard-test-support`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::Value;
+use switchboard_test_support::ScratchDir;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -1151,35 +1154,6 @@ fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
     Some(((b0 & 0x0f, payload), pos + len))
 }
 
-/// A directory removed when dropped (a node's working directory).
-#[derive(Debug)]
-pub struct ScratchDir(pub PathBuf);
-
-impl ScratchDir {
-    /// A fresh, empty directory under the system temp dir.
-    pub fn new() -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("switchboard-test-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a scratch directory");
-        ScratchDir(dir)
-    }
-}
-
-impl Default for ScratchDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Metrics
 
@@ -1578,68 +1552,5 @@ impl Drop for SioClient {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// TCP proxy
-
-/// A TCP proxy in front of a service (a database, Redis): [`TcpProxy::cut`] stops listening and
-/// resets every connection through it (the service "goes away"); [`TcpProxy::restore`] listens
-/// again on the same port.
-pub struct TcpProxy {
-    port: u16,
-    upstream: SocketAddr,
-    tasks: tokio::task::JoinSet<()>,
-}
-
-impl TcpProxy {
-    /// Listen on `127.0.0.1:<random port>` and forward every connection to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> TcpProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        let mut proxy = TcpProxy {
-            port,
-            upstream,
-            tasks: tokio::task::JoinSet::new(),
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    /// The port clients connect to.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    fn serve(&mut self, listener: tokio::net::TcpListener) {
-        let upstream = self.upstream;
-        self.tasks.spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
-    }
-
-    /// Stop listening and close every proxied connection.
-    pub async fn cut(&mut self) {
-        // Aborting the accept task drops its JoinSet, which aborts every connection.
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
-    }
-
-    /// Listen again on the same port.
-    pub async fn restore(&mut self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .unwrap_or_else(|e| panic!("re-bind the proxy on port {}: {e}", self.port));
-        self.serve(listener);
     }
 }

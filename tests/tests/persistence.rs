@@ -2,7 +2,7 @@
 //! what it wrote is read back from the database with sea-orm.
 //!
 //! Every scenario runs twice, as `scenario::sqlite` (a file in a temporary directory) and
-//! `scenario::postgres` (a throwaway database `switchboard_bb_<random>` on the PostgreSQL server
+//! `scenario::postgres` (a throwaway database `switchboard_test_<random>` on the PostgreSQL server
 //! at `SWITCHBOARD_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`,
 //! dropped at the end even when the test fails). The database outage runs on PostgreSQL only,
 //! behind a TCP proxy the test cuts and restores.
@@ -11,7 +11,6 @@
 //! never a fixed sleep.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,15 +19,16 @@ use std::time::{Duration, SystemTime};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::prelude::{DateTimeUtc, Uuid};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, Statement,
 };
 use serde_json::{Value, json};
 use switchboard_actors::auth::mint_hs256;
 use switchboard_actors::journal::entities::{message, presence_log, socket_connection};
-use switchboard_tests::{
-    Node, ScratchDir, SioClient, TcpProxy, WsEvent, binary_path, http_get, metric, within_for,
+use switchboard_test_support::{
+    Backend, ScratchDir, TcpProxy, TestDb, on_both_backends, server_address,
 };
+use switchboard_tests::{Node, SioClient, WsEvent, binary_path, http_get, metric, within_for};
 
 /// The HS256 secret every node here verifies tokens with.
 const SECRET: &str = "switchboard-persistence-tests-secret";
@@ -39,24 +39,8 @@ const NODE_ID: &str = "persist-1";
 /// Longest a batched log row may take to show up in the database.
 const ROWS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Run an async scenario once per backend, as `scenario::sqlite` and `scenario::postgres`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$scenario(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$scenario(super::Backend::Postgres).await;
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
+    #[tokio::test]
     migration_cli_creates_and_drops_the_tables,
     connection_rows_record_sessions_and_close_reasons,
     presence_transitions_are_logged_in_order,
@@ -68,159 +52,6 @@ on_both_backends!(
 
 // ---------------------------------------------------------------------------------------------
 // Databases
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A database that exists for one test.
-struct TestDb {
-    /// What the node (or the migration CLI) connects to.
-    url: String,
-    /// PostgreSQL: the server URL and the database to drop at the end.
-    postgres: Option<(String, String)>,
-    /// SQLite: the directory holding the file (removed at the end).
-    _dir: Option<ScratchDir>,
-}
-
-/// The PostgreSQL server the throwaway databases are created on.
-fn postgres_server_url() -> String {
-    std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// `url` with its database name replaced by `name` (query kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    // `postgres://user@host:port/db`: the database is after the third slash.
-    let server = match base.match_indices('/').nth(2) {
-        Some((i, _)) => &base[..i],
-        None => base,
-    };
-    format!("{server}/{name}{query}")
-}
-
-/// Host and port of a `postgres://` URL.
-fn server_address(url: &str) -> SocketAddr {
-    let rest = &url[url.find("://").expect("a URL") + 3..];
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host_port = if host_port.contains(':') {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:5432")
-    };
-    let host_port = host_port.replace("localhost", "127.0.0.1");
-    host_port
-        .parse()
-        .unwrap_or_else(|e| panic!("PostgreSQL address {host_port:?} of {url}: {e}"))
-}
-
-/// `url` with its host and port replaced by `127.0.0.1:port` (user, database, query kept).
-fn via_port(url: &str, port: u16) -> String {
-    let start = url.find("://").expect("a URL") + 3;
-    let rest = &url[start..];
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let userinfo = rest[..end]
-        .rsplit_once('@')
-        .map(|(u, _)| format!("{u}@"))
-        .unwrap_or_default();
-    format!(
-        "{}{userinfo}127.0.0.1:{port}{}",
-        &url[..start],
-        &rest[end..]
-    )
-}
-
-/// A fresh random name (no `rand` here: std's hasher keys are random per process and call).
-fn random_suffix() -> String {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
-}
-
-impl TestDb {
-    /// A new, empty database (no tables: the node or the CLI migrates it).
-    async fn create(backend: Backend) -> TestDb {
-        match backend {
-            Backend::Sqlite => {
-                let dir = ScratchDir::new();
-                let path: PathBuf = dir.0.join("switchboard.db");
-                TestDb {
-                    url: format!("sqlite://{}?mode=rwc", path.display()),
-                    postgres: None,
-                    _dir: Some(dir),
-                }
-            }
-            Backend::Postgres => {
-                let server = postgres_server_url();
-                let name = format!("switchboard_bb_{}", random_suffix());
-                let admin = Database::connect(&server).await.unwrap_or_else(|e| {
-                    panic!("PostgreSQL at {server} (set SWITCHBOARD_TEST_POSTGRES_URL): {e}")
-                });
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-                let _ = admin.close().await;
-                TestDb {
-                    url: with_database(&server, &name),
-                    postgres: Some((server, name)),
-                    _dir: None,
-                }
-            }
-        }
-    }
-
-    /// A separate connection for reading what the node wrote.
-    async fn inspect(&self) -> DatabaseConnection {
-        Database::connect(&self.url)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url))
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((server, name)) = self.postgres.take() else {
-            return;
-        };
-        // Drop runs outside async code (and during a panic): use a runtime of its own. FORCE
-        // ends the connections of a node that is still dying.
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let admin = Database::connect(&server)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                admin
-                    .execute_unprepared(&sql)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                admin.close().await.map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {name}: {dropped:?}");
-        }
-    }
-}
 
 /// The tables of the database (SQLite's internal ones left out), sorted.
 async fn tables(db: &DatabaseConnection, backend: Backend) -> Vec<String> {
@@ -1204,7 +1035,7 @@ async fn database_outage_keeps_realtime_and_fails_durable_sends_clearly() {
     const CYCLES: usize = 5;
     let test_db = TestDb::create(Backend::Postgres).await;
     let mut proxy = TcpProxy::start(server_address(&test_db.url)).await;
-    let proxied = via_port(&test_db.url, proxy.port());
+    let proxied = proxy.url(&test_db.url);
     let limit = QUEUE_LIMIT.to_string();
     let mut node = start_node(&proxied, &["--journal-queue-limit", &limit]).await;
     let addr = node.addr();
