@@ -1,29 +1,46 @@
 //! Switchboard's actors: one actix `System` per node.
 //!
 //! # Layout
-//! - [`session`]: one [`session::Session`] per Engine.IO connection. It owns the heartbeat, the
-//!   bounded outbound queue and the Socket.IO state, and is transport-independent: polling HTTP
-//!   handlers and a websocket transport actor (in the server crate) attach to it through
-//!   [`transport`] messages.
-//! - [`registry`]: the per-node [`registry::SessionRegistry`] that indexes and supervises sessions.
-//! - [`transport`]: the typed messages between a Session and whatever carries its frames.
-//! - [`presence`], [`ratelimiter`], [`journal`]: the infrastructure actors (presence table,
-//!   per-user limits, stored messages), in memory for a single node.
+//! - [`session`]: one [`session::Session`] per Engine.IO connection: the connection only
+//!   (Engine.IO state machine, transports, heartbeat, outbox, the Socket.IO layer).
+//! - [`app`]: what the application does with an authenticated socket's events, and the
+//!   client-facing error codes.
+//! - [`registry`]: the per-node [`registry::SessionRegistry`] that indexes and supervises
+//!   sessions and delivers fan-out.
+//! - [`bridge`]: the [`bridge::RedisBridge`], the node's pub/sub link to the other nodes.
+//! - [`presence`], [`ratelimiter`], [`journal`]: the infrastructure actors (presence, per-user
+//!   limits, the database writer), each with an in-memory or Redis store where that applies.
+//! - [`ports`]: what each actor accepts (its messages, answers and errors) and [`ports::Port`],
+//!   the metered handle senders hold. Actor modules import ports, never each other.
+//! - [`node`]: the composition root that starts the actors and wires their ports.
+//! - [`ids`], [`keys`], [`store`], [`transport`]: shared types — id newtypes, every Redis key and
+//!   channel name, store errors and Redis settings, frames and close reasons.
 //! - [`auth`], [`ratelimit`]: pure parts (JWT verification, rate-limit state machines).
+//! - [`metrics`]: the Prometheus metrics and the mailbox instrumentation.
 //!
-//! Actors talk only through typed messages; no actor shares mutable state with another.
+//! Actors talk only through typed messages; no actor shares mutable state with another (the
+//! one sanctioned exception, the registry's direct websocket writes, is documented in
+//! [`registry`]).
 
+pub mod app;
 pub mod auth;
 pub mod bridge;
+pub mod ids;
 pub mod journal;
+pub mod keys;
 pub mod metrics;
+pub mod node;
+pub mod ports;
 pub mod presence;
 pub mod ratelimit;
 pub mod ratelimiter;
 pub mod registry;
 pub mod session;
+pub mod store;
 pub mod transport;
 
+pub use ids::{NodeId, Room, Sid, SocketId, UserId};
+pub use node::{Node, NodeConfig};
 pub use registry::SessionRegistry;
 pub use session::{Session, SessionConfig, SessionKind};
-pub use transport::{CloseReason, Outgoing, Sid};
+pub use transport::{CloseReason, Outgoing};

@@ -1,4 +1,5 @@
-//! What travels between a [`Session`](crate::Session) and the transports that carry its frames.
+//! What a connection's frames are made of, why a connection ends, and the bounded queue a
+//! websocket transport task reads its frames from.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -8,37 +9,11 @@ use std::task::Waker;
 use actix::prelude::*;
 use bytes::Bytes;
 use bytestring::ByteString;
+use serde_json::Value;
 use switchboard_protocol::engineio::{self, Frame};
+use switchboard_protocol::socketio::Packet;
 
 use crate::metrics::Metered;
-
-/// An Engine.IO session id: 20 random alphanumeric characters, private to the client.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sid(Arc<str>);
-
-impl Sid {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        Sid(random_id().into())
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for Sid {
-    fn from(s: &str) -> Self {
-        Sid(s.into())
-    }
-}
-
-impl fmt::Display for Sid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A process-unique id for a websocket transport, so a session can tell its own transport's
 /// packets from those of a refused or replaced one.
@@ -46,17 +21,6 @@ pub fn next_transport_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// 20 random alphanumeric characters (about 119 bits), as used for sids and socket ids.
-pub fn random_id() -> String {
-    use rand::Rng;
-    use rand::distr::Alphanumeric;
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(20)
-        .map(char::from)
-        .collect()
 }
 
 /// One encoded Engine.IO packet, ready for a websocket frame or a polling record.
@@ -96,6 +60,15 @@ impl Outgoing {
             Outgoing::Binary(b) => Frame::Binary(b.clone()),
         }
     }
+}
+
+/// Encode `[event, data]` on `/` once, as frames ready to share between recipients.
+pub fn encode_event(event: &str, data: Value) -> Arc<[Outgoing]> {
+    Packet::event("/", event, vec![data])
+        .to_frames()
+        .into_iter()
+        .map(Outgoing::from)
+        .collect()
 }
 
 impl From<Frame> for Outgoing {
@@ -315,74 +288,4 @@ impl Drop for WsOutReceiver {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Websocket transport → Session: attach this websocket (fresh connection or upgrade).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AttachWebSocket {
-    /// The transport's id (see [`next_transport_id`]).
-    pub id: u64,
-    /// Where the session writes frames (bounded with `try_send`; overflow means a slow client).
-    pub out: WsOut,
-    /// True when this websocket upgrades an existing polling session.
-    pub upgrade: bool,
-}
-
-/// Websocket transport → Session: one decoded Engine.IO packet from the client.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct WsInbound {
-    /// The transport's id.
-    pub id: u64,
-    /// The packet.
-    pub packet: engineio::Packet,
-}
-
-/// Websocket transport → Session: the websocket is gone.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct WsClosed {
-    /// The transport's id.
-    pub id: u64,
-    /// Whether it closed because of an error (protocol error) rather than a clean close.
-    pub error: bool,
-}
-
-/// A polling request that broke the rules; maps to an Engine.IO error response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PollError {
-    /// A second GET while one is pending, or a second POST while one is in flight.
-    #[error("overlapping polling request")]
-    Overlap,
-    /// The session no longer uses polling (upgraded to websocket) or never did.
-    #[error("session does not use polling")]
-    WrongTransport,
-    /// The body did not decode as an Engine.IO payload.
-    #[error("malformed polling payload")]
-    BadPayload,
-    /// The body exceeded maxPayload.
-    #[error("payload too large")]
-    TooLarge,
-}
-
-/// HTTP → Session: a polling GET; the session answers on `reply` when it has packets.
-#[derive(Message)]
-#[rtype(result = "Result<(), PollError>")]
-pub struct PollGet {
-    /// The encoded payload body, sent once.
-    pub reply: tokio::sync::oneshot::Sender<Vec<u8>>,
-}
-
-/// HTTP → Session: a polling POST starts (checked for overlap before the body is read).
-#[derive(Message)]
-#[rtype(result = "Result<(), PollError>")]
-pub struct PollPostStart;
-
-/// HTTP → Session: the POST body, or why it could not be read.
-#[derive(Message)]
-#[rtype(result = "Result<(), PollError>")]
-pub struct PollPostBody {
-    /// The body, or the error that ended reading it.
-    pub body: Result<Bytes, PollError>,
 }

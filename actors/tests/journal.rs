@@ -2,7 +2,6 @@
 //! a throwaway PostgreSQL database (see `switchboard_test_support::TestDb`).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -10,13 +9,14 @@ use futures_util::future::join_all;
 use migration::{Migrator, MigratorTrait, SchemaManager};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use switchboard_actors::UserId;
 use switchboard_actors::journal::entities::{presence_log, socket_connection};
-use switchboard_actors::journal::{
-    CheckDatabase, CloseStaleConnections, ConnectionClosed, ConnectionOpened, Flush, Journal,
-    JournalConfig, JournalError, JournalStats, NODE_LOST, PresenceLogged, RetentionSweep, Stats,
-    StoreMessage, StoredMessage, SyncMessages,
+use switchboard_actors::journal::{Journal, JournalConfig};
+use switchboard_actors::ports::journal::{
+    CheckDatabase, CloseStaleConnections, ConnectionClosed, ConnectionOpened, Flush, JournalError,
+    JournalStats, NODE_LOST, PresenceLogged, RetentionSweep, Stats, StoreMessage, StoredMessage,
+    SyncMessages,
 };
-use switchboard_actors::presence::UserId;
 use switchboard_test_support::{
     Backend, TcpProxy, TestDb, on_both_backends, postgres_server_url, server_address, with_database,
 };
@@ -55,7 +55,7 @@ async fn journal(backend: Backend, config: JournalConfig) -> (TestDb, Addr<Journ
 }
 
 fn user(name: &str) -> UserId {
-    Arc::from(name)
+    UserId::from(name)
 }
 
 async fn store(journal: &Addr<Journal>, from: &str, to: &str, text: &str) -> StoredMessage {
@@ -151,7 +151,7 @@ async fn concurrent_stores_share_transactions(backend: Backend) {
     let sends = (0..200).map(|i| {
         journal.send(StoreMessage {
             from: user(&format!("u{}", i % 7)),
-            to: format!("u{}", (i + 1) % 7),
+            to: format!("u{}", (i + 1) % 7).into(),
             text: format!("m{i}"),
         })
     });

@@ -5,19 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_actors::bridge::{self, RedisSettings};
+use switchboard_actors::ids::random_id;
+use switchboard_actors::keys::Keys;
+use switchboard_actors::ports::presence::{SocketPresence, Status};
 use switchboard_actors::presence::redis_store::RedisPresenceStore;
-use switchboard_actors::presence::{
-    MemoryPresenceStore, PresenceStore, SocketPresence, Status, UserId,
-};
+use switchboard_actors::presence::{MemoryPresenceStore, PresenceStore};
 use switchboard_actors::ratelimiter::{MemoryRateStore, RateStore, RedisRateStore};
-use switchboard_actors::transport::random_id;
+use switchboard_actors::store::{self, RedisSettings};
+use switchboard_actors::{NodeId, UserId};
 
 fn redis_settings() -> RedisSettings {
     RedisSettings {
         url: std::env::var("SWITCHBOARD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        prefix: format!("test-{}:", random_id()),
+        keys: Keys::new(format!("test-{}:", random_id())),
     }
 }
 
@@ -127,13 +128,13 @@ async fn memory_presence_store() {
 #[actix::test]
 async fn redis_presence_store() {
     let settings = redis_settings();
-    let pool = bridge::pool(&settings).await.unwrap();
-    let store = RedisPresenceStore::new(pool.clone(), settings.clone(), "node-a");
+    let pool = store::pool(&settings).unwrap();
+    let store = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("node-a"));
     presence_behaviour(Arc::new(store)).await;
     // Everything the scripts wrote for users is gone or under a TTL.
     let mut conn = pool.get().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", settings.prefix))
+        .arg(format!("{}*", settings.keys.prefix()))
         .query_async(&mut *conn)
         .await
         .unwrap();
@@ -159,11 +160,11 @@ async fn memory_rate_store() {
 #[actix::test]
 async fn redis_rate_store_is_exact_across_nodes() {
     let settings = redis_settings();
-    let pool = bridge::pool(&settings).await.unwrap();
+    let pool = store::pool(&settings).unwrap();
     let node = |pool| -> Arc<dyn RateStore> {
         Arc::new(RedisRateStore::new(
             pool,
-            settings.clone(),
+            &settings,
             30,
             Duration::from_secs(60),
         ))
@@ -175,9 +176,9 @@ async fn redis_rate_store_is_exact_across_nodes() {
 #[actix::test]
 async fn redis_sweep_removes_a_dead_nodes_sockets() {
     let settings = redis_settings();
-    let pool = bridge::pool(&settings).await.unwrap();
-    let dead = RedisPresenceStore::new(pool.clone(), settings.clone(), "dead");
-    let alive = RedisPresenceStore::new(pool.clone(), settings.clone(), "alive");
+    let pool = store::pool(&settings).unwrap();
+    let dead = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("dead"));
+    let alive = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("alive"));
     dead.heartbeat_node().await.unwrap();
     alive.heartbeat_node().await.unwrap();
     dead.connect(sock("frank", "f1", "d")).await.unwrap();
@@ -193,7 +194,7 @@ async fn redis_sweep_removes_a_dead_nodes_sockets() {
     );
     let mut conn = pool.get().await.unwrap();
     let _: i64 = redis::cmd("DEL")
-        .arg(settings.key("node:dead:alive"))
+        .arg(settings.keys.node_alive("dead"))
         .query_async(&mut *conn)
         .await
         .unwrap();
@@ -211,7 +212,7 @@ async fn redis_sweep_removes_a_dead_nodes_sockets() {
         ]
     );
     let nodes: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(settings.key("nodes"))
+        .arg(settings.keys.nodes())
         .query_async(&mut *conn)
         .await
         .unwrap();
@@ -221,15 +222,15 @@ async fn redis_sweep_removes_a_dead_nodes_sockets() {
 #[actix::test]
 async fn redis_reconcile_reasserts_after_data_loss() {
     let settings = redis_settings();
-    let pool = bridge::pool(&settings).await.unwrap();
-    let store = RedisPresenceStore::new(pool.clone(), settings.clone(), "n1");
+    let pool = store::pool(&settings).unwrap();
+    let store = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("n1"));
     store.connect(sock("hana", "h1", "d")).await.unwrap();
     store.connect(sock("ivan", "i1", "d")).await.unwrap();
     // Redis "loses" hana's keys.
     let mut conn = pool.get().await.unwrap();
     for key in ["user:hana:sockets", "socket:h1:user", "user:hana:status"] {
         let _: i64 = redis::cmd("DEL")
-            .arg(settings.key(key))
+            .arg(format!("{}{key}", settings.keys.prefix()))
             .query_async(&mut *conn)
             .await
             .unwrap();

@@ -1,4 +1,5 @@
-//! Typed payloads of Switchboard's application events (the first argument of each event).
+//! Switchboard's application events: their names ([`EventName`]), the typed client events
+//! ([`ClientEvent`]) and their payloads (the first argument of each event).
 //!
 //! Field names follow the JavaScript clients (camelCase). Validation beyond types (lengths,
 //! allowed values) is done by [`Validate`], so every refusal has a clear message.
@@ -154,6 +155,218 @@ impl Validate for StatusSet {
     }
 }
 
+/// Every event name Switchboard itself uses, client → server and server → client. The one
+/// list of names: metrics labels come from it ([`EventName::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventName {
+    /// `message:send` (client).
+    MessageSend,
+    /// `message:sync` (client).
+    MessageSync,
+    /// `message:received` (server).
+    MessageReceived,
+    /// `message:sent` (server).
+    MessageSent,
+    /// `typing` (both).
+    Typing,
+    /// `signal` (both).
+    Signal,
+    /// `room:emit` (client).
+    RoomEmit,
+    /// `room:msg` (server).
+    RoomMsg,
+    /// `presence:subscribe` (client).
+    PresenceSubscribe,
+    /// `presence:unsubscribe` (client).
+    PresenceUnsubscribe,
+    /// `presence:query` (client).
+    PresenceQuery,
+    /// `status:set` (client).
+    StatusSet,
+    /// `friend:online` (server).
+    FriendOnline,
+    /// `friend:offline` (server).
+    FriendOffline,
+    /// `friend:status` (server).
+    FriendStatus,
+    /// `authenticated` (server).
+    Authenticated,
+    /// `error` (server).
+    Error,
+    /// `rate_limited` (server).
+    RateLimited,
+    /// `server:maintenance` (server).
+    ServerMaintenance,
+    /// `server:shutdown` (server).
+    ServerShutdown,
+}
+
+impl EventName {
+    /// Every name.
+    pub const ALL: [EventName; 20] = [
+        EventName::MessageSend,
+        EventName::MessageSync,
+        EventName::MessageReceived,
+        EventName::MessageSent,
+        EventName::Typing,
+        EventName::Signal,
+        EventName::RoomEmit,
+        EventName::RoomMsg,
+        EventName::PresenceSubscribe,
+        EventName::PresenceUnsubscribe,
+        EventName::PresenceQuery,
+        EventName::StatusSet,
+        EventName::FriendOnline,
+        EventName::FriendOffline,
+        EventName::FriendStatus,
+        EventName::Authenticated,
+        EventName::Error,
+        EventName::RateLimited,
+        EventName::ServerMaintenance,
+        EventName::ServerShutdown,
+    ];
+
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::MessageSend => "message:send",
+            EventName::MessageSync => "message:sync",
+            EventName::MessageReceived => "message:received",
+            EventName::MessageSent => "message:sent",
+            EventName::Typing => "typing",
+            EventName::Signal => "signal",
+            EventName::RoomEmit => "room:emit",
+            EventName::RoomMsg => "room:msg",
+            EventName::PresenceSubscribe => "presence:subscribe",
+            EventName::PresenceUnsubscribe => "presence:unsubscribe",
+            EventName::PresenceQuery => "presence:query",
+            EventName::StatusSet => "status:set",
+            EventName::FriendOnline => "friend:online",
+            EventName::FriendOffline => "friend:offline",
+            EventName::FriendStatus => "friend:status",
+            EventName::Authenticated => "authenticated",
+            EventName::Error => "error",
+            EventName::RateLimited => "rate_limited",
+            EventName::ServerMaintenance => "server:maintenance",
+            EventName::ServerShutdown => "server:shutdown",
+        }
+    }
+
+    /// The known name `name` is, if any.
+    pub fn from_name(name: &str) -> Option<EventName> {
+        EventName::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+
+    /// The metrics label of any event name: the known name, else `other` (labels stay bounded).
+    pub fn label(name: &str) -> &'static str {
+        EventName::from_name(name).map_or("other", EventName::as_str)
+    }
+}
+
+/// One event from a client, with its payload typed and validated.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// `message:send {to, text}`.
+    MessageSend(MessageSend),
+    /// `message:sync {after?, limit?}` (the payload may be left out).
+    MessageSync(MessageSync),
+    /// `typing {to}`.
+    Typing(Typing),
+    /// `signal {to, data}`.
+    Signal(Signal),
+    /// `room:emit {room, data}`.
+    RoomEmit(RoomEmit),
+    /// `presence:subscribe {userIds}`.
+    PresenceSubscribe(PresenceUsers),
+    /// `presence:unsubscribe {userIds}`.
+    PresenceUnsubscribe(PresenceUsers),
+    /// `presence:query {userIds}`.
+    PresenceQuery(PresenceUsers),
+    /// `status:set {status}`.
+    StatusSet(StatusSet),
+    /// Any other name: an event of the application's own, passed on as it came.
+    Custom {
+        /// The event name (a number name in its decimal form).
+        name: String,
+        /// The arguments after the name.
+        args: Vec<Value>,
+    },
+}
+
+/// Why a client event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// A built-in event whose payload is missing, mistyped or out of range.
+    #[error("{0}")]
+    InvalidPayload(String),
+}
+
+impl ClientEvent {
+    /// Type the `[name, args…]` of an EVENT packet.
+    pub fn parse(mut data: Vec<Value>) -> Result<ClientEvent, EventError> {
+        let name = match data.first() {
+            Some(Value::String(name)) => EventName::from_name(name).ok_or(name.clone()),
+            Some(other) => Err(other.to_string()),
+            None => Err(String::new()),
+        };
+        let kind = match name {
+            Ok(kind) => kind,
+            Err(name) => {
+                let args = if data.is_empty() {
+                    data
+                } else {
+                    data.split_off(1)
+                };
+                return Ok(ClientEvent::Custom { name, args });
+            }
+        };
+        let arg = data.get(1);
+        let invalid = EventError::InvalidPayload;
+        Ok(match kind {
+            EventName::MessageSend => ClientEvent::MessageSend(parse(arg).map_err(invalid)?),
+            EventName::MessageSync => {
+                let empty = Value::Object(Default::default());
+                ClientEvent::MessageSync(parse(arg.or(Some(&empty))).map_err(invalid)?)
+            }
+            EventName::Typing => ClientEvent::Typing(parse(arg).map_err(invalid)?),
+            EventName::Signal => ClientEvent::Signal(parse(arg).map_err(invalid)?),
+            EventName::RoomEmit => ClientEvent::RoomEmit(parse(arg).map_err(invalid)?),
+            EventName::PresenceSubscribe => {
+                ClientEvent::PresenceSubscribe(parse(arg).map_err(invalid)?)
+            }
+            EventName::PresenceUnsubscribe => {
+                ClientEvent::PresenceUnsubscribe(parse(arg).map_err(invalid)?)
+            }
+            EventName::PresenceQuery => ClientEvent::PresenceQuery(parse(arg).map_err(invalid)?),
+            EventName::StatusSet => ClientEvent::StatusSet(parse(arg).map_err(invalid)?),
+            // A server → client name sent by a client is not one of its events.
+            _ => {
+                let name = kind.as_str().to_string();
+                return Ok(ClientEvent::Custom {
+                    name,
+                    args: data.split_off(1),
+                });
+            }
+        })
+    }
+
+    /// The built-in name, or `None` for a custom event.
+    pub fn known(&self) -> Option<EventName> {
+        Some(match self {
+            ClientEvent::MessageSend(_) => EventName::MessageSend,
+            ClientEvent::MessageSync(_) => EventName::MessageSync,
+            ClientEvent::Typing(_) => EventName::Typing,
+            ClientEvent::Signal(_) => EventName::Signal,
+            ClientEvent::RoomEmit(_) => EventName::RoomEmit,
+            ClientEvent::PresenceSubscribe(_) => EventName::PresenceSubscribe,
+            ClientEvent::PresenceUnsubscribe(_) => EventName::PresenceUnsubscribe,
+            ClientEvent::PresenceQuery(_) => EventName::PresenceQuery,
+            ClientEvent::StatusSet(_) => EventName::StatusSet,
+            ClientEvent::Custom { .. } => return None,
+        })
+    }
+}
+
 /// Decode and validate an event's first argument.
 pub fn parse<T: for<'de> Deserialize<'de> + Validate>(arg: Option<&Value>) -> Result<T, String> {
     // serde would also read a struct from an array, positionally: only objects are payloads.
@@ -206,5 +419,98 @@ mod tests {
         assert!(parse::<StatusSet>(Some(&json!({"status": "away"}))).is_ok());
         let sync: MessageSync = parse(Some(&json!({"limit": 9999}))).unwrap();
         assert_eq!((sync.after, sync.page_size()), (0, MAX_SYNC_LIMIT));
+    }
+
+    #[test]
+    fn client_events_are_typed_by_name() {
+        let ev = |v: Value| ClientEvent::parse(v.as_array().unwrap().clone());
+        assert!(matches!(
+            ev(json!(["message:send", {"to": "b", "text": "hi"}])),
+            Ok(ClientEvent::MessageSend(MessageSend { .. }))
+        ));
+        assert!(matches!(
+            ev(json!(["message:sync"])),
+            Ok(ClientEvent::MessageSync(MessageSync { after: 0, .. }))
+        ));
+        assert!(matches!(
+            ev(json!(["typing", {"to": "b"}])),
+            Ok(ClientEvent::Typing(_))
+        ));
+        assert!(matches!(
+            ev(json!(["signal", {"to": "b", "data": [1]}])),
+            Ok(ClientEvent::Signal(_))
+        ));
+        assert!(matches!(
+            ev(json!(["room:emit", {"room": "r"}])),
+            Ok(ClientEvent::RoomEmit(_))
+        ));
+        for (name, expected) in [
+            ("presence:subscribe", EventName::PresenceSubscribe),
+            ("presence:unsubscribe", EventName::PresenceUnsubscribe),
+            ("presence:query", EventName::PresenceQuery),
+        ] {
+            let parsed = ev(json!([name, {"userIds": ["a"]}])).unwrap();
+            assert_eq!(parsed.known(), Some(expected));
+        }
+        assert!(matches!(
+            ev(json!(["status:set", {"status": "away"}])),
+            Ok(ClientEvent::StatusSet(_))
+        ));
+    }
+
+    #[test]
+    fn other_names_are_custom_events_with_their_arguments() {
+        let parsed = ClientEvent::parse(vec![json!("order:track"), json!({"id": 1}), json!(2)]);
+        match parsed {
+            Ok(ClientEvent::Custom { name, args }) => {
+                assert_eq!(name, "order:track");
+                assert_eq!(args, vec![json!({"id": 1}), json!(2)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A server → client name is not a client event; a number name keeps its digits.
+        assert!(matches!(
+            ClientEvent::parse(vec![json!("message:received"), json!({})]),
+            Ok(ClientEvent::Custom { ref name, .. }) if name == "message:received"
+        ));
+        assert!(matches!(
+            ClientEvent::parse(vec![json!(7)]),
+            Ok(ClientEvent::Custom { ref name, ref args }) if name == "7" && args.is_empty()
+        ));
+        assert!(
+            ClientEvent::parse(vec![json!("x")])
+                .unwrap()
+                .known()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_payloads_of_built_in_events_are_refused_with_a_message() {
+        for bad in [
+            json!(["message:send", {"to": "b"}]),
+            json!(["message:send"]),
+            json!(["typing", "bob"]),
+            json!(["status:set", {"status": "busy"}]),
+            json!(["presence:query", {"userIds": [""]}]),
+            json!(["room:emit", {"room": ""}]),
+        ] {
+            match ClientEvent::parse(bad.as_array().unwrap().clone()) {
+                Err(EventError::InvalidPayload(message)) => assert!(!message.is_empty()),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn event_names_are_one_list_and_label_unknown_names_other() {
+        for name in EventName::ALL {
+            assert_eq!(EventName::from_name(name.as_str()), Some(name));
+            assert_eq!(EventName::label(name.as_str()), name.as_str());
+        }
+        assert_eq!(EventName::label("order:track"), "other");
+        let distinct: std::collections::HashSet<&str> =
+            EventName::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(distinct.len(), EventName::ALL.len());
     }
 }

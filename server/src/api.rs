@@ -3,18 +3,18 @@
 //!
 //! JSON in and out; every refusal is `{"error":{"code","message"}}` with a 400, 401 or 404.
 
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchboard_actors::presence::{OnlineUsers, QueryStatuses};
-use switchboard_actors::registry::{
-    Deliver, DisconnectUser, RoomMembers, RoomMembership, Target, encode_event,
+use switchboard_actors::node::Product;
+use switchboard_actors::ports::presence::{OnlineUsers, QueryStatuses};
+use switchboard_actors::ports::registry::{
+    Deliver, DisconnectUser, RoomMembers, RoomMembership, Target,
 };
-use switchboard_actors::session::Product;
-use switchboard_protocol::events::{MAX_ID_LEN, MAX_USER_IDS};
+use switchboard_actors::transport::encode_event;
+use switchboard_actors::{Room, UserId};
+use switchboard_protocol::events::{EventName, MAX_ID_LEN, MAX_USER_IDS};
 use switchboard_protocol::socketio::RESERVED_EVENTS;
 
 use crate::AppState;
@@ -89,8 +89,8 @@ impl From<actix::MailboxError> for ApiError {
 
 type ApiResult = Result<HttpResponse, ApiError>;
 
-/// Check the API key and hand back the product context.
-fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<Product>, ApiError> {
+/// Check the API key and hand back the product's actors.
+fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, ApiError> {
     let (Some(key), Some(product)) = (&state.api_key, &state.product) else {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -106,7 +106,7 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<Product>, ApiErr
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(product.clone()),
+        Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(product),
         _ => Err(ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
@@ -158,16 +158,16 @@ struct EmitBody {
 async fn emit(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     respond(
         async {
-            let product = authorize(&req, &state)?;
+            authorize(&req, &state)?;
             let body: EmitBody = parse_json(&body)?;
             let target = match (body.to.user, body.to.room, body.to.all) {
                 (Some(user), None, false) => {
                     check_id(&user, "`to.user`")?;
-                    Target::User(user)
+                    Target::User(UserId::from(user))
                 }
                 (None, Some(room), false) => {
                     check_id(&room, "`to.room`")?;
-                    Target::Room(room)
+                    Target::Room(Room::from(room))
                 }
                 (None, None, true) => Target::All,
                 _ => {
@@ -185,12 +185,13 @@ async fn emit(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) ->
                     "`{event}` is a reserved event name"
                 )));
             }
-            product.registry.do_send(Deliver {
+            authorize(&req, &state)?;
+            state.registry.do_send(Deliver {
                 target,
                 frames: encode_event(event, body.data),
                 except: None,
                 volatile: false,
-                event: switchboard_actors::metrics::event_label(event),
+                event: EventName::label(event),
             });
             Ok(HttpResponse::Accepted().json(json!({"ok": true})))
         }
@@ -216,11 +217,11 @@ async fn presence(
                 .user_ids
                 .as_deref()
                 .ok_or_else(|| ApiError::bad_request("`userIds` (comma-separated) is required"))?;
-            let users: Vec<String> = ids
+            let users: Vec<UserId> = ids
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(str::to_string)
+                .map(UserId::from)
                 .collect();
             if users.is_empty() || users.len() > MAX_USER_IDS {
                 return Err(ApiError::bad_request("`userIds` must name 1 to 1000 users"));
@@ -235,7 +236,7 @@ async fn presence(
                 .map_err(ApiError::unavailable)?;
             let statuses: serde_json::Map<String, Value> = statuses
                 .into_iter()
-                .map(|(u, s)| (u, Value::from(s.as_str())))
+                .map(|(u, s)| (u.to_string(), Value::from(s.as_str())))
                 .collect();
             Ok(HttpResponse::Ok().json(json!({"statuses": statuses})))
         }
@@ -286,10 +287,11 @@ async fn disconnect_user(
 ) -> HttpResponse {
     respond(
         async {
-            let product = authorize(&req, &state)?;
+            authorize(&req, &state)?;
             let user = path.into_inner();
             check_id(&user, "the user id")?;
-            let n = product.registry.send(DisconnectUser { user }).await?;
+            let user = UserId::from(user);
+            let n = state.registry.send(DisconnectUser { user }).await?;
             Ok(HttpResponse::Ok().json(json!({"ok": true, "disconnected": n})))
         }
         .await,
@@ -330,11 +332,12 @@ async fn membership(
     user: Result<String, ApiError>,
     join: bool,
 ) -> ApiResult {
-    let product = authorize(req, state)?;
+    authorize(req, state)?;
     check_id(&room, "the room name")?;
     let user = user?;
     check_id(&user, "the user id")?;
-    let n = product
+    let (user, room) = (UserId::from(user), Room::from(room));
+    let n = state
         .registry
         .send(RoomMembership { user, room, join })
         .await?;
@@ -348,12 +351,14 @@ async fn room_members(
 ) -> HttpResponse {
     respond(
         async {
-            let product = authorize(&req, &state)?;
+            authorize(&req, &state)?;
             let room = path.into_inner();
             check_id(&room, "the room name")?;
-            let (users, sockets) = product
+            let (users, sockets) = state
                 .registry
-                .send(RoomMembers { room: room.clone() })
+                .send(RoomMembers {
+                    room: Room::from(room.as_str()),
+                })
                 .await?;
             Ok(HttpResponse::Ok().json(json!({"room": room, "users": users, "sockets": sockets})))
         }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchboard_actors::SessionConfig;
-use switchboard_actors::session::ProductLimits;
+use switchboard_actors::app::AppLimits;
 
 /// Switchboard: a Socket.IO-compatible realtime node.
 ///
@@ -225,8 +225,8 @@ impl Config {
     }
 
     /// Product-mode limits.
-    pub fn product_limits(&self) -> ProductLimits {
-        ProductLimits {
+    pub fn product_limits(&self) -> AppLimits {
+        AppLimits {
             max_event_bytes: self.max_event_bytes,
             socket_events: self.socket_event_limit.max(1),
             socket_window: Duration::from_millis(self.socket_event_window_ms.max(1)),

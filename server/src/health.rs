@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
-use switchboard_actors::bridge::GetStatus;
-use switchboard_actors::journal::CheckDatabase;
-use switchboard_actors::registry::CountSessions;
+use switchboard_actors::ports::bridge::GetStatus;
+use switchboard_actors::ports::journal::CheckDatabase;
+use switchboard_actors::ports::registry::CountSessions;
 
 use crate::AppState;
 
@@ -44,7 +44,7 @@ async fn report(state: &AppState) -> Report {
             }
         }
     };
-    let redis = match &state.bridge {
+    let redis = match state.product.as_ref().and_then(|p| p.bridge.as_ref()) {
         None => json!("none"),
         Some(bridge) => match tokio::time::timeout(CHECK_TIMEOUT, bridge.send(GetStatus)).await {
             Ok(Ok(status)) if status.connected => json!("up"),

@@ -19,23 +19,21 @@ pub mod transport;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use actix::prelude::*;
 use actix_http::HttpService;
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::{App, HttpRequest, web};
-use switchboard_actors::SessionRegistry;
 use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
-use switchboard_actors::bridge::{self, RedisBridge, RedisSettings};
-use switchboard_actors::journal::{CloseStaleConnections, Journal, JournalError, NODE_LOST};
+use switchboard_actors::keys::Keys;
 use switchboard_actors::metrics::MeteredAddr;
-use switchboard_actors::presence::Presence;
-use switchboard_actors::presence::redis_store::RedisPresenceStore;
-use switchboard_actors::ratelimiter::{RateLimiter, RedisRateStore};
-use switchboard_actors::registry::AttachBridge;
-use switchboard_actors::session::{Product, SessionConfig, SessionKind};
+use switchboard_actors::node::{self, Node, NodeConfig, NodeError};
+use switchboard_actors::ports::Port;
+use switchboard_actors::ports::registry::Unregister;
+use switchboard_actors::store::RedisSettings;
+use switchboard_actors::{NodeId, SessionConfig, SessionKind, SessionRegistry};
 use tracing::info;
 use tracing_actix_web::TracingLogger;
 
@@ -45,25 +43,23 @@ use transport::engineio::{self, Cors};
 /// Shared, read-only state of the HTTP handlers.
 pub struct AppState {
     /// This node's id.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The node's session registry.
     pub registry: MeteredAddr<SessionRegistry>,
+    /// Where sessions report that they stopped (the registry; one port shared by all).
+    pub unregister: Port<Unregister>,
     /// Settings every session gets.
     pub session: Arc<SessionConfig>,
     /// Browser origin policy.
     pub cors: Cors,
     /// What `/socket.io/` serves: conformance, or the product.
     pub kind: SessionKind,
-    /// The product context (absent in conformance mode).
-    pub product: Option<Arc<Product>>,
+    /// The product's actors (absent in conformance mode).
+    pub product: Option<node::Product>,
     /// Bearer key of the server API; `None` turns the API off.
     pub api_key: Option<String>,
-    /// The RedisBridge, in cluster mode.
-    pub bridge: Option<MeteredAddr<RedisBridge>>,
-    /// The Redis pool, in cluster mode (for the pool gauge).
-    pub redis_pool: Option<bb8::Pool<bb8_redis::RedisConnectionManager>>,
     /// Set once SIGTERM arrives: readiness fails and new sessions are refused.
-    pub draining: std::sync::atomic::AtomicBool,
+    pub draining: AtomicBool,
 }
 
 /// A configuration the node cannot start with.
@@ -80,12 +76,9 @@ pub enum StartError {
     /// The JWT settings are unusable.
     #[error("invalid JWT settings: {0}")]
     Auth(#[from] auth::AuthSetupError),
-    /// The Redis URL is unusable.
-    #[error("invalid Redis settings: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// The database cannot be reached or migrated.
-    #[error("database: {0}")]
-    Database(#[from] JournalError),
+    /// The node's actors could not start (Redis settings, database).
+    #[error(transparent)]
+    Node(#[from] NodeError),
     /// The listener failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -120,6 +113,25 @@ fn authenticator(config: &Config) -> Result<Authenticator, StartError> {
     })?)
 }
 
+/// What a product node starts with, from the configuration.
+fn node_config(config: &Config, node_id: NodeId) -> Result<NodeConfig, StartError> {
+    let auth = authenticator(config)?;
+    info!(algorithm = auth.algorithm(), "client tokens verified");
+    Ok(NodeConfig {
+        node_id,
+        auth,
+        database_url: config.database_url.clone(),
+        journal: config.journal(),
+        redis: config.redis_url.as_ref().map(|url| RedisSettings {
+            url: url.clone(),
+            keys: Keys::new(config.redis_prefix.clone()),
+        }),
+        user_message_limit: config.user_message_limit,
+        user_message_window: Duration::from_millis(config.user_message_window_ms),
+        limits: config.product_limits(),
+    })
+}
+
 /// Serve a node on `listener` until `shutdown` resolves (or the process is signalled).
 ///
 /// Must run inside an actix `System` (e.g. under `#[actix_web::main]`).
@@ -128,120 +140,76 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), StartError> {
-    let node_id = config.node_id();
-    let conformance = config.conformance;
-    let metrics = switchboard_actors::metrics::init(&node_id);
-    metrics.process_start.set(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-    );
-    // Started by the first HTTP worker, on its thread (see the registry's module docs).
-    let (registry, registry_start) = SessionRegistry::deferred();
-    let registry = MeteredAddr::new(registry);
-    let mut bridge_addr = None;
-    let mut redis_pool = None;
-    let product = if conformance {
-        None
+    let node_id = NodeId::from(config.node_id());
+    switchboard_actors::metrics::init(&node_id)
+        .process_start
+        .set(unix_now_secs());
+    let node = if config.conformance {
+        Node::conformance(node_id.clone())
     } else {
-        let auth = Arc::new(authenticator(&config)?);
-        info!(algorithm = auth.algorithm(), "client tokens verified");
-        let limit = config.user_message_limit.max(1);
-        let window = Duration::from_millis(config.user_message_window_ms.max(1));
-        let journal = MeteredAddr::new(supervise(connect_journal(&config).await?));
-        // Rows the previous run of this node left open (crash, kill -9).
-        match journal
-            .send(CloseStaleConnections {
-                server_instance: node_id.clone(),
-                reason: NODE_LOST.into(),
-            })
-            .await
-        {
-            Ok(Ok(closed)) => info!(closed, "closed this node's stale connection rows"),
-            Ok(Err(err)) => tracing::warn!(%err, "could not close stale connection rows"),
-            Err(err) => tracing::warn!(%err, "journal mailbox"),
-        }
-        let (presence, rate_limiter) = match &config.redis_url {
-            Some(url) => {
-                let settings = RedisSettings {
-                    url: url.clone(),
-                    prefix: config.redis_prefix.clone(),
-                };
-                let pool = bridge::pool(&settings).await?;
-                redis_pool = Some(pool.clone());
-                let bridge = supervise(RedisBridge::new(
-                    settings.clone(),
-                    node_id.clone(),
-                    registry.clone(),
-                )?);
-                let bridge = MeteredAddr::new(bridge);
-                registry.do_send(AttachBridge {
-                    node_id: node_id.clone(),
-                    settings: settings.clone(),
-                    bridge: bridge.clone(),
-                });
-                bridge_addr = Some(bridge);
-                info!(prefix = %settings.prefix, "cluster mode: presence, limits and routing on Redis");
-                let store = RedisPresenceStore::new(pool.clone(), settings.clone(), &node_id);
-                let presence = MeteredAddr::new(supervise(
-                    Presence::new(Arc::new(store), registry.clone(), true)
-                        .with_journal(journal.clone()),
-                ));
-                let rates = RedisRateStore::new(pool, settings, limit, window);
-                (
-                    presence,
-                    MeteredAddr::new(supervise(RateLimiter::new(Arc::new(rates)))),
-                )
-            }
-            None => (
-                MeteredAddr::new(supervise(
-                    Presence::in_memory(registry.clone()).with_journal(journal.clone()),
-                )),
-                MeteredAddr::new(supervise(RateLimiter::in_memory(limit, window))),
-            ),
-        };
-        Some(Arc::new(Product {
-            node_id: node_id.clone(),
-            auth,
-            registry: registry.clone(),
-            presence,
-            rate_limiter,
-            journal,
-            limits: config.product_limits(),
-        }))
+        Node::start(node_config(&config, node_id.clone())?).await?
     };
-    let kind = match &product {
-        Some(product) => SessionKind::Product(product.clone()),
+    let kind = match &node.product {
+        Some(product) => SessionKind::Product(product.app.clone()),
         None => SessionKind::Conformance,
     };
+    let registry_start = node.registry_start.clone();
     let state = web::Data::new(AppState {
         node_id: node_id.clone(),
-        registry,
+        unregister: Port::new(node.registry.addr()),
+        registry: node.registry,
         session: Arc::new(config.session()),
         cors: Cors::new(config.allowed_origins()),
         kind,
-        product,
+        product: node.product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
-        bridge: bridge_addr,
-        redis_pool,
-        draining: std::sync::atomic::AtomicBool::new(false),
+        draining: AtomicBool::new(false),
     });
-
+    let server = serve(listener, state.clone(), registry_start, &config)?.run();
+    let handle = server.handle();
     let drain_budget = Duration::from_secs(config.drain_secs.max(1));
-    let drain_state = state.clone();
+    actix::spawn(async move {
+        shutdown.await;
+        let started = std::time::Instant::now();
+        drain(&state, drain_budget).await;
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "drained; stopping"
+        );
+        handle.stop(true).await;
+    });
+    info!(node = %node_id, conformance = config.conformance, "node started");
+    Ok(server.await?)
+}
+
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The HTTP server: actix-web's `HttpServer` wiring, plus the upgrade hook it does not expose
+/// (a websocket handshake is answered by `engineio::upgrade`, which takes the TCP stream from
+/// the HTTP dispatcher).
+fn serve(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    registry_start: Arc<switchboard_actors::registry::DeferredRegistry>,
+    config: &Config,
+) -> Result<actix_server::ServerBuilder, std::io::Error> {
+    let conformance = config.conformance;
     let local_addr = listener.local_addr()?;
     let mut server = actix_server::Server::build()
         // Long-lived sockets: the default 25k per worker is too low for a realtime node.
         .max_concurrent_connections(100_000)
-        // The drain below closes sockets itself (with Close frames); actix only gets a short grace.
+        // The drain closes sockets itself (with Close frames); actix only gets a short grace.
         .disable_signals()
         .shutdown_timeout(5);
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
-    // HttpServer's wiring, plus the upgrade hook it does not expose: a websocket handshake is
-    // answered by `engineio::upgrade`, which takes the TCP stream from the HTTP dispatcher.
-    let server = server.listen("switchboard", listener, move || {
+    server.listen("switchboard", listener, move || {
+        // Started by the first HTTP worker, on its thread (see the registry's module docs).
         registry_start.start_here();
         let app = App::new()
             .wrap(TracingLogger::<logging::AccessSpan>::new())
@@ -273,52 +241,15 @@ pub async fn run(
                 |_| AppConfig::default(),
             ))
             .tcp()
-    })?;
-    let server = server.run();
-    let handle = server.handle();
-    actix::spawn(async move {
-        shutdown.await;
-        let started = std::time::Instant::now();
-        drain(&drain_state, drain_budget).await;
-        info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "drained; stopping"
-        );
-        handle.stop(true).await;
-    });
-    info!(node = %node_id, conformance, "node started");
-    Ok(server.await?)
-}
-
-/// Start an infrastructure actor under a Supervisor, which restarts it if it stops.
-fn supervise<A>(actor: A) -> Addr<A>
-where
-    A: Actor<Context = Context<A>> + Supervised,
-{
-    Supervisor::start(move |_| actor)
-}
-
-/// Open the database and migrate it. Nodes starting together on one database may race on
-/// the first migration (SQLite has no migration lock): a failed attempt is retried.
-async fn connect_journal(config: &Config) -> Result<Journal, JournalError> {
-    let mut attempt = 1;
-    loop {
-        match Journal::connect(&config.database_url, config.journal()).await {
-            Ok(journal) => return Ok(journal),
-            Err(err) if attempt < 5 && !matches!(err, JournalError::Config(_)) => {
-                tracing::warn!(%err, attempt, "database not ready; retrying");
-                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-                attempt += 1;
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    })
 }
 
 /// The graceful shutdown, in DESIGN.md's order, within `budget`.
 async fn drain(state: &AppState, budget: Duration) {
     use std::sync::atomic::Ordering;
-    use switchboard_actors::registry::{CountSessions, DrainLocal};
+    use switchboard_actors::ports::journal::Flush;
+    use switchboard_actors::ports::presence::Leave;
+    use switchboard_actors::ports::registry::{CountSessions, DrainLocal};
 
     let deadline = tokio::time::Instant::now() + budget;
     // 1. Readiness fails and new handshakes are refused from now on.
@@ -341,17 +272,11 @@ async fn drain(state: &AppState, budget: Duration) {
     }
     // 4. This node's presence entries, then the journal's queued rows.
     if let Some(product) = &state.product {
-        let left = tokio::time::timeout_at(
-            deadline,
-            product.presence.send(switchboard_actors::presence::Leave),
-        );
+        let left = tokio::time::timeout_at(deadline, product.presence.send(Leave));
         if !matches!(left.await, Ok(Ok(Ok(())))) {
             tracing::warn!("could not remove this node's presence entries");
         }
-        let flushed = tokio::time::timeout_at(
-            deadline,
-            product.journal.send(switchboard_actors::journal::Flush),
-        );
+        let flushed = tokio::time::timeout_at(deadline, product.journal.send(Flush));
         if !matches!(flushed.await, Ok(Ok(Ok(())))) {
             tracing::warn!("journal not fully flushed before the drain deadline");
         }

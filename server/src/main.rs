@@ -78,7 +78,8 @@ async fn shutdown_signal() {
 
 /// `--retention-sweep`: delete rows past their retention once and exit.
 async fn retention_sweep(config: &Config) -> ExitCode {
-    use switchboard_actors::journal::{Journal, RetentionSweep};
+    use switchboard_actors::journal::Journal;
+    use switchboard_actors::ports::journal::RetentionSweep;
     let journal_config = config.journal();
     let journal = match Journal::connect(&config.database_url, journal_config.clone()).await {
         Ok(journal) => actix::Actor::start(journal),

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use switchboard_actors::journal::{CheckDatabase, JournalStats};
 use switchboard_actors::metrics::{metrics, refresh_process};
+use switchboard_actors::ports::journal::{CheckDatabase, JournalStats};
 
 use crate::AppState;
 
@@ -41,7 +41,7 @@ async fn scrape(state: web::Data<AppState>) -> HttpResponse {
         );
         m.database_up.set(i64::from(up));
     }
-    if let Some(pool) = &state.redis_pool {
+    if let Some(pool) = state.product.as_ref().and_then(|p| p.redis_pool.as_ref()) {
         let s = pool.state();
         m.redis_pool_active
             .set(i64::from(s.connections.saturating_sub(s.idle_connections)));

@@ -7,129 +7,38 @@
 //! connection, so frames published by this node keep their order. When the subscriber stream
 //! ends (Redis restarted, or cut us off as a slow subscriber) the bridge reconnects with backoff
 //! and re-subscribes everything, counting the gap.
+//!
+//! # Layout
+//! - this file: the actor shell (connections, the subscriber stream, publishes).
+//! - `subscriptions`: the pure core (wanted channels, connection generations, backoff).
+//! - [`crate::ports::bridge`]: the messages it accepts.
 
-use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod subscriptions;
+
+use std::time::Duration;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use redis::aio::{ConnectionManager, PubSubSink};
 use switchboard_protocol::cluster::ClusterFrame;
-
-use crate::metrics::{CommandLabel, MeteredAddr, metrics};
-use crate::registry::SessionRegistry;
 use tracing::{debug, info, warn};
 
-/// Longest pause between reconnect attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Redis connection settings shared by every Redis-backed actor.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// `redis://…` URL.
-    pub url: String,
-    /// Prefix for every key and channel (empty by default).
-    pub prefix: String,
-}
-
-impl RedisSettings {
-    /// A key or channel name with the prefix.
-    pub fn key(&self, name: &str) -> String {
-        format!("{}{}", self.prefix, name)
-    }
-
-    /// The channel of a user's sockets.
-    pub fn user_channel(&self, user: &str) -> String {
-        self.key(&format!("sb:user:{user}"))
-    }
-
-    /// The channel of a room's members.
-    pub fn room_channel(&self, room: &str) -> String {
-        self.key(&format!("sb:room:{room}"))
-    }
-
-    /// The channel of a user's presence watchers.
-    pub fn watch_channel(&self, user: &str) -> String {
-        self.key(&format!("sb:watch:{user}"))
-    }
-
-    /// The channel of one node.
-    pub fn node_channel(&self, node: &str) -> String {
-        self.key(&format!("sb:node:{node}"))
-    }
-
-    /// The channel every node listens to.
-    pub fn broadcast_channel(&self) -> String {
-        self.key("sb:broadcast")
-    }
-}
-
-/// Microseconds since the Unix epoch (frame timestamps).
-pub fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// The node needs (or no longer needs) a channel.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Subscribe {
-    /// The full channel name.
-    pub channel: String,
-    /// Subscribe (true) or unsubscribe.
-    pub on: bool,
-}
-
-/// Publish an encoded frame.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Publish {
-    /// The full channel name.
-    pub channel: String,
-    /// [`ClusterFrame::encode`] output.
-    pub payload: Bytes,
-}
-
-/// A frame from another node, for the registry.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ClusterInbound {
-    /// The channel it arrived on.
-    pub channel: String,
-    /// The decoded frame.
-    pub frame: ClusterFrame,
-}
-
-/// Is the bridge connected to Redis?
-#[derive(Message)]
-#[rtype(result = "BridgeStatus")]
-pub struct GetStatus;
-
-/// What [`GetStatus`] answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BridgeStatus {
-    /// The subscriber connection is up.
-    pub connected: bool,
-    /// Subscriber reconnects so far (each may have lost frames).
-    pub gaps: u64,
-    /// Frames dropped as foreign or malformed.
-    pub rejected: u64,
-    /// Publishes that failed.
-    pub publish_errors: u64,
-}
+use crate::ids::NodeId;
+use crate::keys::Channel;
+use crate::metrics::{CommandLabel, MeteredActor, metrics};
+use crate::ports::Port;
+use crate::ports::bridge::{BridgeStatus, GetStatus, Publish, Subscribe};
+use crate::ports::registry::ClusterInbound;
+use crate::store::{RedisSettings, now_micros};
+use subscriptions::Subscriptions;
 
 /// The RedisBridge actor (see the module docs).
 pub struct RedisBridge {
     client: redis::Client,
-    node_id: String,
-    inbound: MeteredAddr<SessionRegistry>,
-    channels: HashSet<String>,
+    node_id: NodeId,
+    inbound: Port<ClusterInbound>,
+    channels: Subscriptions,
     sink: Option<PubSubSink>,
     publisher: Option<ConnectionManager>,
-    /// Bumped on every (re)connect so a stale stream's end is not mistaken for the current one.
-    generation: u64,
-    backoff: Duration,
     status: BridgeStatus,
     connecting: bool,
 }
@@ -137,14 +46,14 @@ pub struct RedisBridge {
 impl RedisBridge {
     /// A bridge for `node_id` that hands inbound frames to `inbound` (the registry).
     pub fn new(
-        settings: RedisSettings,
-        node_id: String,
-        inbound: MeteredAddr<SessionRegistry>,
+        settings: &RedisSettings,
+        node_id: NodeId,
+        inbound: Port<ClusterInbound>,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(settings.url.as_str())?;
-        let channels = HashSet::from([
-            settings.node_channel(&node_id),
-            settings.broadcast_channel(),
+        let channels = Subscriptions::new([
+            settings.keys.channel(&Channel::Node(node_id.clone())),
+            settings.keys.channel(&Channel::Broadcast),
         ]);
         Ok(RedisBridge {
             client,
@@ -153,8 +62,6 @@ impl RedisBridge {
             channels,
             sink: None,
             publisher: None,
-            generation: 0,
-            backoff: Duration::from_millis(100),
             status: BridgeStatus {
                 connected: false,
                 gaps: 0,
@@ -171,7 +78,7 @@ impl RedisBridge {
         }
         self.connecting = true;
         let client = self.client.clone();
-        let channels: Vec<String> = self.channels.iter().cloned().collect();
+        let channels = self.channels.all();
         let fut = async move {
             let pubsub_client = client.clone();
             let pubsub = pubsub_client.get_async_pubsub().await?;
@@ -189,13 +96,11 @@ impl RedisBridge {
             act.connecting = false;
             match result {
                 Ok((sink, stream, publisher)) => {
-                    act.generation += 1;
-                    let generation = act.generation;
+                    let generation = act.channels.connected();
                     act.sink = Some(sink);
                     act.publisher = Some(publisher);
                     act.status.connected = true;
                     metrics().redis_connected.set(1);
-                    act.backoff = Duration::from_millis(100);
                     info!(channels = act.channels.len(), "redis subscriber connected");
                     // Tag each message with its connection generation.
                     let tagged = futures_util::StreamExt::map(stream, move |m| (generation, m));
@@ -204,7 +109,7 @@ impl RedisBridge {
                     act.resubscribe_missing(ctx);
                 }
                 Err(err) => {
-                    warn!(%err, retry_in_ms = act.backoff.as_millis() as u64, "redis subscriber connect failed");
+                    warn!(%err, retry_in_ms = act.channels.backoff().as_millis() as u64, "redis subscriber connect failed");
                     act.retry_later(ctx);
                 }
             }
@@ -212,8 +117,7 @@ impl RedisBridge {
     }
 
     fn retry_later(&mut self, ctx: &mut Context<Self>) {
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let delay = self.channels.next_backoff();
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
@@ -222,7 +126,7 @@ impl RedisBridge {
         // is idempotent, so simply subscribe everything now wanted.
         if let Some(sink) = &self.sink {
             let mut sink = sink.clone();
-            let channels: Vec<String> = self.channels.iter().cloned().collect();
+            let channels = self.channels.all();
             actix::spawn(async move {
                 if let Err(err) = sink.subscribe(&channels).await {
                     debug!(%err, "re-subscribe failed; the reconnect will retry");
@@ -268,7 +172,7 @@ impl Supervised for RedisBridge {
 
 impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
     fn handle(&mut self, (generation, msg): (u64, redis::Msg), _ctx: &mut Context<Self>) {
-        if generation != self.generation {
+        if !self.channels.is_current(generation) {
             return;
         }
         let frame = match ClusterFrame::decode(msg.get_payload_bytes()) {
@@ -283,7 +187,7 @@ impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
         metrics()
             .pubsub_latency
             .observe(latency_us as f64 / 1_000_000.0);
-        if frame.origin == self.node_id {
+        if frame.origin == *self.node_id {
             // Our own publication: local sockets were served before publishing.
             return;
         }
@@ -305,12 +209,7 @@ impl Handler<Subscribe> for RedisBridge {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
-        let changed = if msg.on {
-            self.channels.insert(msg.channel.clone())
-        } else {
-            self.channels.remove(&msg.channel)
-        };
-        if !changed {
+        if !self.channels.want(&msg.channel, msg.on) {
             return;
         }
         if let Some(sink) = &self.sink {
@@ -369,20 +268,7 @@ impl Handler<GetStatus> for RedisBridge {
     }
 }
 
-/// Build the bb8 pool the Redis-backed stores share.
-pub async fn pool(
-    settings: &RedisSettings,
-) -> Result<bb8::Pool<bb8_redis::RedisConnectionManager>, redis::RedisError> {
-    let manager = bb8_redis::RedisConnectionManager::new(settings.url.as_str())?;
-    Ok(bb8::Pool::builder()
-        .max_size(16)
-        .connection_timeout(Duration::from_secs(2))
-        // Start even when Redis is down: connections are made on demand.
-        .min_idle(Some(0))
-        .build_unchecked(manager))
-}
-
-impl crate::metrics::MeteredActor for RedisBridge {
+impl MeteredActor for RedisBridge {
     const NAME: &'static str = "redis_bridge";
 }
 

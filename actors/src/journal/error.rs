@@ -1,36 +1,12 @@
-//! [`JournalError`] and the one place that sorts database errors into its variants.
+//! The one place that sorts database errors into [`JournalError`]'s variants.
 
 use std::time::Duration;
 
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 
-/// Why a Journal request failed. The variants are stable; callers branch on them.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JournalError {
-    /// The database cannot be reached, did not answer in time, or the journal's backlog is
-    /// full. Retryable: the session answers `service_unavailable`.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database refused a statement (a bug or a schema mismatch, not an outage).
-    #[error("database error: {0}")]
-    Database(String),
-    /// The request cannot be stored as given (e.g. a user id over 255 characters).
-    #[error("invalid request: {0}")]
-    Invalid(&'static str),
-    /// The database URL is unusable (unparsable, or neither `sqlite:` nor `postgres:`).
-    #[error("invalid database url: {0}")]
-    Config(String),
-    /// Applying the migrations failed at startup.
-    #[error("database migration failed: {0}")]
-    Migration(String),
-}
+use crate::ports::journal::JournalError;
 
 impl JournalError {
-    /// Whether retrying later may succeed.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, JournalError::Unavailable(_))
-    }
-
     /// A database operation did not finish within `limit`.
     pub(super) fn timed_out(limit: Duration) -> Self {
         JournalError::Unavailable(format!("no answer within {} ms", limit.as_millis()))

@@ -17,8 +17,8 @@ use sea_orm::{
 
 use super::JournalConfig;
 use super::entities::{message, presence_log, socket_connection};
-use super::error::JournalError;
 use super::rows::{ClosedRow, LogPlan};
+use crate::ports::journal::JournalError;
 
 /// Key of the PostgreSQL advisory lock that serialises message commits across nodes.
 const MESSAGES_LOCK: i64 = 0x5357_4d53; // "SWMS"

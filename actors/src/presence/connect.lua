@@ -1,6 +1,6 @@
 -- A socket connects (or is re-asserted after Redis lost its data). Atomic.
 -- KEYS: 1 user:{u}:sockets  2 socket:{s}:user  3 online_users  4 user:{u}:status
---       5 user:{u}:devices  6 node:{n}:sockets
+--       5 user:{u}:devices  6 node:{n}:sockets  7 user:{u}:socket_devices
 -- ARGV: 1 user  2 socket  3 device  4 node  5 now_ms  6 socket_ttl_s  7 status_ttl_s
 -- Returns 1 when this is the user's first socket (the user comes online), else 0.
 local first = redis.call('SCARD', KEYS[1]) == 0
@@ -15,5 +15,6 @@ if not redis.call('SET', KEYS[4], 'online', 'NX', 'EX', ARGV[7]) then
 end
 redis.call('SADD', KEYS[5], ARGV[3])
 redis.call('SADD', KEYS[6], ARGV[2])
+redis.call('HSET', KEYS[7], ARGV[2], ARGV[3])
 if first then return 1 end
 return 0

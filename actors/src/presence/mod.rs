@@ -1,226 +1,40 @@
 //! The Presence actor: who is online on which sockets and devices, and each user's status.
 //!
-//! Single-node mode keeps the table in memory ([`PresenceTable`]); cluster mode keeps it in Redis
+//! Single-node mode keeps the table in memory ([`table::PresenceTable`]); cluster mode keeps it in Redis
 //! ([`redis_store::RedisPresenceStore`]), refreshes this node's liveness key, sweeps the sockets of dead
 //! nodes and re-asserts this node's sockets after Redis loses its data. Transitions (first socket
 //! of a user → online, last socket gone → offline, status changes) go to the registry, which
 //! notifies local watchers and, in cluster mode, the watchers on other nodes.
 
+//!
+//! # Layout
+//! - this file: the actor shell (transitions, liveness ticks, sweeps, reconciles).
+//! - [`table`]: the pure core, the single-node presence table.
+//! - [`store`]: the [`PresenceStore`] trait and the in-memory store; [`redis_store`] and its
+//!   Lua scripts (`connect.lua`, `disconnect.lua`, `status.lua`) for cluster mode.
+//! - [`crate::ports::presence`]: the messages it accepts.
+
 pub mod redis_store;
 pub mod store;
+pub mod table;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::journal::{CloseStaleConnections, Journal, NODE_LOST, PresenceLogged};
-use crate::metrics::MeteredAddr;
-use crate::registry::{LiveSockets, PresenceChange, PresenceChanged, SessionRegistry};
-pub use store::{MemoryPresenceStore, PresenceStore, SocketPresence, StoreError};
-
-/// A user id (the JWT subject), shared cheaply between indexes.
-pub type UserId = Arc<str>;
-
-/// A user's presence status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// At least one socket connected, active.
-    Online,
-    /// At least one socket connected, user set away.
-    Away,
-    /// No socket connected.
-    Offline,
-}
-
-impl Status {
-    /// Stable lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Online => "online",
-            Status::Away => "away",
-            Status::Offline => "offline",
-        }
-    }
-
-    /// Parse a status a client may set (`online` or `away`).
-    pub fn settable(s: &str) -> Option<Status> {
-        match s {
-            "online" => Some(Status::Online),
-            "away" => Some(Status::Away),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct UserPresence {
-    /// socket id → device id.
-    sockets: HashMap<String, String>,
-    status: Status,
-}
-
-/// The presence table: pure state, unit-tested without actors.
-#[derive(Debug, Default)]
-pub struct PresenceTable {
-    users: BTreeMap<UserId, UserPresence>,
-}
-
-/// One page of online users.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OnlinePage {
-    /// How many users are online in all.
-    pub count: usize,
-    /// This page, ascending by id.
-    pub users: Vec<String>,
-    /// Pass as `cursor` for the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
-
-impl PresenceTable {
-    /// Add a socket; true when it is the user's first (the user comes online).
-    pub fn connect(&mut self, user: &UserId, socket: &str, device: &str) -> bool {
-        let entry = self
-            .users
-            .entry(user.clone())
-            .or_insert_with(|| UserPresence {
-                sockets: HashMap::new(),
-                status: Status::Online,
-            });
-        let first = entry.sockets.is_empty();
-        entry.sockets.insert(socket.to_string(), device.to_string());
-        first
-    }
-
-    /// Remove a socket; true when it was the user's last (the user goes offline).
-    pub fn disconnect(&mut self, user: &UserId, socket: &str) -> bool {
-        let Some(entry) = self.users.get_mut(user) else {
-            return false;
-        };
-        if entry.sockets.remove(socket).is_none() {
-            return false;
-        }
-        if entry.sockets.is_empty() {
-            self.users.remove(user);
-            return true;
-        }
-        false
-    }
-
-    /// Set an online user's status; true when it changed.
-    pub fn set_status(&mut self, user: &UserId, status: Status) -> bool {
-        match self.users.get_mut(user) {
-            Some(entry) if entry.status != status => {
-                entry.status = status;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// A user's status.
-    pub fn status(&self, user: &str) -> Status {
-        self.users.get(user).map_or(Status::Offline, |u| u.status)
-    }
-
-    /// The distinct devices a user is connected from.
-    pub fn devices(&self, user: &str) -> Vec<String> {
-        let mut devices: Vec<String> = self
-            .users
-            .get(user)
-            .map(|u| u.sockets.values().cloned().collect())
-            .unwrap_or_default();
-        devices.sort();
-        devices.dedup();
-        devices
-    }
-
-    /// Online users after `cursor`, at most `limit`.
-    pub fn online(&self, limit: usize, cursor: Option<&str>) -> OnlinePage {
-        use std::ops::Bound;
-        let start = match cursor {
-            Some(c) => Bound::Excluded(c),
-            None => Bound::Unbounded,
-        };
-        let mut users: Vec<String> = self
-            .users
-            .range::<str, _>((start, Bound::Unbounded))
-            .take(limit + 1)
-            .map(|(id, _)| id.to_string())
-            .collect();
-        let next_cursor = if users.len() > limit {
-            users.truncate(limit);
-            users.last().cloned()
-        } else {
-            None
-        };
-        OnlinePage {
-            count: self.users.len(),
-            users,
-            next_cursor,
-        }
-    }
-}
-
-/// A socket of `user` connected; answers once presence has it (or why it could not).
-#[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct PresenceConnect {
-    /// The user.
-    pub user: UserId,
-    /// The public socket id.
-    pub socket: String,
-    /// The device id.
-    pub device: String,
-}
-
-/// A socket of `user` is gone.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PresenceDisconnect {
-    /// The user.
-    pub user: UserId,
-    /// The public socket id.
-    pub socket: String,
-}
-
-/// A user sets their status.
-#[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct SetStatus {
-    /// The user.
-    pub user: UserId,
-    /// The new status.
-    pub status: Status,
-}
-
-/// Statuses of several users.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<(String, Status)>, StoreError>")]
-pub struct QueryStatuses {
-    /// Who to look up.
-    pub users: Vec<String>,
-}
-
-/// A page of online users.
-#[derive(Message)]
-#[rtype(result = "Result<OnlinePage, StoreError>")]
-pub struct OnlineUsers {
-    /// Page size.
-    pub limit: usize,
-    /// Start after this id.
-    pub cursor: Option<String>,
-}
-
-/// The node is leaving the cluster: remove what it registered (after its sockets closed).
-#[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct Leave;
+use crate::ids::UserId;
+use crate::metrics::MeteredActor;
+use crate::ports::Port;
+use crate::ports::journal::{CloseStaleConnections, NODE_LOST, PresenceLogged};
+use crate::ports::presence::{
+    Leave, OnlinePage, OnlineUsers, PresenceConnect, PresenceDisconnect, QueryStatuses, SetStatus,
+    Status,
+};
+use crate::ports::registry::{LiveSockets, PresenceChange, PresenceChanged};
+use crate::store::StoreError;
+pub use store::{MemoryPresenceStore, PresenceStore};
 
 /// How often a cluster node refreshes its liveness key and sweeps dead nodes.
 pub const NODE_TICK: Duration = Duration::from_secs(2);
@@ -233,10 +47,8 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// connect of the same socket on another pooled Redis connection.
 pub struct Presence {
     store: Arc<dyn PresenceStore>,
-    registry: MeteredAddr<SessionRegistry>,
+    ports: PresencePorts,
     cluster: bool,
-    /// Where transitions are logged (presence_logs) and dead nodes' rows closed.
-    journal: Option<MeteredAddr<Journal>>,
     /// A liveness tick is in flight.
     ticking: bool,
     /// Whether this node's liveness key has been written once (a missing key after that
@@ -244,32 +56,34 @@ pub struct Presence {
     beaten: bool,
 }
 
+/// Where Presence sends what it learns.
+#[derive(Clone)]
+pub struct PresencePorts {
+    /// Registry: transitions, for the watchers.
+    pub changed: Port<PresenceChanged>,
+    /// Registry: this node's live sockets, to re-assert.
+    pub live: Port<LiveSockets>,
+    /// Journal: `presence_logs` rows.
+    pub logged: Port<PresenceLogged>,
+    /// Journal: close the connection rows of dead nodes.
+    pub close_stale: Port<CloseStaleConnections>,
+}
+
 impl Presence {
     /// A presence actor over `store`; `cluster` turns on liveness, sweeps and reconciles.
-    pub fn new(
-        store: Arc<dyn PresenceStore>,
-        registry: MeteredAddr<SessionRegistry>,
-        cluster: bool,
-    ) -> Self {
+    pub fn new(store: Arc<dyn PresenceStore>, ports: PresencePorts, cluster: bool) -> Self {
         Presence {
             store,
-            registry,
+            ports,
             cluster,
-            journal: None,
             ticking: false,
             beaten: false,
         }
     }
 
-    /// Log transitions to `journal` and close dead nodes' connection rows there.
-    pub fn with_journal(mut self, journal: MeteredAddr<Journal>) -> Self {
-        self.journal = Some(journal);
-        self
-    }
-
     /// The single-node presence actor (in-memory store).
-    pub fn in_memory(registry: MeteredAddr<SessionRegistry>) -> Self {
-        Presence::new(Arc::new(MemoryPresenceStore::default()), registry, false)
+    pub fn in_memory(ports: PresencePorts) -> Self {
+        Presence::new(Arc::new(MemoryPresenceStore::default()), ports, false)
     }
 
     fn changed(&self, user: UserId, change: PresenceChange) {
@@ -278,20 +92,18 @@ impl Presence {
 
     /// Tell the registry (watchers) and log the transition.
     fn changed_on(&self, user: UserId, change: PresenceChange, device: Option<String>) {
-        if let Some(journal) = &self.journal {
-            let status = match change {
-                PresenceChange::Online => Status::Online,
-                PresenceChange::Offline => Status::Offline,
-                PresenceChange::Status(s) => s,
-            };
-            journal.do_send(PresenceLogged {
-                user_id: user.clone(),
-                status: status.as_str().to_string(),
-                device_id: device,
-                at: std::time::SystemTime::now(),
-            });
-        }
-        self.registry.do_send(PresenceChanged { user, change });
+        let status = match change {
+            PresenceChange::Online => Status::Online,
+            PresenceChange::Offline => Status::Offline,
+            PresenceChange::Status(s) => s,
+        };
+        self.ports.logged.do_send(PresenceLogged {
+            user_id: user.clone(),
+            status: status.as_str().to_string(),
+            device_id: device,
+            at: SystemTime::now(),
+        });
+        self.ports.changed.do_send(PresenceChanged { user, change });
     }
 
     fn offline_all(&self, users: Vec<UserId>) {
@@ -327,13 +139,11 @@ impl Presence {
                 match sweep {
                     Ok(result) if !result.nodes.is_empty() => {
                         info!(nodes = ?result.nodes, offline = result.offline.len(), "swept dead nodes");
-                        if let Some(journal) = &act.journal {
-                            for node in &result.nodes {
-                                journal.do_send(CloseStaleConnections {
-                                    server_instance: node.clone(),
-                                    reason: NODE_LOST.to_string(),
-                                });
-                            }
+                        for node in &result.nodes {
+                            act.ports.close_stale.do_send(CloseStaleConnections {
+                                server_instance: node.clone(),
+                                reason: NODE_LOST.to_string(),
+                            });
                         }
                         act.offline_all(result.offline);
                     }
@@ -346,7 +156,7 @@ impl Presence {
 
     /// Re-assert every live socket of this node and drop its stale entries.
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
-        let live = self.registry.send(LiveSockets);
+        let live = self.ports.live.send(LiveSockets);
         let store = self.store.clone();
         let fut = async move {
             let live = live.await.map_err(|e| StoreError(e.to_string()))?;
@@ -400,13 +210,9 @@ impl Handler<PresenceConnect> for Presence {
     type Result = AtomicResponse<Self, Result<(), StoreError>>;
 
     fn handle(&mut self, msg: PresenceConnect, _ctx: &mut Context<Self>) -> Self::Result {
-        let user = msg.user.clone();
-        let device = msg.device.clone();
-        let fut = self.store.connect(SocketPresence {
-            user: msg.user,
-            socket: msg.socket,
-            device: msg.device,
-        });
+        let user = msg.socket.user.clone();
+        let device = msg.socket.device.clone();
+        let fut = self.store.connect(msg.socket);
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             move |result, act, _ctx| {
                 if result.clone()? {
@@ -468,7 +274,7 @@ impl Handler<Leave> for Presence {
 }
 
 impl Handler<QueryStatuses> for Presence {
-    type Result = ResponseFuture<Result<Vec<(String, Status)>, StoreError>>;
+    type Result = ResponseFuture<Result<Vec<(UserId, Status)>, StoreError>>;
 
     fn handle(&mut self, msg: QueryStatuses, _ctx: &mut Context<Self>) -> Self::Result {
         self.store.statuses(msg.users)
@@ -483,61 +289,9 @@ impl Handler<OnlineUsers> for Presence {
     }
 }
 
-impl crate::metrics::MeteredActor for Presence {
+impl MeteredActor for Presence {
     const NAME: &'static str = "presence";
 }
 
 crate::metered!(Presence: PresenceConnect, PresenceDisconnect, SetStatus, QueryStatuses, OnlineUsers,
     Leave);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn uid(s: &str) -> UserId {
-        Arc::from(s)
-    }
-
-    #[test]
-    fn first_and_last_socket_are_the_transitions() {
-        let mut t = PresenceTable::default();
-        let dave = uid("dave");
-        assert!(t.connect(&dave, "s1", "phone"));
-        assert!(!t.connect(&dave, "s2", "laptop"));
-        assert_eq!(t.devices("dave"), vec!["laptop", "phone"]);
-        assert!(!t.disconnect(&dave, "s1"));
-        assert_eq!(t.status("dave"), Status::Online);
-        assert!(t.disconnect(&dave, "s2"));
-        assert_eq!(t.status("dave"), Status::Offline);
-        assert!(
-            !t.disconnect(&dave, "s2"),
-            "a second disconnect is not a transition"
-        );
-    }
-
-    #[test]
-    fn status_changes_only_for_online_users() {
-        let mut t = PresenceTable::default();
-        let a = uid("a");
-        assert!(!t.set_status(&a, Status::Away));
-        t.connect(&a, "s", "d");
-        assert!(t.set_status(&a, Status::Away));
-        assert!(!t.set_status(&a, Status::Away));
-        assert_eq!(t.status("a"), Status::Away);
-    }
-
-    #[test]
-    fn online_users_page_in_order() {
-        let mut t = PresenceTable::default();
-        for u in ["c", "a", "b", "d"] {
-            t.connect(&uid(u), "s", "d");
-        }
-        let p1 = t.online(3, None);
-        assert_eq!(p1.count, 4);
-        assert_eq!(p1.users, vec!["a", "b", "c"]);
-        assert_eq!(p1.next_cursor.as_deref(), Some("c"));
-        let p2 = t.online(3, p1.next_cursor.as_deref());
-        assert_eq!(p2.users, vec!["d"]);
-        assert_eq!(p2.next_cursor, None);
-    }
-}

@@ -3,18 +3,16 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use bb8_redis::RedisConnectionManager;
 use futures_util::future::join_all;
 use redis::Script;
 
-use super::store::{
-    PresenceStore, SocketPresence, StoreError, StoreFuture, SweepResult, Transitions,
-};
-use super::{OnlinePage, Status, UserId};
-use crate::bridge::RedisSettings;
+use super::store::{PresenceStore, SweepResult, Transitions};
+use crate::ids::{NodeId, SocketId, UserId};
+use crate::keys::Keys;
 use crate::metrics::redis_command;
+use crate::ports::presence::{OnlinePage, SocketPresence, Status};
+use crate::store::{RedisPool, RedisSettings, StoreError, StoreFuture, cmd, now_ms};
 
 /// `socket:{id}:user` lives this long unless refreshed (the reconcile refreshes it).
 pub const SOCKET_TTL_SECS: u64 = 3600;
@@ -22,8 +20,6 @@ pub const SOCKET_TTL_SECS: u64 = 3600;
 pub const STATUS_TTL_SECS: u64 = 300;
 /// `node:{id}:alive` lives this long; a node that stops refreshing it is swept.
 pub const NODE_ALIVE_TTL_SECS: u64 = 10;
-
-type Pool = bb8::Pool<RedisConnectionManager>;
 
 struct Scripts {
     connect: Script,
@@ -34,31 +30,19 @@ struct Scripts {
 /// Presence in Redis (see the module docs).
 #[derive(Clone)]
 pub struct RedisPresenceStore {
-    pool: Pool,
-    settings: RedisSettings,
-    node_id: Arc<str>,
+    pool: RedisPool,
+    keys: Keys,
+    node_id: NodeId,
     scripts: Arc<Scripts>,
-}
-
-/// A Redis command, counted in `redis_commands_total`.
-fn cmd(name: &'static str) -> redis::Cmd {
-    redis_command(name);
-    redis::cmd(name)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RedisPresenceStore {
     /// A store for `node_id` on `pool`.
-    pub fn new(pool: Pool, settings: RedisSettings, node_id: &str) -> Self {
+    pub fn new(pool: RedisPool, settings: &RedisSettings, node_id: NodeId) -> Self {
         RedisPresenceStore {
             pool,
-            settings,
-            node_id: Arc::from(node_id),
+            keys: settings.keys.clone(),
+            node_id,
             scripts: Arc::new(Scripts {
                 connect: Script::new(include_str!("connect.lua")),
                 disconnect: Script::new(include_str!("disconnect.lua")),
@@ -67,36 +51,21 @@ impl RedisPresenceStore {
         }
     }
 
-    fn k(&self, name: String) -> String {
-        self.settings.key(&name)
-    }
-
-    fn transition_keys(&self, user: &str, socket: &str, node: &str) -> [String; 6] {
-        [
-            self.k(format!("user:{user}:sockets")),
-            self.k(format!("socket:{socket}:user")),
-            self.k("online_users".into()),
-            self.k(format!("user:{user}:status")),
-            self.k(format!("user:{user}:devices")),
-            self.k(format!("node:{node}:sockets")),
-        ]
-    }
-
     async fn run_connect(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         s: &SocketPresence,
     ) -> Result<bool, StoreError> {
-        let keys = self.transition_keys(&s.user, &s.socket, &self.node_id);
+        let keys = self.keys.transition(&s.user, &s.socket, &self.node_id);
         redis_command("EVALSHA");
         let first: i64 = self
             .scripts
             .connect
             .key(&keys[..])
-            .arg(&*s.user)
-            .arg(&s.socket)
+            .arg(s.user.as_str())
+            .arg(s.socket.as_str())
             .arg(&s.device)
-            .arg(&*self.node_id)
+            .arg(self.node_id.as_str())
             .arg(now_ms())
             .arg(SOCKET_TTL_SECS)
             .arg(STATUS_TTL_SECS)
@@ -108,19 +77,18 @@ impl RedisPresenceStore {
     async fn run_disconnect(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
-        user: &str,
-        socket: &str,
-        node: &str,
+        user: &UserId,
+        socket: &SocketId,
+        node: &NodeId,
     ) -> Result<bool, StoreError> {
-        let keys = self.transition_keys(user, socket, node);
+        let keys = self.keys.transition(user, socket, node);
         redis_command("EVALSHA");
         let last: i64 = self
             .scripts
             .disconnect
             .key(&keys[..])
-            .arg(user)
-            .arg(socket)
-            .arg(&self.settings.prefix)
+            .arg(user.as_str())
+            .arg(socket.as_str())
             .invoke_async(conn)
             .await?;
         Ok(last == 1)
@@ -130,21 +98,25 @@ impl RedisPresenceStore {
     async fn sweep_node(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
-        node: &str,
+        node: &NodeId,
     ) -> Result<Vec<UserId>, StoreError> {
-        let node_sockets = self.k(format!("node:{node}:sockets"));
+        let node_sockets = self.keys.node_sockets(node);
         let sockets: Vec<String> = cmd("SMEMBERS").arg(&node_sockets).query_async(conn).await?;
         let mut offline = Vec::new();
         for socket in sockets {
             let user: Option<String> = cmd("HGET")
-                .arg(self.k(format!("socket:{socket}:user")))
+                .arg(self.keys.socket_user(&socket))
                 .arg("userId")
                 .query_async(conn)
                 .await?;
             match user {
                 Some(user) => {
-                    if self.run_disconnect(conn, &user, &socket, node).await? {
-                        offline.push(UserId::from(user.as_str()));
+                    let user = UserId::from(user);
+                    if self
+                        .run_disconnect(conn, &user, &SocketId::from(socket), node)
+                        .await?
+                    {
+                        offline.push(user);
                     }
                 }
                 None => {
@@ -170,7 +142,7 @@ impl PresenceStore for RedisPresenceStore {
         })
     }
 
-    fn disconnect(&self, user: UserId, socket: String) -> StoreFuture<bool> {
+    fn disconnect(&self, user: UserId, socket: SocketId) -> StoreFuture<bool> {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
@@ -187,8 +159,8 @@ impl PresenceStore for RedisPresenceStore {
             let changed: i64 = this
                 .scripts
                 .status
-                .key(this.k(format!("user:{user}:sockets")))
-                .key(this.k(format!("user:{user}:status")))
+                .key(this.keys.user_sockets(&user))
+                .key(this.keys.user_status(&user))
                 .arg(status.as_str())
                 .arg(STATUS_TTL_SECS)
                 .invoke_async(&mut *conn)
@@ -197,7 +169,7 @@ impl PresenceStore for RedisPresenceStore {
         })
     }
 
-    fn statuses(&self, users: Vec<String>) -> StoreFuture<Vec<(String, Status)>> {
+    fn statuses(&self, users: Vec<UserId>) -> StoreFuture<Vec<(UserId, Status)>> {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
@@ -205,9 +177,8 @@ impl PresenceStore for RedisPresenceStore {
             for user in &users {
                 redis_command("GET");
                 redis_command("SCARD");
-                pipe.cmd("GET").arg(this.k(format!("user:{user}:status")));
-                pipe.cmd("SCARD")
-                    .arg(this.k(format!("user:{user}:sockets")));
+                pipe.cmd("GET").arg(this.keys.user_status(user));
+                pipe.cmd("SCARD").arg(this.keys.user_sockets(user));
             }
             let replies: Vec<redis::Value> = pipe.query_async(&mut *conn).await?;
             let mut out = Vec::with_capacity(users.len());
@@ -232,7 +203,7 @@ impl PresenceStore for RedisPresenceStore {
             // Sorted by id for stable paging; the whole set is read, which is fine for an
             // operator API but not for a hot path.
             let mut users: Vec<String> = cmd("ZRANGE")
-                .arg(this.k("online_users".into()))
+                .arg(this.keys.online_users())
                 .arg(0)
                 .arg(-1)
                 .query_async(&mut *conn)
@@ -263,7 +234,7 @@ impl PresenceStore for RedisPresenceStore {
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
             let mut devices: Vec<String> = cmd("SMEMBERS")
-                .arg(this.k(format!("user:{user}:devices")))
+                .arg(this.keys.user_devices(&user))
                 .query_async(&mut *conn)
                 .await?;
             devices.sort();
@@ -276,21 +247,25 @@ impl PresenceStore for RedisPresenceStore {
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
             let registered: Vec<String> = cmd("SMEMBERS")
-                .arg(this.k(format!("node:{}:sockets", this.node_id)))
+                .arg(this.keys.node_sockets(&this.node_id))
                 .query_async(&mut *conn)
                 .await?;
             let live_ids: HashSet<&str> = live.iter().map(|s| s.socket.as_str()).collect();
             let mut transitions = Transitions::default();
             for socket in registered.iter().filter(|s| !live_ids.contains(s.as_str())) {
                 let user: Option<String> = cmd("HGET")
-                    .arg(this.k(format!("socket:{socket}:user")))
+                    .arg(this.keys.socket_user(socket))
                     .arg("userId")
                     .query_async(&mut *conn)
                     .await?;
                 if let Some(user) = user {
-                    let node = this.node_id.clone();
-                    if this.run_disconnect(&mut conn, &user, socket, &node).await? {
-                        transitions.offline.push(UserId::from(user.as_str()));
+                    let (user, node) = (UserId::from(user), this.node_id.clone());
+                    let socket = SocketId::from(socket.as_str());
+                    if this
+                        .run_disconnect(&mut conn, &user, &socket, &node)
+                        .await?
+                    {
+                        transitions.offline.push(user);
                     }
                 }
             }
@@ -316,7 +291,7 @@ impl PresenceStore for RedisPresenceStore {
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
             let previous: Option<String> = cmd("SET")
-                .arg(this.k(format!("node:{}:alive", this.node_id)))
+                .arg(this.keys.node_alive(&this.node_id))
                 .arg(now_ms())
                 .arg("EX")
                 .arg(NODE_ALIVE_TTL_SECS)
@@ -324,8 +299,8 @@ impl PresenceStore for RedisPresenceStore {
                 .query_async(&mut *conn)
                 .await?;
             let _: i64 = cmd("SADD")
-                .arg(this.k("nodes".into()))
-                .arg(&*this.node_id)
+                .arg(this.keys.nodes())
+                .arg(this.node_id.as_str())
                 .query_async(&mut *conn)
                 .await?;
             Ok(previous.is_some())
@@ -339,12 +314,12 @@ impl PresenceStore for RedisPresenceStore {
             let node = this.node_id.clone();
             let offline = this.sweep_node(&mut conn, &node).await?;
             let _: i64 = cmd("SREM")
-                .arg(this.k("nodes".into()))
-                .arg(&*node)
+                .arg(this.keys.nodes())
+                .arg(node.as_str())
                 .query_async(&mut *conn)
                 .await?;
             let _: i64 = cmd("DEL")
-                .arg(this.k(format!("node:{node}:alive")))
+                .arg(this.keys.node_alive(&node))
                 .query_async(&mut *conn)
                 .await?;
             Ok(offline)
@@ -356,18 +331,19 @@ impl PresenceStore for RedisPresenceStore {
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
             let nodes: Vec<String> = cmd("SMEMBERS")
-                .arg(this.k("nodes".into()))
+                .arg(this.keys.nodes())
                 .query_async(&mut *conn)
                 .await?;
             let mut result = SweepResult::default();
             for node in nodes {
-                let own = node == *this.node_id;
+                let node = NodeId::from(node);
+                let own = node == this.node_id;
                 if own && !include_self {
                     continue;
                 }
                 if !own {
                     let alive: i64 = cmd("EXISTS")
-                        .arg(this.k(format!("node:{node}:alive")))
+                        .arg(this.keys.node_alive(&node))
                         .query_async(&mut *conn)
                         .await?;
                     if alive == 1 {
@@ -375,8 +351,8 @@ impl PresenceStore for RedisPresenceStore {
                     }
                     // One surviving node sweeps a dead one.
                     let lock: Option<String> = cmd("SET")
-                        .arg(this.k(format!("node:{node}:sweeping")))
-                        .arg(&*this.node_id)
+                        .arg(this.keys.node_sweeping(&node))
+                        .arg(this.node_id.as_str())
                         .arg("NX")
                         .arg("EX")
                         .arg(30)
@@ -390,12 +366,12 @@ impl PresenceStore for RedisPresenceStore {
                 result.offline.extend(offline);
                 if !own {
                     let _: i64 = cmd("SREM")
-                        .arg(this.k("nodes".into()))
-                        .arg(&node)
+                        .arg(this.keys.nodes())
+                        .arg(node.as_str())
                         .query_async(&mut *conn)
                         .await?;
                     let _: i64 = cmd("DEL")
-                        .arg(this.k(format!("node:{node}:sweeping")))
+                        .arg(this.keys.node_sweeping(&node))
                         .query_async(&mut *conn)
                         .await?;
                 }

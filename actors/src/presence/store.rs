@@ -2,61 +2,23 @@
 //!
 //! Both stores pass the same behaviour suite (`actors/tests/stores.rs`).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use super::{OnlinePage, PresenceTable, Status, UserId};
-
-/// A store operation in flight.
-pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
-
-/// A store that cannot answer (Redis down or too slow).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("presence store unavailable: {0}")]
-pub struct StoreError(pub String);
-
-impl From<redis::RedisError> for StoreError {
-    fn from(err: redis::RedisError) -> Self {
-        StoreError(err.to_string())
-    }
-}
-
-impl From<redis::ParsingError> for StoreError {
-    fn from(err: redis::ParsingError) -> Self {
-        StoreError(err.to_string())
-    }
-}
-
-impl<E: std::fmt::Display + std::fmt::Debug + std::error::Error + 'static> From<bb8::RunError<E>>
-    for StoreError
-{
-    fn from(err: bb8::RunError<E>) -> Self {
-        StoreError(err.to_string())
-    }
-}
-
-/// One live socket as presence knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SocketPresence {
-    /// Its user.
-    pub user: UserId,
-    /// The public socket id.
-    pub socket: String,
-    /// The device id.
-    pub device: String,
-}
+use super::table::PresenceTable;
+use crate::ids::{NodeId, SocketId, UserId};
+use crate::ports::presence::{OnlinePage, SocketPresence, Status};
+use crate::store::StoreFuture;
 
 /// Presence operations; every transition answer is exact even with many nodes.
 pub trait PresenceStore: Send + Sync + 'static {
     /// Add a socket; true when it is the user's first.
     fn connect(&self, socket: SocketPresence) -> StoreFuture<bool>;
     /// Remove a socket; true when it was the user's last.
-    fn disconnect(&self, user: UserId, socket: String) -> StoreFuture<bool>;
+    fn disconnect(&self, user: UserId, socket: SocketId) -> StoreFuture<bool>;
     /// Set an online user's status; true when it changed.
     fn set_status(&self, user: UserId, status: Status) -> StoreFuture<bool>;
     /// Statuses of several users, in the order asked.
-    fn statuses(&self, users: Vec<String>) -> StoreFuture<Vec<(String, Status)>>;
+    fn statuses(&self, users: Vec<UserId>) -> StoreFuture<Vec<(UserId, Status)>>;
     /// A page of online users, ascending by id.
     fn online(&self, limit: usize, cursor: Option<String>) -> StoreFuture<OnlinePage>;
     /// A user's distinct devices.
@@ -88,7 +50,7 @@ pub struct Transitions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepResult {
     /// Dead nodes swept.
-    pub nodes: Vec<String>,
+    pub nodes: Vec<NodeId>,
     /// Users that went offline.
     pub offline: Vec<UserId>,
 }
@@ -117,7 +79,7 @@ impl PresenceStore for MemoryPresenceStore {
         self.with(move |t| t.connect(&s.user, &s.socket, &s.device))
     }
 
-    fn disconnect(&self, user: UserId, socket: String) -> StoreFuture<bool> {
+    fn disconnect(&self, user: UserId, socket: SocketId) -> StoreFuture<bool> {
         self.with(move |t| t.disconnect(&user, &socket))
     }
 
@@ -125,7 +87,7 @@ impl PresenceStore for MemoryPresenceStore {
         self.with(move |t| t.set_status(&user, status))
     }
 
-    fn statuses(&self, users: Vec<String>) -> StoreFuture<Vec<(String, Status)>> {
+    fn statuses(&self, users: Vec<UserId>) -> StoreFuture<Vec<(UserId, Status)>> {
         self.with(move |t| {
             users
                 .into_iter()

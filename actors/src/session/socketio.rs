@@ -10,7 +10,7 @@ use switchboard_protocol::socketio::{
     Assembly, Decoded, Limits, Packet, PacketData, PartialPacket,
 };
 
-use crate::transport::random_id;
+use crate::ids::random_id;
 
 /// Which application the `/socket.io/` endpoint serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,12 +14,13 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use switchboard_actors::metrics::MeteredAddr;
-use switchboard_actors::registry::{Lookup, Register};
-use switchboard_actors::session::{
-    HandshakeInfo, InitialTransport, Session, SessionInit, SessionKind,
+use switchboard_actors::Sid;
+use switchboard_actors::app::HandshakeInfo;
+use switchboard_actors::ports::registry::{Lookup, Register};
+use switchboard_actors::ports::session::{
+    PollError, PollGet, PollPostBody, SessionPort, ToSession,
 };
-use switchboard_actors::transport::{PollError, PollGet, PollPostBody, PollPostStart, Sid};
+use switchboard_actors::session::{InitialTransport, Session, SessionInit, SessionKind};
 use switchboard_protocol::engineio::{ErrorCode, PROTOCOL};
 use tokio::sync::oneshot;
 
@@ -159,7 +160,7 @@ fn parse_query(head: &RequestHead) -> Result<(HashMap<String, String>, Transport
 }
 
 /// The running session `sid` names.
-async fn lookup(state: &AppState, sid: &str) -> Result<MeteredAddr<Session>, EioError> {
+async fn lookup(state: &AppState, sid: &str) -> Result<SessionPort, EioError> {
     state
         .registry
         .send(Lookup {
@@ -176,7 +177,7 @@ async fn open_session(
     state: &AppState,
     kind: SessionKind,
     transport: TransportName,
-) -> Result<MeteredAddr<Session>, EioError> {
+) -> Result<SessionPort, EioError> {
     if head.method != Method::GET {
         return Err(EioError::Coded(ErrorCode::BadHandshakeMethod));
     }
@@ -187,7 +188,7 @@ async fn open_session(
     let session = Session::start_with(SessionInit {
         sid: sid.clone(),
         config: state.session.clone(),
-        registry: state.registry.clone(),
+        registry: state.unregister.clone(),
         kind,
         transport: match transport {
             TransportName::Polling => InitialTransport::Polling,
@@ -199,7 +200,7 @@ async fn open_session(
         .registry
         .send(Register {
             sid,
-            addr: session.clone(),
+            port: session.clone(),
         })
         .await?;
     Ok(session)
@@ -295,7 +296,7 @@ async fn open_websocket(
     head: &RequestHead,
     state: &AppState,
     kind: SessionKind,
-) -> Result<(MeteredAddr<Session>, bool), EioError> {
+) -> Result<(SessionPort, bool), EioError> {
     let (query, transport) = parse_query(head)?;
     // A websocket handshake that cannot succeed must not leave a session behind.
     if transport != TransportName::WebSocket || ws::verify_handshake(head).is_err() {
@@ -310,9 +311,11 @@ async fn open_websocket(
     }
 }
 
-async fn poll_get(session: &MeteredAddr<Session>) -> Result<HttpResponse, EioError> {
+async fn poll_get(session: &SessionPort) -> Result<HttpResponse, EioError> {
     let (reply, body) = oneshot::channel();
-    session.send(PollGet { reply }).await??;
+    session
+        .send(ToSession::PollGet(PollGet { reply }))
+        .await??;
     // A session that stops without answering behaves like a close packet.
     let body = body.await.unwrap_or_else(|_| b"1".to_vec());
     Ok(HttpResponse::Ok()
@@ -325,9 +328,9 @@ async fn poll_post(
     req: &HttpRequest,
     mut payload: web::Payload,
     state: &AppState,
-    session: &MeteredAddr<Session>,
+    session: &SessionPort,
 ) -> Result<HttpResponse, EioError> {
-    session.send(PollPostStart).await??;
+    session.send(ToSession::PollPostStart).await??;
     let binary_body = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -352,14 +355,16 @@ async fn poll_post(
         match tokio::time::timeout(BODY_TIMEOUT, read).await {
             Ok(body) => body,
             Err(_) => {
-                session.do_send(PollPostBody {
+                session.do_send(ToSession::PollPostBody(PollPostBody {
                     body: Err(PollError::BadPayload),
-                });
+                }));
                 return Err(EioError::BodyTimeout);
             }
         }
     };
-    session.send(PollPostBody { body }).await??;
+    session
+        .send(ToSession::PollPostBody(PollPostBody { body }))
+        .await??;
     Ok(HttpResponse::Ok().content_type("text/html").body("ok"))
 }
 

@@ -18,11 +18,12 @@ use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, Message, Protoc
 use actix_rt::net::TcpStream;
 use bytes::{Buf, Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
-use switchboard_actors::metrics::{self, Metered, MeteredAddr};
-use switchboard_actors::session::Session;
+use switchboard_actors::metrics::{self, Metered};
+use switchboard_actors::ports::session::{
+    AttachWebSocket, SessionPort, ToSession, WsClosed, WsInbound,
+};
 use switchboard_actors::transport::{
-    AttachWebSocket, Outgoing, WsClosed, WsInbound, WsOutReceiver, WsOutbound, next_transport_id,
-    ws_out,
+    Outgoing, WsOutReceiver, WsOutbound, next_transport_id, ws_out,
 };
 use switchboard_protocol::engineio::Packet;
 use tokio::io::AsyncWriteExt;
@@ -44,7 +45,7 @@ pub struct WsTransport {
     read: BytesMut,
     /// Bytes encoded but not yet written; empty (unallocated) when all is written.
     write: BytesMut,
-    session: MeteredAddr<Session>,
+    session: SessionPort,
     queue: WsOutReceiver,
     /// Frames taken from the queue and not yet encoded.
     taken: VecDeque<Metered<WsOutbound>>,
@@ -74,7 +75,7 @@ impl WsTransport {
     pub async fn serve(
         io: TcpStream,
         read: BytesMut,
-        session: MeteredAddr<Session>,
+        session: SessionPort,
         upgrade: bool,
         max_payload: usize,
         mailbox: usize,
@@ -93,11 +94,13 @@ impl WsTransport {
             fragments: None,
         };
         metrics::actor_started("ws_transport");
-        transport.session.do_send(AttachWebSocket {
-            id: transport.id,
-            out,
-            upgrade,
-        });
+        transport
+            .session
+            .do_send(ToSession::AttachWebSocket(AttachWebSocket {
+                id: transport.id,
+                out,
+                upgrade,
+            }));
         let error = match transport.run().await {
             Ok(End::Clean) => false,
             Ok(End::Fail(code, why)) => {
@@ -117,10 +120,10 @@ impl WsTransport {
         transport.queue.close();
         transport.taken.clear();
         // The Session hears of the end first: it must not wait for the linger below.
-        transport.session.do_send(WsClosed {
+        transport.session.do_send(ToSession::WsClosed(WsClosed {
             id: transport.id,
             error,
-        });
+        }));
         metrics::actor_stopped("ws_transport");
         let _ = tokio::time::timeout(CLOSE_LINGER, transport.linger()).await;
     }
@@ -291,10 +294,10 @@ impl WsTransport {
         };
         match Packet::decode_text(text) {
             Ok(packet) => {
-                self.session.do_send(WsInbound {
+                self.session.do_send(ToSession::WsInbound(WsInbound {
                     id: self.id,
                     packet,
-                });
+                }));
                 None
             }
             Err(_) => Some(End::Fail(
@@ -305,10 +308,10 @@ impl WsTransport {
     }
 
     fn on_binary(&mut self, data: Bytes) {
-        self.session.do_send(WsInbound {
+        self.session.do_send(ToSession::WsInbound(WsInbound {
             id: self.id,
             packet: Packet::from_binary(data),
-        });
+        }));
     }
 
     fn on_fragment(&mut self, item: Item) -> Option<End> {

@@ -1,0 +1,448 @@
+//! The application: what Switchboard does with an authenticated socket's events.
+//!
+//! A Session owns the connection (Engine.IO, the transports, the heartbeat, the outbox) and the
+//! Socket.IO layer; everything above — authentication and admission at CONNECT, the per-socket
+//! event limit, the built-in events and their error codes — lives here, in one [`Socket`] per
+//! session. The Session hands it CONNECTs, events and commands, and lends it a [`Conn`] to
+//! answer through; anything that needs another actor is a typed message sent through a
+//! [`Port`], whose answer comes back later as a [`Done`], so no handler waits.
+//!
+//! # Layout
+//! - this file: [`App`] (what the sockets of a node share), [`Socket`], [`Conn`], dispatch.
+//! - `connect`: token checks, admission through presence, the token's expiry, the end.
+//! - `messages`: `message:send` (one in flight per socket, in order) and `message:sync`.
+//! - `presence`: `presence:subscribe` / `unsubscribe` / `query`, `status:set`.
+//! - `rooms`: `room:emit` and membership changes from the server API.
+//! - `signals`: `typing` and `signal` (volatile relays).
+//! - [`errors`]: every failure mapped to the client-facing [`errors::ErrorCode`].
+
+mod connect;
+pub mod errors;
+mod messages;
+mod presence;
+mod rooms;
+mod signals;
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::MailboxError;
+use serde_json::{Value, json};
+use switchboard_protocol::events::{ClientEvent, EventName, MessageSend};
+use switchboard_protocol::socketio::Packet;
+use tracing::warn;
+
+use crate::auth::Authenticator;
+use crate::ids::{NodeId, Room, Sid, SocketId, UserId};
+use crate::metrics::{message_received, message_sent, metrics};
+use crate::ports::Port;
+use crate::ports::journal::{
+    ConnectionClosed, ConnectionOpened, StoreMessage, StoredMessage, SyncMessages, SyncPage,
+};
+use crate::ports::presence::{
+    PresenceConnect, PresenceDisconnect, QueryStatuses, SetStatus, Status,
+};
+use crate::ports::ratelimiter::CheckMessage;
+use crate::ports::registry::{Authenticated, Deliver, Watch};
+use crate::ratelimit::TokenBucket;
+use crate::transport::{CloseReason, Outgoing, WsOut};
+use errors::Refusal;
+
+/// Per-socket and per-event limits.
+#[derive(Debug, Clone)]
+pub struct AppLimits {
+    /// Largest application event (JSON text plus attachments).
+    pub max_event_bytes: usize,
+    /// Events one socket may send per window.
+    pub socket_events: u32,
+    /// The per-socket window.
+    pub socket_window: Duration,
+}
+
+/// The actors the application talks to, one port per message it sends.
+#[derive(Clone)]
+pub struct AppPorts {
+    /// Registry: a socket authenticated.
+    pub authenticated: Port<Authenticated>,
+    /// Registry: presence watches.
+    pub watch: Port<Watch>,
+    /// Registry: deliveries.
+    pub deliver: Port<Deliver>,
+    /// Presence: admit a socket.
+    pub presence_connect: Port<PresenceConnect>,
+    /// Presence: a socket left.
+    pub presence_disconnect: Port<PresenceDisconnect>,
+    /// Presence: statuses.
+    pub query_statuses: Port<QueryStatuses>,
+    /// Presence: a user sets a status.
+    pub set_status: Port<SetStatus>,
+    /// RateLimiter: the per-user message limit.
+    pub check_message: Port<CheckMessage>,
+    /// Journal: store a message.
+    pub store_message: Port<StoreMessage>,
+    /// Journal: read messages.
+    pub sync_messages: Port<SyncMessages>,
+    /// Journal: a connection row opens.
+    pub connection_opened: Port<ConnectionOpened>,
+    /// Journal: a connection row closes.
+    pub connection_closed: Port<ConnectionClosed>,
+}
+
+/// What every socket of a node shares.
+pub struct App {
+    /// This node's id (`serverInstance`).
+    pub node_id: NodeId,
+    /// Verifies tokens.
+    pub auth: Arc<Authenticator>,
+    /// The actors it talks to.
+    pub ports: AppPorts,
+    /// Limits.
+    pub limits: AppLimits,
+}
+
+/// What the handshake HTTP request said about the client.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeInfo {
+    /// `Authorization: Bearer …`.
+    pub bearer: Option<String>,
+    /// `?token=…`.
+    pub query_token: Option<String>,
+    /// `X-Device-Id`.
+    pub device_id: Option<String>,
+    /// `X-Platform`, kept for logs.
+    pub platform: Option<String>,
+    /// `User-Agent`, kept in the connection log.
+    pub user_agent: Option<String>,
+    /// The peer address.
+    pub remote_addr: Option<String>,
+}
+
+/// Work for another actor; its answer comes back to the socket as a [`Done`].
+pub type Work = Pin<Box<dyn Future<Output = Done>>>;
+
+/// What the application needs from the connection it serves (the Session implements it).
+pub trait Conn {
+    /// The Engine.IO session id (logs).
+    fn sid(&self) -> &Sid;
+    /// Whether the connection is closing (answers arriving now have nobody to go to).
+    fn closing(&self) -> bool;
+    /// Queue encoded frames for the client; volatile ones may be dropped for a slow client.
+    fn send(&mut self, frames: &[Outgoing], volatile: bool);
+    /// The namespace `nsp` is joined as socket `socket` (the connect timeout stops).
+    fn join(&mut self, nsp: &str, socket: &SocketId);
+    /// Close the connection.
+    fn close(&mut self, reason: CloseReason);
+    /// The websocket queue, if the connection is already on its websocket.
+    fn direct_link(&self) -> Option<WsOut>;
+    /// Run `work` and hand its [`Done`] back to [`Socket::done`].
+    fn spawn(&mut self, work: Work);
+    /// Hand `done` back to [`Socket::done`] after `after`.
+    fn later(&mut self, after: Duration, done: Done);
+
+    /// Send one Socket.IO packet.
+    fn emit(&mut self, packet: &Packet) {
+        let frames: Vec<Outgoing> = packet.to_frames().into_iter().map(Outgoing::from).collect();
+        self.send(&frames, false);
+    }
+}
+
+/// An answer from another actor, or a timer, back at its socket.
+pub enum Done {
+    /// Presence answered the admission of a CONNECT.
+    Admitted(Box<connect::Admission>, Result<(), Refusal>),
+    /// The token's `exp` passed.
+    TokenExpired,
+    /// The per-user limit answered for the `message:send` in flight.
+    SendChecked {
+        /// The message.
+        msg: MessageSend,
+        /// Its ack id.
+        id: Option<u64>,
+        /// Allowed, or refused.
+        verdict: Result<(), Refusal>,
+    },
+    /// The Journal answered the store of the `message:send` in flight.
+    SendStored {
+        /// Its ack id.
+        id: Option<u64>,
+        /// The stored row.
+        result: Result<StoredMessage, Refusal>,
+    },
+    /// The Journal answered a `message:sync`.
+    Synced {
+        /// Its ack id.
+        id: Option<u64>,
+        /// The page.
+        result: Result<SyncPage, Refusal>,
+    },
+    /// Presence answered a status query.
+    Statuses {
+        /// Its ack id.
+        id: Option<u64>,
+        /// The statuses, in the order asked.
+        result: Result<Vec<(UserId, Status)>, Refusal>,
+    },
+    /// Presence answered a `status:set`.
+    StatusSet {
+        /// Its ack id.
+        id: Option<u64>,
+        /// Whether it was stored.
+        result: Result<(), Refusal>,
+    },
+}
+
+/// A command for one socket from outside (the registry, on behalf of the server API or the
+/// drain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Disconnect the socket (server API).
+    Disconnect,
+    /// Join or leave a room (server API).
+    SetRooms {
+        /// The room.
+        room: Room,
+        /// Member or not.
+        member: bool,
+    },
+    /// The node is about to drain.
+    Maintenance,
+    /// The node is draining: the client should reconnect elsewhere.
+    Shutdown,
+}
+
+/// The application state of one session (see the module docs).
+pub struct Socket {
+    app: Arc<App>,
+    handshake: HandshakeInfo,
+    /// The (user, socket) of a CONNECT waiting for presence to admit it; if the session ends
+    /// first, the socket is withdrawn from presence again.
+    admitting: Option<(UserId, SocketId)>,
+    /// The authenticated user, once admitted.
+    user: Option<User>,
+}
+
+/// An authenticated socket.
+struct User {
+    socket: SocketId,
+    user: UserId,
+    rooms: HashSet<Room>,
+    bucket: TokenBucket,
+    /// Application events received from the client (for the connection log).
+    received: u32,
+    /// Application events pushed to the client (for the connection log); the registry counts
+    /// the deliveries it writes straight into this socket's websocket.
+    sent: Arc<AtomicU32>,
+    /// When the socket was admitted (connection duration metric).
+    since: Instant,
+    /// `message:send` events waiting for the one in flight.
+    sends: VecDeque<(MessageSend, Option<u64>)>,
+    /// A `message:send` is being checked or stored.
+    sending: bool,
+    /// Users whose presence this socket watches (bounded by `presence::MAX_WATCHED`).
+    watching: HashSet<UserId>,
+}
+
+impl Socket {
+    /// The application side of a new session.
+    pub fn new(app: Arc<App>, handshake: HandshakeInfo) -> Self {
+        Socket {
+            app,
+            handshake,
+            admitting: None,
+            user: None,
+        }
+    }
+
+    /// Whether the socket has been admitted.
+    pub fn authenticated(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// A CONNECT to namespace `nsp` with its `auth` payload.
+    pub fn connect(&mut self, conn: &mut dyn Conn, nsp: String, auth: Option<Value>) {
+        connect::connect(self, conn, nsp, auth);
+    }
+
+    /// One application event (`[name, args…]`, its ack id and encoded size).
+    pub fn event(&mut self, conn: &mut dyn Conn, data: Vec<Value>, id: Option<u64>, size: usize) {
+        let app = self.app.clone();
+        let Some(user) = self.user.as_mut() else {
+            return;
+        };
+        user.received = user.received.saturating_add(1);
+        let name = data.first().and_then(Value::as_str).unwrap_or_default();
+        message_received(EventName::label(name));
+        if let Err(retry) = user.bucket.try_take(Instant::now()) {
+            return fail(conn, id, Refusal::rate_limited(retry));
+        }
+        if size > app.limits.max_event_bytes {
+            return fail(conn, id, Refusal::too_large(app.limits.max_event_bytes));
+        }
+        let event = match ClientEvent::parse(data) {
+            Ok(event) => event,
+            Err(err) => return fail(conn, id, err.into()),
+        };
+        match event {
+            ClientEvent::MessageSend(msg) => messages::send(&app, user, conn, msg, id),
+            ClientEvent::MessageSync(msg) => messages::sync(&app, user, conn, msg, id),
+            ClientEvent::Typing(msg) => signals::typing(&app, user, conn, msg, id),
+            ClientEvent::Signal(msg) => signals::signal(&app, user, conn, msg, id),
+            ClientEvent::RoomEmit(msg) => rooms::emit(&app, user, conn, msg, id),
+            ClientEvent::PresenceSubscribe(msg) => {
+                presence::watch(&app, user, conn, msg.user_ids, true, id)
+            }
+            ClientEvent::PresenceUnsubscribe(msg) => {
+                presence::watch(&app, user, conn, msg.user_ids, false, id)
+            }
+            ClientEvent::PresenceQuery(msg) => presence::query(&app, conn, msg.user_ids, id),
+            ClientEvent::StatusSet(msg) => presence::set_status(&app, user, conn, msg, id),
+            ClientEvent::Custom { name, .. } => fail(conn, id, Refusal::unknown_event(&name)),
+        }
+    }
+
+    /// An answer from another actor (or a timer) for this socket.
+    pub fn done(&mut self, conn: &mut dyn Conn, done: Done) {
+        let app = self.app.clone();
+        match done {
+            Done::Admitted(admission, result) => connect::admitted(self, conn, *admission, result),
+            Done::TokenExpired => connect::token_expired(self, conn),
+            Done::SendChecked { msg, id, verdict } => {
+                if let Some(user) = self.user.as_mut() {
+                    messages::checked(&app, user, conn, msg, id, verdict);
+                }
+            }
+            Done::SendStored { id, result } => {
+                if let Some(user) = self.user.as_mut() {
+                    messages::stored(&app, user, conn, id, result);
+                }
+            }
+            Done::Synced { id, result } => match result {
+                Ok(page) => ack(
+                    conn,
+                    id,
+                    json!({"ok": true, "messages": page.messages, "hasMore": page.has_more}),
+                ),
+                Err(refusal) => fail(conn, id, refusal),
+            },
+            Done::Statuses { id, result } => presence::statuses(conn, id, result),
+            Done::StatusSet { id, result } => match result {
+                Ok(()) => ack(conn, id, json!({"ok": true})),
+                Err(refusal) => fail(conn, id, refusal),
+            },
+        }
+    }
+
+    /// A command from outside.
+    pub fn command(&mut self, conn: &mut dyn Conn, command: Command) {
+        match command {
+            Command::Disconnect => connect::disconnect(self, conn),
+            Command::SetRooms { room, member } => {
+                if let Some(user) = self.user.as_mut() {
+                    rooms::set(user, room, member);
+                }
+            }
+            Command::Maintenance => {
+                if self.user.is_some() {
+                    event(
+                        conn,
+                        EventName::ServerMaintenance,
+                        json!({"reconnect": true}),
+                    );
+                }
+            }
+            Command::Shutdown => {
+                if self.user.is_some() {
+                    event(conn, EventName::ServerShutdown, json!({"reconnect": true}));
+                }
+                conn.close(CloseReason::ServerShutdown);
+            }
+        }
+    }
+
+    /// A delivery from the registry reached the client through the Session.
+    pub fn pushed(&self) {
+        if let Some(user) = &self.user {
+            user.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The session is gone (`reason` is `None` when the node stopped it without a close).
+    pub fn stopped(&mut self, sid: &Sid, reason: Option<CloseReason>) {
+        connect::stopped(self, sid, reason);
+    }
+}
+
+/// Ack `id` with `data`, when the client asked for an answer.
+fn ack(conn: &mut dyn Conn, id: Option<u64>, data: Value) {
+    if let Some(id) = id {
+        conn.emit(&Packet::ack("/", id, vec![data], Vec::new()));
+    }
+}
+
+/// Emit `[name, data]` to this socket.
+fn event(conn: &mut dyn Conn, name: EventName, data: Value) {
+    message_sent(name.as_str());
+    conn.emit(&Packet::event("/", name.as_str(), vec![data]));
+}
+
+/// Refuse an event: the ack when the client asked for one, else an `error` event. A rate
+/// limit also gets `rate_limited {retryAfterMs}`, whether or not there is an ack.
+fn fail(conn: &mut dyn Conn, id: Option<u64>, refusal: Refusal) {
+    let code = refusal.code.as_str();
+    metrics().error(code);
+    let mut error = json!({"code": code, "message": refusal.message});
+    if let Some(retry) = refusal.retry_after {
+        let retry_ms = crate::ratelimit::ceil_millis(retry).max(1);
+        error["retryAfterMs"] = retry_ms.into();
+        event(
+            conn,
+            EventName::RateLimited,
+            json!({"retryAfterMs": retry_ms}),
+        );
+        if id.is_none() {
+            return;
+        }
+    }
+    match id {
+        Some(_) => ack(conn, id, json!({"ok": false, "error": error})),
+        None => event(conn, EventName::Error, error),
+    }
+}
+
+/// The answer of a request to another actor, as the client will see a failure; failures are
+/// logged with `what` (the actor asked).
+fn settle<T, E>(
+    answer: Result<Result<T, E>, MailboxError>,
+    what: &'static str,
+) -> Result<T, Refusal>
+where
+    E: Into<Refusal> + std::fmt::Display,
+{
+    match answer {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => {
+            warn!(%err, "{what} failed");
+            Err(err.into())
+        }
+        Err(err) => {
+            warn!(%err, "{what} mailbox");
+            Err(err.into())
+        }
+    }
+}
+
+/// [`settle`] for requests whose errors are ordinary outcomes (no log line).
+fn settle_quietly<T, E: Into<Refusal>>(
+    answer: Result<Result<T, E>, MailboxError>,
+) -> Result<T, Refusal> {
+    answer.map_err(Refusal::from)?.map_err(Into::into)
+}
+
+/// Pin a future that answers with a [`Done`].
+fn work(fut: impl Future<Output = Done> + 'static) -> Work {
+    Box::pin(fut)
+}

@@ -1,0 +1,103 @@
+//! Presence from a socket's side: watching users (`presence:subscribe` / `unsubscribe`),
+//! asking for statuses (`presence:query`) and setting one's own (`status:set`).
+
+use serde_json::{Map, Value, json};
+use switchboard_protocol::events::StatusSet;
+
+use super::errors::Refusal;
+use super::{App, Conn, Done, User, ack, fail, settle_quietly, work};
+use crate::ids::UserId;
+use crate::ports::presence::{QueryStatuses, SetStatus, Status};
+use crate::ports::registry::Watch;
+
+/// Most users one socket may watch with `presence:subscribe` (each costs a channel in cluster
+/// mode).
+pub(super) const MAX_WATCHED: usize = 1000;
+
+/// Start (or stop) watching `users`; a subscribe answers with their current statuses.
+pub(super) fn watch(
+    app: &App,
+    user: &mut User,
+    conn: &mut dyn Conn,
+    users: Vec<String>,
+    on: bool,
+    id: Option<u64>,
+) {
+    let users: Vec<UserId> = users.into_iter().map(UserId::from).collect();
+    if on {
+        let added = users.iter().filter(|u| !user.watching.contains(*u)).count();
+        if user.watching.len() + added > MAX_WATCHED {
+            let message = format!("a socket may watch at most {MAX_WATCHED} users");
+            return fail(conn, id, Refusal::invalid(message));
+        }
+        user.watching.extend(users.iter().cloned());
+    } else {
+        for u in &users {
+            user.watching.remove(u);
+        }
+    }
+    // Watch first, then read statuses: a transition in between is reported, never missed.
+    app.ports.watch.do_send(Watch {
+        sid: conn.sid().clone(),
+        users: users.clone(),
+        watch: on,
+    });
+    if on {
+        ask_statuses(app, conn, users, id);
+    } else {
+        ack(conn, id, json!({"ok": true}));
+    }
+}
+
+/// `presence:query`.
+pub(super) fn query(app: &App, conn: &mut dyn Conn, users: Vec<String>, id: Option<u64>) {
+    ask_statuses(app, conn, users.into_iter().map(UserId::from).collect(), id);
+}
+
+fn ask_statuses(app: &App, conn: &mut dyn Conn, users: Vec<UserId>, id: Option<u64>) {
+    let query = app.ports.query_statuses.send(QueryStatuses { users });
+    conn.spawn(work(async move {
+        let result = settle_quietly(query.await);
+        Done::Statuses { id, result }
+    }));
+}
+
+/// Presence answered a query: `{ok, statuses: {user: status}}`.
+pub(super) fn statuses(
+    conn: &mut dyn Conn,
+    id: Option<u64>,
+    result: Result<Vec<(UserId, Status)>, Refusal>,
+) {
+    match result {
+        Ok(statuses) => {
+            let statuses: Map<String, Value> = statuses
+                .into_iter()
+                .map(|(u, s)| (u.to_string(), Value::from(s.as_str())))
+                .collect();
+            ack(conn, id, json!({"ok": true, "statuses": statuses}));
+        }
+        Err(refusal) => fail(conn, id, refusal),
+    }
+}
+
+/// `status:set`.
+pub(super) fn set_status(
+    app: &App,
+    user: &mut User,
+    conn: &mut dyn Conn,
+    msg: StatusSet,
+    id: Option<u64>,
+) {
+    // The payload was validated: only settable statuses get here.
+    let Some(status) = Status::settable(&msg.status) else {
+        return;
+    };
+    let set = app.ports.set_status.send(SetStatus {
+        user: user.user.clone(),
+        status,
+    });
+    conn.spawn(work(async move {
+        let result = settle_quietly(set.await);
+        Done::StatusSet { id, result }
+    }));
+}

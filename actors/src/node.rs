@@ -1,0 +1,198 @@
+//! The composition root: starts a node's actors and wires their ports together. The only
+//! module that names every actor.
+//!
+//! A conformance node ([`Node::conformance`]) has a registry and nothing else. A product node
+//! ([`Node::start`]) opens and migrates the database, then starts the Journal, Presence and the
+//! RateLimiter (in memory, or on Redis with the RedisBridge in cluster mode), each under an
+//! `actix::Supervisor`, and the [`App`] its sessions share.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tracing::{info, warn};
+
+use crate::app::{App, AppLimits, AppPorts};
+use crate::auth::Authenticator;
+use crate::bridge::RedisBridge;
+use crate::ids::NodeId;
+use crate::journal::{Journal, JournalConfig};
+use crate::metrics::MeteredAddr;
+use crate::ports::Port;
+use crate::ports::journal::{CloseStaleConnections, JournalError, NODE_LOST};
+use crate::ports::registry::AttachCluster;
+use crate::presence::redis_store::RedisPresenceStore;
+use crate::presence::{Presence, PresencePorts};
+use crate::ratelimiter::{RateLimiter, RedisRateStore};
+use crate::registry::{DeferredRegistry, SessionRegistry};
+use crate::store::{RedisPool, RedisSettings, pool};
+
+/// What a product node is started with.
+pub struct NodeConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Verifies client tokens.
+    pub auth: Authenticator,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Journal tuning.
+    pub journal: JournalConfig,
+    /// Cluster mode: Redis; `None` for a single node.
+    pub redis: Option<RedisSettings>,
+    /// `message:send` per user per window, cluster-wide.
+    pub user_message_limit: u32,
+    /// The per-user window.
+    pub user_message_window: Duration,
+    /// Per-socket and per-event limits.
+    pub limits: AppLimits,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The Redis URL is unusable.
+    #[error("invalid Redis settings: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The database cannot be reached or migrated.
+    #[error("database: {0}")]
+    Database(#[from] JournalError),
+}
+
+/// A running node's actors.
+pub struct Node {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The session registry (started by [`Node::registry_start`]).
+    pub registry: MeteredAddr<SessionRegistry>,
+    /// Starts the registry on the arbiter that calls it first (the first HTTP worker's).
+    pub registry_start: Arc<DeferredRegistry>,
+    /// The application's actors; `None` on a conformance node.
+    pub product: Option<Product>,
+}
+
+/// The actors of a product node.
+pub struct Product {
+    /// What sessions share.
+    pub app: Arc<App>,
+    /// Presence.
+    pub presence: MeteredAddr<Presence>,
+    /// The database writer.
+    pub journal: MeteredAddr<Journal>,
+    /// The RedisBridge, in cluster mode.
+    pub bridge: Option<MeteredAddr<RedisBridge>>,
+    /// The Redis pool, in cluster mode (for its gauge).
+    pub redis_pool: Option<RedisPool>,
+}
+
+impl Node {
+    /// A node that serves the protocol test suites: a registry, no application.
+    pub fn conformance(node_id: NodeId) -> Node {
+        let (registry, registry_start) = SessionRegistry::deferred();
+        Node {
+            node_id,
+            registry: MeteredAddr::new(registry),
+            registry_start,
+            product: None,
+        }
+    }
+
+    /// Start a product node's actors. Must run inside an actix `System`.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let mut node = Node::conformance(config.node_id.clone());
+        let registry = node.registry.addr().clone();
+        let journal = Journal::connect_retrying(&config.database_url, config.journal).await?;
+        let journal = MeteredAddr::new(supervise(journal));
+        close_stale_rows(&journal, &config.node_id).await;
+        let presence_ports = PresencePorts {
+            changed: Port::new(&registry),
+            live: Port::new(&registry),
+            logged: Port::new(journal.addr()),
+            close_stale: Port::new(journal.addr()),
+        };
+        let (limit, window) = (
+            config.user_message_limit.max(1),
+            config.user_message_window.max(Duration::from_millis(1)),
+        );
+        let (presence, rate_limiter, bridge, redis_pool) = match &config.redis {
+            Some(settings) => {
+                let pool = pool(settings)?;
+                let bridge =
+                    RedisBridge::new(settings, config.node_id.clone(), Port::new(&registry))?;
+                let bridge = supervise(bridge);
+                node.registry.do_send(AttachCluster {
+                    node_id: config.node_id.clone(),
+                    keys: settings.keys.clone(),
+                    publish: Port::new(&bridge),
+                    subscribe: Port::new(&bridge),
+                });
+                info!(prefix = %settings.keys.prefix(), "cluster mode: presence, limits and routing on Redis");
+                let store = RedisPresenceStore::new(pool.clone(), settings, config.node_id.clone());
+                let presence = Presence::new(Arc::new(store), presence_ports, true);
+                let rates = RedisRateStore::new(pool.clone(), settings, limit, window);
+                (
+                    supervise(presence),
+                    supervise(RateLimiter::new(Arc::new(rates))),
+                    Some(MeteredAddr::new(bridge)),
+                    Some(pool),
+                )
+            }
+            None => (
+                supervise(Presence::in_memory(presence_ports)),
+                supervise(RateLimiter::in_memory(limit, window)),
+                None,
+                None,
+            ),
+        };
+        let ports = AppPorts {
+            authenticated: Port::new(&registry),
+            watch: Port::new(&registry),
+            deliver: Port::new(&registry),
+            presence_connect: Port::new(&presence),
+            presence_disconnect: Port::new(&presence),
+            query_statuses: Port::new(&presence),
+            set_status: Port::new(&presence),
+            check_message: Port::new(&rate_limiter),
+            store_message: Port::new(journal.addr()),
+            sync_messages: Port::new(journal.addr()),
+            connection_opened: Port::new(journal.addr()),
+            connection_closed: Port::new(journal.addr()),
+        };
+        let app = Arc::new(App {
+            node_id: config.node_id,
+            auth: Arc::new(config.auth),
+            ports,
+            limits: config.limits,
+        });
+        node.product = Some(Product {
+            app,
+            presence: MeteredAddr::new(presence),
+            journal,
+            bridge,
+            redis_pool,
+        });
+        Ok(node)
+    }
+}
+
+/// Rows the previous run of this node left open (crash, kill -9).
+async fn close_stale_rows(journal: &MeteredAddr<Journal>, node_id: &NodeId) {
+    let closed = journal
+        .send(CloseStaleConnections {
+            server_instance: node_id.clone(),
+            reason: NODE_LOST.into(),
+        })
+        .await;
+    match closed {
+        Ok(Ok(closed)) => info!(closed, "closed this node's stale connection rows"),
+        Ok(Err(err)) => warn!(%err, "could not close stale connection rows"),
+        Err(err) => warn!(%err, "journal mailbox"),
+    }
+}
+
+/// Start an infrastructure actor under a Supervisor, which restarts it if it stops.
+fn supervise<A>(actor: A) -> Addr<A>
+where
+    A: Actor<Context = Context<A>> + Supervised,
+{
+    Supervisor::start(move |_| actor)
+}

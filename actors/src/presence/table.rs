@@ -1,0 +1,157 @@
+//! The presence table of a single node: pure state (who is online on which sockets and
+//! devices, and with which status), unit-tested without actors.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::ids::UserId;
+use crate::ports::presence::{OnlinePage, Status};
+
+#[derive(Debug)]
+struct UserPresence {
+    /// socket id → device id.
+    sockets: HashMap<String, String>,
+    status: Status,
+}
+
+/// Who is online, on which sockets and devices, with which status.
+#[derive(Debug, Default)]
+pub struct PresenceTable {
+    users: BTreeMap<UserId, UserPresence>,
+}
+
+impl PresenceTable {
+    /// Add a socket; true when it is the user's first (the user comes online).
+    pub fn connect(&mut self, user: &UserId, socket: &str, device: &str) -> bool {
+        let entry = self
+            .users
+            .entry(user.clone())
+            .or_insert_with(|| UserPresence {
+                sockets: HashMap::new(),
+                status: Status::Online,
+            });
+        let first = entry.sockets.is_empty();
+        entry.sockets.insert(socket.to_string(), device.to_string());
+        first
+    }
+
+    /// Remove a socket; true when it was the user's last (the user goes offline).
+    pub fn disconnect(&mut self, user: &UserId, socket: &str) -> bool {
+        let Some(entry) = self.users.get_mut(user) else {
+            return false;
+        };
+        if entry.sockets.remove(socket).is_none() {
+            return false;
+        }
+        if entry.sockets.is_empty() {
+            self.users.remove(user);
+            return true;
+        }
+        false
+    }
+
+    /// Set an online user's status; true when it changed.
+    pub fn set_status(&mut self, user: &UserId, status: Status) -> bool {
+        match self.users.get_mut(user) {
+            Some(entry) if entry.status != status => {
+                entry.status = status;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A user's status.
+    pub fn status(&self, user: &str) -> Status {
+        self.users.get(user).map_or(Status::Offline, |u| u.status)
+    }
+
+    /// The distinct devices a user is connected from.
+    pub fn devices(&self, user: &str) -> Vec<String> {
+        let mut devices: Vec<String> = self
+            .users
+            .get(user)
+            .map(|u| u.sockets.values().cloned().collect())
+            .unwrap_or_default();
+        devices.sort();
+        devices.dedup();
+        devices
+    }
+
+    /// Online users after `cursor`, at most `limit`.
+    pub fn online(&self, limit: usize, cursor: Option<&str>) -> OnlinePage {
+        use std::ops::Bound;
+        let start = match cursor {
+            Some(c) => Bound::Excluded(c),
+            None => Bound::Unbounded,
+        };
+        let mut users: Vec<String> = self
+            .users
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(limit + 1)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let next_cursor = if users.len() > limit {
+            users.truncate(limit);
+            users.last().cloned()
+        } else {
+            None
+        };
+        OnlinePage {
+            count: self.users.len(),
+            users,
+            next_cursor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(s: &str) -> UserId {
+        UserId::from(s)
+    }
+
+    #[test]
+    fn first_and_last_socket_are_the_transitions() {
+        let mut t = PresenceTable::default();
+        let dave = uid("dave");
+        assert!(t.connect(&dave, "s1", "phone"));
+        assert!(!t.connect(&dave, "s2", "laptop"));
+        assert_eq!(t.devices("dave"), vec!["laptop", "phone"]);
+        assert!(!t.disconnect(&dave, "s1"));
+        assert_eq!(t.status("dave"), Status::Online);
+        assert!(t.disconnect(&dave, "s2"));
+        assert_eq!(t.status("dave"), Status::Offline);
+        assert!(
+            !t.disconnect(&dave, "s2"),
+            "a second disconnect is not a transition"
+        );
+    }
+
+    #[test]
+    fn status_changes_only_for_online_users() {
+        let mut t = PresenceTable::default();
+        let a = uid("a");
+        assert!(!t.set_status(&a, Status::Away));
+        t.connect(&a, "s", "d");
+        assert!(t.set_status(&a, Status::Away));
+        assert!(!t.set_status(&a, Status::Away));
+        assert_eq!(t.status("a"), Status::Away);
+    }
+
+    #[test]
+    fn online_users_page_in_order() {
+        let mut t = PresenceTable::default();
+        for u in ["c", "a", "b", "d"] {
+            t.connect(&uid(u), "s", "d");
+        }
+        let p1 = t.online(3, None);
+        assert_eq!(p1.count, 4);
+        assert_eq!(p1.users, vec!["a", "b", "c"]);
+        assert_eq!(p1.next_cursor.as_deref(), Some("c"));
+        let p2 = t.online(3, p1.next_cursor.as_deref());
+        assert_eq!(p2.users, vec!["d"]);
+        assert_eq!(p2.next_cursor, None);
+    }
+}
