@@ -1,10 +1,11 @@
-//! `switchboard`: start one node with the configuration from flags and the environment.
+//! `switchboard`: start one node with the configuration from flags, the environment and an
+//! optional config file.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
 
-use clap::Parser;
 use switchboard::Config;
+use switchboard::config::{ConfigError, Loaded};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -14,7 +15,20 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let Loaded { config, effective } = match Config::load() {
+        Ok(loaded) => loaded,
+        // clap prints usage errors, `--help` and `--version` itself, with its exit codes.
+        Err(ConfigError::Args(err)) => err.exit(),
+        // Logging is not set up yet (its filter is a setting): plain text on stderr.
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.print_config {
+        print!("{effective}");
+        return ExitCode::SUCCESS;
+    }
     if let Some(user) = &config.mint_token {
         return mint_token(&config, user);
     }

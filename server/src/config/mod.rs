@@ -1,0 +1,809 @@
+//! The node's one typed configuration, read once from flags, `SWITCHBOARD_*` variables and an
+//! optional TOML file.
+//!
+//! # Layout
+//! - [`Config`]: the clap definition, the single source of every setting's flag, variable,
+//!   default and meaning, plus the views each part of the node takes of it.
+//! - [`Config::load`]: precedence. Flag > environment variable > file > built-in default.
+//! - `file`: reads the `--config` file and hands each value to clap as that setting's default,
+//!   so clap's own parser validates it and a flag or variable still wins over it.
+//! - `effective`: what won and from where (`--print-config`, secrets redacted), and the README's
+//!   settings table.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
+use switchboard_actors::SessionConfig;
+use switchboard_actors::app::AppLimits;
+
+mod effective;
+mod file;
+
+pub use effective::{Effective, Source};
+use file::FileSettings;
+
+/// The help heading of one-shot actions: command-line only, never settings, so never in a file.
+const ACTIONS: &str = "Actions";
+
+/// The id of `--config` (the field name), which a file cannot set.
+const CONFIG_ID: &str = "config";
+
+/// Whether `arg` is a setting (and so a file key): every option but `--config`, the actions,
+/// `--help` and `--version`.
+fn is_setting(arg: &Arg) -> bool {
+    arg.get_long().is_some()
+        && arg.get_id() != CONFIG_ID
+        && arg.get_help_heading() != Some(ACTIONS)
+        && !matches!(
+            arg.get_action(),
+            ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+        )
+}
+
+/// Switchboard: a Socket.IO-compatible realtime node.
+///
+/// Every setting can also be set through the environment variable named beside it, or in the
+/// `--config` file under its flag's name.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchboard", version, about, long_about = None)]
+pub struct Config {
+    /// TOML file of settings, keyed by the long flag names (`listen = "0.0.0.0:3000"`); flags and
+    /// environment variables override it.
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Public listener for `/socket.io/`, `/health*`, `/metrics` and `/api/v1/*`.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: String,
+
+    /// This node's id: the `server_instance` label and Redis node keys [default: the hostname,
+    /// which is the pod name in a StatefulSet].
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Serve what the public Engine.IO/Socket.IO protocol test suites expect of their reference
+    /// server: an echo endpoint on `/engine.io/`, namespaces `/` and `/custom` with echo events on
+    /// `/socket.io/`, fast heartbeats (300/200 ms), a 1 s connect timeout, and no auth.
+    #[arg(long, env = "SWITCHBOARD_CONFORMANCE")]
+    pub conformance: bool,
+
+    /// How often the server pings each client, in ms [default: 25000; conformance: 300].
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL_MS")]
+    pub ping_interval_ms: Option<u64>,
+
+    /// How long a client may take to answer a ping before it is disconnected, in ms
+    /// [default: 20000; conformance: 200].
+    #[arg(long, env = "SWITCHBOARD_PING_TIMEOUT_MS")]
+    pub ping_timeout_ms: Option<u64>,
+
+    /// How long a client may take to send its Socket.IO CONNECT, in ms
+    /// [default: 45000; conformance: 1000].
+    #[arg(long, env = "SWITCHBOARD_CONNECT_TIMEOUT_MS")]
+    pub connect_timeout_ms: Option<u64>,
+
+    /// How long a polling→websocket upgrade may take, in ms.
+    #[arg(long, env = "SWITCHBOARD_UPGRADE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upgrade_timeout_ms: u64,
+
+    /// Engine.IO maxPayload: bytes per polling POST (over it: 413) or websocket message (over it:
+    /// close 1009).
+    #[arg(long, env = "SWITCHBOARD_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub max_payload: usize,
+
+    /// Outbound frames a client that does not read may have queued before it is disconnected
+    /// as `slow_client`.
+    #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_FRAMES", default_value_t = 1024)]
+    pub max_buffered_frames: usize,
+
+    /// Comma-separated list of allowed browser origins, or `*` for any.
+    #[arg(long, env = "SWITCHBOARD_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+
+    /// HTTP worker threads [default: one per core].
+    #[arg(long, env = "SWITCHBOARD_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Redis URL (`redis://host:6379/0`); setting it turns on cluster mode [default: unset,
+    /// single node with in-memory presence and limits].
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Database URL: `sqlite://path?mode=rwc` or `postgres://user:pass@host/db`; migrations
+    /// run at start.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DATABASE_URL",
+        default_value = "sqlite://switchboard.db?mode=rwc",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Prefix for every Redis key and channel (to share one Redis between deployments).
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+
+    /// HS256 secret for client tokens [default: random, and a demo token is printed].
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key for client tokens: RS256 for an RSA key, ES256 for an EC P-256 key
+    /// (replaces the HS256 secret).
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock leeway for `exp` and `nbf`, in seconds.
+    #[arg(long, env = "SWITCHBOARD_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// Bearer key for the server API `/api/v1/*` [default: unset, the API is off].
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Largest application event, in bytes (over it: an `error` event or error ack).
+    #[arg(long, env = "SWITCHBOARD_MAX_EVENT_BYTES", default_value_t = 65_536)]
+    pub max_event_bytes: usize,
+
+    /// Events one socket may send per `--socket-event-window-ms`.
+    #[arg(long, env = "SWITCHBOARD_SOCKET_EVENT_LIMIT", default_value_t = 100)]
+    pub socket_event_limit: u32,
+
+    /// The per-socket event window, in ms.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SOCKET_EVENT_WINDOW_MS",
+        default_value_t = 10_000
+    )]
+    pub socket_event_window_ms: u64,
+
+    /// `message:send` events one user may send per `--user-message-window-ms`, across all of
+    /// the user's sockets.
+    #[arg(long, env = "SWITCHBOARD_USER_MESSAGE_LIMIT", default_value_t = 30)]
+    pub user_message_limit: u32,
+
+    /// The per-user message window, in ms.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_USER_MESSAGE_WINDOW_MS",
+        default_value_t = 60_000
+    )]
+    pub user_message_window_ms: u64,
+
+    /// Graceful shutdown budget in seconds: after SIGTERM the node warns its clients, closes
+    /// them (they reconnect elsewhere), flushes its logs and exits within this time.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_SECS", default_value_t = 30)]
+    pub drain_secs: u64,
+
+    /// Connection and presence log rows the journal may hold while the database is slow or
+    /// down; beyond it rows are dropped and counted (`journal_dropped_total`).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JOURNAL_QUEUE_LIMIT",
+        default_value_t = 10_000
+    )]
+    pub journal_queue_limit: usize,
+
+    /// Days a closed connection row is kept.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RETENTION_CONNECTIONS_DAYS",
+        default_value_t = 7
+    )]
+    pub retention_connections_days: u64,
+
+    /// Days a presence log row is kept.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RETENTION_PRESENCE_DAYS",
+        default_value_t = 30
+    )]
+    pub retention_presence_days: u64,
+
+    /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stdout.
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Print the effective configuration as TOML that `--config` accepts (secrets redacted, each
+    /// setting's source in a comment) and exit.
+    #[arg(long, help_heading = ACTIONS)]
+    pub print_config: bool,
+
+    /// Run the retention sweep once against the database and exit (for a cron job).
+    #[arg(long, help_heading = ACTIONS)]
+    pub retention_sweep: bool,
+
+    /// Print an HS256 token for this user id (signed with --jwt-secret, valid for 24 hours) and
+    /// exit: for development and for trying the node out.
+    #[arg(long, value_name = "USER", help_heading = ACTIONS)]
+    pub mint_token: Option<String>,
+}
+
+/// A loaded configuration and the record of where each setting came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The typed configuration.
+    pub config: Config,
+    /// Every setting's effective value and source, for `--print-config`.
+    pub effective: Effective,
+}
+
+/// Why the configuration could not be loaded; the node must not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Bad flags or environment variables, or `--help`/`--version` (print it with `exit()`).
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+    /// The config file cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// The config file is not TOML.
+    #[error("config file {} is not valid TOML: {source}", path.display())]
+    Syntax {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// Where and why parsing stopped.
+        source: toml::de::Error,
+    },
+    /// The config file has unknown keys or invalid values; each problem names its key.
+    #[error("invalid config file {}:\n  - {}", path.display(), problems.join("\n  - "))]
+    Settings {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// One line per bad key.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Load the configuration from this process's arguments, its `SWITCHBOARD_*` variables and
+    /// the `--config` file, if any.
+    pub fn load() -> Result<Loaded, ConfigError> {
+        Self::load_from(Self::command(), std::env::args_os())
+    }
+
+    /// [`Config::load`] with the given definition (tests strip its environment variables) and
+    /// arguments (the first is the program name).
+    fn load_from(
+        command: Command,
+        args: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Result<Loaded, ConfigError> {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        // First pass, only to find the file: it may be named by a flag or a variable. Anything it
+        // refuses (or `--help`) the second pass would refuse the same way.
+        let first = command.clone().try_get_matches_from(&args)?;
+        let file = match first.get_one::<PathBuf>(CONFIG_ID) {
+            Some(path) => Some(FileSettings::read(path, &command)?),
+            None => None,
+        };
+        // File values become clap defaults, which clap parses like any value and uses only when
+        // neither the flag nor the variable is given: flag > env > file > built-in default.
+        let matches = match &file {
+            Some(file) => {
+                let matches = file.apply(command.clone()).try_get_matches_from(&args)?;
+                file.check_placeholders(&matches)?;
+                matches
+            }
+            None => first,
+        };
+        Self::from_matches(command, &matches, file.as_ref())
+    }
+
+    fn from_matches(
+        mut command: Command,
+        matches: &ArgMatches,
+        file: Option<&FileSettings>,
+    ) -> Result<Loaded, ConfigError> {
+        let config = Config::from_arg_matches(matches)?;
+        command.build();
+        let effective = Effective::new(&command, matches, file);
+        Ok(Loaded { config, effective })
+    }
+
+    /// The node id: the configured one, else the hostname, else `switchboard`.
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "switchboard".to_string())
+    }
+
+    /// Session settings derived from the flags (conformance mode changes the defaults).
+    pub fn session(&self) -> SessionConfig {
+        let (interval, timeout, connect) = if self.conformance {
+            (300, 200, 1_000)
+        } else {
+            (25_000, 20_000, 45_000)
+        };
+        SessionConfig {
+            ping_interval: Duration::from_millis(self.ping_interval_ms.unwrap_or(interval)),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms.unwrap_or(timeout)),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms.unwrap_or(connect)),
+            upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
+            max_payload: self.max_payload,
+            max_buffered_frames: self.max_buffered_frames,
+            limits: Default::default(),
+        }
+    }
+
+    /// Journal settings (batching defaults, the queue bound and retention from the flags).
+    pub fn journal(&self) -> switchboard_actors::journal::JournalConfig {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        switchboard_actors::journal::JournalConfig {
+            queue_limit: self.journal_queue_limit.max(1),
+            retention_connections: DAY * self.retention_connections_days.max(1) as u32,
+            retention_presence: DAY * self.retention_presence_days.max(1) as u32,
+            ..Default::default()
+        }
+    }
+
+    /// Product-mode limits.
+    pub fn product_limits(&self) -> AppLimits {
+        AppLimits {
+            max_event_bytes: self.max_event_bytes,
+            socket_events: self.socket_event_limit.max(1),
+            socket_window: Duration::from_millis(self.socket_event_window_ms.max(1)),
+        }
+    }
+
+    /// The CORS allow-list; `None` means any origin.
+    pub fn allowed_origins(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect();
+        if list.is_empty() || list.iter().any(|o| o == "*") {
+            None
+        } else {
+            Some(list)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_conformance_defaults() {
+        let cfg = Config::parse_from(["switchboard"]);
+        assert_eq!(cfg.listen, "0.0.0.0:3000");
+        assert_eq!(cfg.session().ping_interval, Duration::from_millis(25_000));
+        let cfg = Config::parse_from(["switchboard", "--conformance"]);
+        let s = cfg.session();
+        assert_eq!(s.ping_interval, Duration::from_millis(300));
+        assert_eq!(s.ping_timeout, Duration::from_millis(200));
+        assert_eq!(s.connect_timeout, Duration::from_millis(1_000));
+        let cfg = Config::parse_from(["switchboard", "--conformance", "--ping-interval-ms", "50"]);
+        assert_eq!(cfg.session().ping_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn origins_allow_list() {
+        let cfg = Config::parse_from(["switchboard"]);
+        assert_eq!(cfg.allowed_origins(), None);
+        let cfg = Config::parse_from([
+            "switchboard",
+            "--cors-origins",
+            "https://a.io, https://b.io",
+        ]);
+        assert_eq!(
+            cfg.allowed_origins(),
+            Some(vec!["https://a.io".to_string(), "https://b.io".to_string()])
+        );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Loading: file, precedence, errors. The environment level is covered by the black-box
+    // test (tests/tests/config.rs): a test process cannot set variables safely.
+
+    /// The definition without its variables, so that the developer's `SWITCHBOARD_*` cannot
+    /// change what these tests see.
+    fn definition() -> Command {
+        Config::command().mut_args(|arg| arg.env(None))
+    }
+
+    fn load(args: &[&str]) -> Result<Loaded, ConfigError> {
+        Config::load_from(
+            definition(),
+            std::iter::once("switchboard").chain(args.iter().copied()),
+        )
+    }
+
+    /// A config file that is removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(text: &str) -> TempFile {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "switchboard-config-{}-{n}.toml",
+                std::process::id()
+            ));
+            std::fs::write(&path, text).expect("write the config file");
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().expect("a UTF-8 temp path")
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn load_file(text: &str, flags: &[&str]) -> Result<Loaded, ConfigError> {
+        let file = TempFile::new(text);
+        let mut args = vec!["--config", file.path()];
+        args.extend_from_slice(flags);
+        load(&args)
+    }
+
+    fn settings_error(result: Result<Loaded, ConfigError>) -> String {
+        match result {
+            Err(err @ ConfigError::Settings { .. }) => err.to_string(),
+            Err(other) => panic!("expected a settings error, got {other:?}"),
+            Ok(loaded) => panic!("expected a settings error, got {:?}", loaded.config),
+        }
+    }
+
+    #[test]
+    fn every_kind_of_value_comes_from_the_file() {
+        let loaded = load_file(
+            r#"
+            listen = "127.0.0.1:4000"          # string
+            ping_interval_ms = 1234            # number, snake_case spelling
+            conformance = true                 # boolean
+            jwt-public-key-file = "/etc/sb/jwt.pem"   # path
+            workers = 3                        # optional number
+            jwt-issuer = "https://issuer.example"     # optional string
+            jwt-secret = "a-secret-from-the-file"     # secret
+            redis-prefix = ""                  # empty string
+            "#,
+            &[],
+        )
+        .expect("a valid file");
+        let cfg = &loaded.config;
+        assert_eq!(cfg.listen, "127.0.0.1:4000");
+        assert_eq!(cfg.ping_interval_ms, Some(1234));
+        assert!(cfg.conformance);
+        assert_eq!(
+            cfg.jwt_public_key_file.as_deref(),
+            Some(std::path::Path::new("/etc/sb/jwt.pem"))
+        );
+        assert_eq!(cfg.workers, Some(3));
+        assert_eq!(cfg.jwt_issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(cfg.jwt_secret.as_deref(), Some("a-secret-from-the-file"));
+        assert_eq!(cfg.redis_prefix, "");
+        for key in [
+            "listen",
+            "ping-interval-ms",
+            "conformance",
+            "workers",
+            "jwt-secret",
+        ] {
+            assert_eq!(loaded.effective.source(key), Some(Source::File), "{key}");
+        }
+        assert_eq!(loaded.effective.source("log"), Some(Source::Default));
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_default() {
+        let loaded = load_file(
+            "listen = \"127.0.0.1:4000\"\ndrain-secs = 7\nconformance = true\n",
+            &["--listen", "127.0.0.1:5000"],
+        )
+        .expect("a valid file");
+        let (cfg, effective) = (&loaded.config, &loaded.effective);
+        assert_eq!(cfg.listen, "127.0.0.1:5000");
+        assert_eq!(effective.source("listen"), Some(Source::Flag));
+        assert_eq!(cfg.drain_secs, 7);
+        assert_eq!(effective.source("drain-secs"), Some(Source::File));
+        assert!(cfg.conformance);
+        assert_eq!(cfg.max_payload, 1_000_000);
+        assert_eq!(effective.source("max-payload"), Some(Source::Default));
+        let printed = effective.to_string();
+        assert!(
+            printed.contains("\nlisten = \"127.0.0.1:5000\" # flag\n"),
+            "{printed}"
+        );
+        assert!(printed.contains("\ndrain-secs = 7 # file\n"), "{printed}");
+        assert!(
+            printed.contains("\nmax-payload = 1000000 # default\n"),
+            "{printed}"
+        );
+        assert!(printed.contains("\n# node-id is unset"), "{printed}");
+    }
+
+    #[test]
+    fn without_a_file_everything_is_a_flag_or_a_default() {
+        let loaded = load(&["--drain-secs", "9"]).expect("valid flags");
+        assert_eq!(loaded.config.drain_secs, 9);
+        assert_eq!(loaded.effective.source("drain-secs"), Some(Source::Flag));
+        assert_eq!(loaded.effective.source("listen"), Some(Source::Default));
+        assert!(
+            loaded
+                .effective
+                .to_string()
+                .contains("# Config file: none\n")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let file = TempFile::new("listne = \"0.0.0.0:3000\"\nlog = \"debug\"\n[server]\nx = 1\n");
+        let message = settings_error(load(&["--config", file.path()]));
+        assert!(message.contains(file.path()), "names the file: {message}");
+        assert!(message.contains("unknown key `listne`"), "{message}");
+        assert!(message.contains("unknown key `server`"), "{message}");
+        assert!(
+            !message.contains("`log`"),
+            "a good key is not blamed: {message}"
+        );
+    }
+
+    #[test]
+    fn actions_and_the_file_itself_are_not_settings() {
+        let message = settings_error(load_file(
+            "mint-token = \"alice\"\nprint-config = true\nconfig = \"other.toml\"\n",
+            &[],
+        ));
+        assert!(
+            message.contains("`mint-token` is a command-line action"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`print-config` is a command-line action"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`config`: a config file cannot name another"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_clap_s_parser_naming_the_key() {
+        let message = settings_error(load_file(
+            "ping-interval-ms = \"soon\"\nmax-payload = -1\nconformance = \"yes\"\n\
+             listen = true\nworkers = [1, 2]\njwt-secret = 5\njwt_secret = \"twice\"\n",
+            &[],
+        ));
+        for expected in [
+            // The same words clap uses for `--ping-interval-ms soon`.
+            "`ping-interval-ms` = \"soon\": invalid value: invalid digit found in string",
+            "`max-payload` = -1: invalid value: invalid digit found in string",
+            "`conformance` = \"yes\": takes true or false",
+            "`listen` = true: takes a string or a number, not true/false",
+            "`workers` = [1, 2]: takes one value, not a list",
+            "`jwt_secret` and `jwt-secret` are the same setting",
+        ] {
+            assert!(message.contains(expected), "{expected:?} in {message}");
+        }
+        let flag = Config::try_parse_from(["switchboard", "--ping-interval-ms", "soon"])
+            .expect_err("clap refuses the same value as a flag")
+            .to_string();
+        assert!(flag.contains("invalid digit found in string"), "{flag}");
+    }
+
+    #[test]
+    fn a_bad_file_value_is_refused_even_when_a_flag_overrides_it() {
+        let message = settings_error(load_file("drain-secs = \"x\"\n", &["--drain-secs", "5"]));
+        assert!(message.contains("`drain-secs`"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_or_broken_file_is_refused() {
+        let missing = std::env::temp_dir().join("switchboard-config-does-not-exist.toml");
+        let missing = missing.to_str().expect("a UTF-8 temp path");
+        match load(&["--config", missing]) {
+            Err(err @ ConfigError::Read { .. }) => {
+                let message = err.to_string();
+                assert!(message.contains(missing), "{message}");
+                assert!(message.contains("No such file"), "{message}");
+            }
+            other => panic!("expected a read error, got {other:?}"),
+        }
+        match load_file("listen = \n", &[]) {
+            Err(err @ ConfigError::Syntax { .. }) => {
+                assert!(err.to_string().contains("line 1"), "{err}")
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let loaded = load_file(
+            "redis-url = \"redis://:redis-pw@redis:6379/0\"\njwt-secret = \"jwt-shh\"\n",
+            &[
+                "--api-key",
+                "api-shh",
+                "--database-url",
+                "postgres://app:db-pw@db:5432/sb",
+                "--jwt-public-key-file",
+                "/keys/jwt.pem",
+            ],
+        )
+        .expect("a valid file");
+        let printed = loaded.effective.to_string();
+        for secret in ["redis-pw", "jwt-shh", "api-shh", "db-pw", "/keys/jwt.pem"] {
+            assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+        }
+        for line in [
+            "redis-url = \"redis://:<redacted>@redis:6379/0\" # file",
+            "jwt-secret = \"<redacted>\" # file",
+            "api-key = \"<redacted>\" # flag",
+            "database-url = \"postgres://app:<redacted>@db:5432/sb\" # flag",
+            // The name says `key`: redacted like any other.
+            "jwt-public-key-file = \"<redacted>\" # flag",
+        ] {
+            assert!(
+                printed.contains(&format!("\n{line}\n")),
+                "{line:?} in\n{printed}"
+            );
+        }
+        assert!(!format!("{:?}", loaded.effective).contains("jwt-shh"));
+    }
+
+    #[test]
+    fn print_config_output_is_accepted_by_config() {
+        let first = load(&[
+            "--listen",
+            "127.0.0.1:4000",
+            "--conformance",
+            "--workers",
+            "2",
+            "--redis-prefix",
+            "sb:",
+            "--cors-origins",
+            "https://a.io, https://b.io",
+            "--log",
+            "info,switchboard=\"debug\"",
+        ])
+        .expect("valid flags");
+        let printed = first.effective.to_string();
+        let second = load_file(&printed, &[]).expect("--config accepts --print-config's output");
+        // The same values, now every one that was set from the file.
+        let strip = |text: &str| {
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| {
+                    l.rsplit_once(" # ")
+                        .map_or(l, |(value, _)| value)
+                        .to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&printed), strip(&second.effective.to_string()));
+        let mut reread = second.config.clone();
+        reread.config = None;
+        assert_eq!(format!("{:?}", first.config), format!("{reread:?}"));
+        for key in ["listen", "conformance", "workers", "log", "max-payload"] {
+            assert_eq!(second.effective.source(key), Some(Source::File), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_copied_placeholder_is_refused_unless_overridden() {
+        let printed = load(&["--jwt-secret", "real-secret"])
+            .expect("valid flags")
+            .effective
+            .to_string();
+        let message = settings_error(load_file(&printed, &[]));
+        assert!(
+            message.contains("`jwt-secret` holds the placeholder \"<redacted>\""),
+            "{message}"
+        );
+        assert!(message.contains("set it with --jwt-secret"), "{message}");
+        let loaded = load_file(&printed, &["--jwt-secret", "real-secret"])
+            .expect("the flag replaces the placeholder");
+        assert_eq!(loaded.config.jwt_secret.as_deref(), Some("real-secret"));
+    }
+
+    #[test]
+    fn repeatable_options_take_lists() {
+        // No setting repeats yet; this is what one added later gets.
+        let command = Command::new("t")
+            .arg(Arg::new("origin").long("origin").action(ArgAction::Append))
+            .arg(Arg::new("one").long("one"));
+        let file = TempFile::new("origin = [\"a\", \"b\"]\n");
+        let settings = FileSettings::read(&file.0, &command).expect("a list for a list");
+        let matches = settings
+            .apply(command.clone())
+            .try_get_matches_from(["t"])
+            .expect("valid defaults");
+        let origins: Vec<&String> = matches.get_many("origin").expect("set").collect();
+        assert_eq!(origins, ["a", "b"]);
+        let file = TempFile::new("one = [\"a\"]\n");
+        match FileSettings::read(&file.0, &command) {
+            Err(err) => assert!(err.to_string().contains("`one` = [\"a\"]: takes one value")),
+            Ok(_) => panic!("a list for a single value is refused"),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The definition itself.
+
+    #[test]
+    fn every_setting_has_its_variable() {
+        let mut command = Config::command();
+        command.build();
+        for arg in command.get_arguments() {
+            let long = arg.get_long().unwrap_or_default();
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            if is_setting(arg) || arg.get_id() == CONFIG_ID {
+                let expected = format!("SWITCHBOARD_{}", long.to_uppercase().replace('-', "_"));
+                assert_eq!(
+                    env.as_deref(),
+                    Some(expected.as_str()),
+                    "--{long} needs `env = \"{expected}\"` (or `help_heading = ACTIONS` if it \
+                     is a one-shot action)"
+                );
+            } else {
+                assert_eq!(env, None, "--{long} is an action: it has no variable");
+            }
+        }
+    }
+
+    /// Where the generated settings table sits in the README.
+    const TABLE_BEGIN: &str = "<!-- settings:begin (generated from server/src/config/mod.rs) -->\n";
+    const TABLE_END: &str = "<!-- settings:end -->";
+
+    #[test]
+    fn readme_settings_table_matches_the_definition() {
+        let readme_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(readme_path).expect("read README.md");
+        let (Some(begin), Some(end)) = (readme.find(TABLE_BEGIN), readme.find(TABLE_END)) else {
+            panic!("README.md has no `{TABLE_BEGIN}` … `{TABLE_END}` markers");
+        };
+        let mut command = Config::command();
+        command.build();
+        let table = effective::settings_markdown(&command);
+        let current = &readme[begin + TABLE_BEGIN.len()..end];
+        if current == table {
+            return;
+        }
+        if std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!(
+                "{}{table}{}",
+                &readme[..begin + TABLE_BEGIN.len()],
+                &readme[end..]
+            );
+            std::fs::write(readme_path, updated).expect("write README.md");
+            return;
+        }
+        panic!(
+            "README.md's settings table is not what server/src/config/mod.rs defines; \
+             regenerate it with `UPDATE_README=1 cargo nextest run -p switchboard readme_settings` \
+             (or `cargo test`) and commit README.md.\nExpected:\n{table}"
+        );
+    }
+}
