@@ -1,22 +1,37 @@
 //! The Journal against real databases: every scenario runs on a temporary SQLite file and on
 //! a throwaway PostgreSQL database (see `switchboard_test_support::TestDb`).
+//!
+//! # Layout
+//! - messages, connection and presence rows, retention, outages;
+//! - durable room memberships;
+//! - the webhook outbox: which events each request writes, that an event and its row are
+//!   written together or not at all, and the delivery operations (lease, take, ack, fail,
+//!   dead-letter, depth).
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
 use migration::{Migrator, MigratorTrait, SchemaManager};
-use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
-use switchboard_actors::UserId;
-use switchboard_actors::journal::entities::{presence_log, socket_connection};
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
+};
+use serde_json::{Value, json};
+use switchboard_actors::journal::entities::{
+    message, presence_log, room_membership, socket_connection, webhook_outbox,
+};
 use switchboard_actors::journal::{Journal, JournalConfig};
 use switchboard_actors::ports::journal::{
-    CheckDatabase, CloseStaleConnections, ConnectionClosed, ConnectionOpened, Flush, JournalError,
-    JournalStats, NODE_LOST, PresenceLogged, RetentionSweep, Stats, StoreMessage, StoredMessage,
-    SyncMessages,
+    AckWebhooks, AcquireWebhookLease, AddMembership, CheckDatabase, CloseStaleConnections,
+    ConnectionClosed, ConnectionOpened, DeadLetterWebhooks, FailWebhooks, Flush, JournalError,
+    JournalStats, MembersOf, MembershipsOf, NODE_LOST, OutboxEvent, PresenceLogged,
+    RemoveMembership, RetentionSweep, Stats, StoreMessage, StoredMessage, SyncMessages,
+    TakeWebhooks, WebhookDepth, WebhookEvent,
 };
+use switchboard_actors::{NodeId, Room, UserId};
 use switchboard_test_support::{
     Backend, TcpProxy, TestDb, on_both_backends, postgres_server_url, server_address, with_database,
 };
@@ -35,6 +50,15 @@ on_both_backends!(
     retention_deletes_only_old_rows,
     an_unreachable_database_fails_fast,
     rows_from_elsewhere_are_swept_too,
+    memberships_are_idempotent_sorted_and_checked,
+    concurrent_adds_of_one_membership_announce_it_once,
+    with_webhooks_each_event_is_written_once_with_its_fields,
+    with_webhooks_off_no_outbox_rows_are_written,
+    a_refused_transaction_leaves_neither_rows_nor_events,
+    a_dropped_or_refused_log_row_takes_only_its_own_event,
+    the_webhook_lease_has_one_holder_at_a_time,
+    outbox_rows_are_taken_in_order_acked_failed_and_dead_lettered,
+    the_settle_window_holds_back_everything_behind_a_fresh_row,
 );
 
 fn fast_config() -> JournalConfig {
@@ -93,6 +117,8 @@ fn opened(socket: &str, user_id: &str, node: &str, connected_at: SystemTime) -> 
 fn closed(socket: &str, reason: &str, disconnected_at: SystemTime) -> ConnectionClosed {
     ConnectionClosed {
         socket_id: socket.into(),
+        user_id: user("someone"),
+        server_instance: "node-a".into(),
         reason: reason.into(),
         messages_sent: 7,
         messages_received: 3,
@@ -116,7 +142,14 @@ fn ago(secs: u64) -> SystemTime {
 async fn migrations_go_up_down_and_up_again(backend: Backend) {
     let test_db = TestDb::create(backend).await;
     let db = test_db.inspect().await;
-    let tables = ["socket_connections", "presence_logs", "messages"];
+    let tables = [
+        "socket_connections",
+        "presence_logs",
+        "messages",
+        "room_memberships",
+        "webhook_outbox",
+        "webhook_lease",
+    ];
     Migrator::up(&db, None).await.unwrap();
     let manager = SchemaManager::new(&db);
     for table in tables {
@@ -687,4 +720,597 @@ async fn rows_from_elsewhere_are_swept_too(backend: Backend) {
         .unwrap();
     assert_eq!(closed, 1);
     assert!((9..=11).contains(&connection(&db, "foreign").await.duration_seconds.unwrap()));
+}
+
+// --- room memberships ------------------------------------------------------------------------
+
+fn room(name: &str) -> Room {
+    Room::from(name)
+}
+
+async fn add(journal: &Addr<Journal>, r: &str, u: &str) -> Result<bool, JournalError> {
+    journal
+        .send(AddMembership {
+            room: room(r),
+            user: user(u),
+        })
+        .await
+        .unwrap()
+}
+
+async fn remove(journal: &Addr<Journal>, r: &str, u: &str) -> Result<bool, JournalError> {
+    journal
+        .send(RemoveMembership {
+            room: room(r),
+            user: user(u),
+        })
+        .await
+        .unwrap()
+}
+
+async fn rooms_of(journal: &Addr<Journal>, u: &str) -> Vec<Room> {
+    journal
+        .send(MembershipsOf { user: user(u) })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn members_of(journal: &Addr<Journal>, r: &str) -> Vec<UserId> {
+    journal
+        .send(MembersOf { room: room(r) })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn memberships_are_idempotent_sorted_and_checked(backend: Backend) {
+    let (test_db, journal) = journal(backend, fast_config()).await;
+    assert_eq!(add(&journal, "doc:b", "alice").await, Ok(true));
+    assert_eq!(
+        add(&journal, "doc:b", "alice").await,
+        Ok(false),
+        "idempotent"
+    );
+    assert_eq!(add(&journal, "doc:a", "alice").await, Ok(true));
+    assert_eq!(add(&journal, "Doc:C", "alice").await, Ok(true));
+    assert_eq!(add(&journal, "doc:b", "bob").await, Ok(true));
+    assert_eq!(add(&journal, "doc:b", "Zed").await, Ok(true));
+    // Sorted by bytes, whatever the database's collation: upper case first.
+    assert_eq!(
+        rooms_of(&journal, "alice").await,
+        ["Doc:C", "doc:a", "doc:b"]
+    );
+    assert_eq!(members_of(&journal, "doc:b").await, ["Zed", "alice", "bob"]);
+    assert!(rooms_of(&journal, "nobody").await.is_empty());
+    assert!(members_of(&journal, "empty-room").await.is_empty());
+
+    assert_eq!(remove(&journal, "doc:b", "alice").await, Ok(true));
+    assert_eq!(
+        remove(&journal, "doc:b", "alice").await,
+        Ok(false),
+        "idempotent"
+    );
+    assert_eq!(remove(&journal, "never", "alice").await, Ok(false));
+    assert_eq!(rooms_of(&journal, "alice").await, ["Doc:C", "doc:a"]);
+    assert_eq!(members_of(&journal, "doc:b").await, ["Zed", "bob"]);
+
+    // Refused, never cleaned: a cleaned id would name someone else.
+    let long = "x".repeat(256);
+    let wide = "é".repeat(128); // 128 characters, 256 bytes
+    let max = "y".repeat(255);
+    for (r, u) in [
+        ("", "alice"),
+        ("doc:a", ""),
+        (long.as_str(), "alice"),
+        ("doc:a", wide.as_str()),
+        ("doc\u{0}a", "alice"),
+        ("doc:a", "ali\nce"),
+        ("doc:a", "\u{1b}[31m"),
+    ] {
+        assert!(
+            matches!(add(&journal, r, u).await, Err(JournalError::Invalid(_))),
+            "add {r:?} {u:?}"
+        );
+        assert!(
+            matches!(remove(&journal, r, u).await, Err(JournalError::Invalid(_))),
+            "remove {r:?} {u:?}"
+        );
+    }
+    for bad in ["", "a\u{0}b", long.as_str()] {
+        let of = journal
+            .send(MembershipsOf { user: user(bad) })
+            .await
+            .unwrap();
+        assert!(matches!(of, Err(JournalError::Invalid(_))), "{bad:?}");
+        let of = journal.send(MembersOf { room: room(bad) }).await.unwrap();
+        assert!(matches!(of, Err(JournalError::Invalid(_))), "{bad:?}");
+    }
+    assert_eq!(add(&journal, &max, &max).await, Ok(true), "255 bytes fit");
+    assert_eq!(rooms_of(&journal, &max).await, [max.as_str()]);
+
+    let db = test_db.inspect().await;
+    let rows = room_membership::Entity::find().all(&db).await.unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|r| r.created_at.timestamp() > 1_600_000_000)
+    );
+}
+
+async fn concurrent_adds_of_one_membership_announce_it_once(backend: Backend) {
+    let (test_db, journal) = journal(backend, webhooks_config()).await;
+    let adds = (0..10).map(|_| add(&journal, "lobby", "alice"));
+    let added: Vec<bool> = join_all(adds)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(added.iter().filter(|a| **a).count(), 1, "{added:?}");
+    let removes = (0..10).map(|_| remove(&journal, "lobby", "alice"));
+    let removed: Vec<bool> = join_all(removes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(removed.iter().filter(|r| **r).count(), 1, "{removed:?}");
+    let db = test_db.inspect().await;
+    assert_eq!(
+        event_types(&outbox_rows(&db).await),
+        ["room.joined", "room.left"]
+    );
+}
+
+// --- the webhook outbox ----------------------------------------------------------------------
+
+fn webhooks_config() -> JournalConfig {
+    JournalConfig {
+        webhooks: true,
+        ..fast_config()
+    }
+}
+
+/// Every outbox row, by id.
+async fn outbox_rows(db: &DatabaseConnection) -> Vec<webhook_outbox::Model> {
+    webhook_outbox::Entity::find()
+        .order_by_asc(webhook_outbox::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+}
+
+fn event_types(rows: &[webhook_outbox::Model]) -> Vec<&str> {
+    rows.iter().map(|r| r.event_type.as_str()).collect()
+}
+
+/// The event of a row, checked against its columns.
+fn event_of(row: &webhook_outbox::Model) -> Value {
+    let event: Value = serde_json::from_str(&row.payload).unwrap();
+    assert_eq!(event["id"], row.event_id, "id = event_id");
+    assert_eq!(event["type"], row.event_type, "type = event_type");
+    assert!(event["at"].as_u64().unwrap() > 1_600_000_000_000, "{event}");
+    assert_eq!((row.status.as_str(), row.attempts), ("pending", 0));
+    event
+}
+
+/// `event` without `id` and `at`, for comparing the rest.
+fn fields(mut event: Value) -> Value {
+    let map = event.as_object_mut().unwrap();
+    map.remove("id");
+    map.remove("at");
+    event
+}
+
+fn closed_by(socket: &str, user_id: &str, node: &str, reason: &str) -> ConnectionClosed {
+    ConnectionClosed {
+        socket_id: socket.into(),
+        user_id: user(user_id),
+        server_instance: node.into(),
+        reason: reason.into(),
+        messages_sent: 1,
+        messages_received: 2,
+        disconnected_at: SystemTime::now(),
+    }
+}
+
+fn presence(user_id: &str, status: &str, device: Option<&str>) -> PresenceLogged {
+    PresenceLogged {
+        user_id: user(user_id),
+        status: status.into(),
+        device_id: device.map(String::from),
+        at: SystemTime::now(),
+    }
+}
+
+fn webhook(event_type: &'static str, data: Value) -> WebhookEvent {
+    WebhookEvent {
+        event_type: event_type.into(),
+        data,
+    }
+}
+
+/// One of every request that writes a row a webhook describes (see the event list in
+/// `with_webhooks_each_event_is_written_once_with_its_fields`).
+async fn one_of_everything(journal: &Addr<Journal>) {
+    // A connection opened and closed in different batches (the close is an UPDATE).
+    journal.do_send(opened("s1", "alice", "node-a", ago(60)));
+    flush(journal).await;
+    journal.do_send(closed_by("s1", "alice", "node-a", "client_disconnect"));
+    // One opened and closed within a batch (the close is folded into the insert).
+    journal.do_send(opened("s2", "bob", "node-a", ago(5)));
+    journal.do_send(closed_by("s2", "bob", "node-a", "timeout"));
+    // A close of a row that does not exist: no row closed, so no event.
+    journal.do_send(closed_by("ghost", "carol", "node-a", "timeout"));
+    journal.do_send(presence("alice", "online", Some("alice-phone")));
+    journal.do_send(presence("alice", "away", None));
+    journal.do_send(presence("alice", "offline", None));
+    flush(journal).await;
+    store(journal, "alice", "bob", "hi\u{0} bob").await;
+    assert_eq!(add(journal, "doc:1", "alice").await, Ok(true));
+    assert_eq!(add(journal, "doc:1", "alice").await, Ok(false));
+    assert_eq!(remove(journal, "doc:1", "alice").await, Ok(true));
+    assert_eq!(remove(journal, "doc:1", "alice").await, Ok(false));
+    journal.do_send(webhook(
+        "room.joined",
+        json!({"room": "doc:2", "userId": "carol", "source": "client", "id": "forged"}),
+    ));
+    journal.do_send(WebhookEvent {
+        event_type: "bad\u{0}type".into(),
+        data: json!({}),
+    });
+    flush(journal).await;
+    // A node's rows closed by the sweep.
+    journal.do_send(opened("s3", "dave", "node-b", ago(10)));
+    flush(journal).await;
+    let closed = CloseStaleConnections {
+        server_instance: "node-b".into(),
+        reason: NODE_LOST.into(),
+    };
+    assert_eq!(journal.send(closed.clone()).await.unwrap(), Ok(1));
+    assert_eq!(journal.send(closed).await.unwrap(), Ok(0));
+}
+
+async fn with_webhooks_each_event_is_written_once_with_its_fields(backend: Backend) {
+    let (test_db, journal) = journal(backend, webhooks_config()).await;
+    one_of_everything(&journal).await;
+    let db = test_db.inspect().await;
+    let rows = outbox_rows(&db).await;
+    assert_eq!(
+        event_types(&rows),
+        [
+            "socket.connected",
+            "socket.disconnected",
+            "socket.connected",
+            "socket.disconnected",
+            "user.online",
+            "user.offline",
+            "message.stored",
+            "room.joined",
+            "room.left",
+            "room.joined",
+            "socket.connected",
+            "socket.disconnected",
+        ]
+    );
+    let events: Vec<Value> = rows.iter().map(event_of).collect();
+    let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), events.len(), "event ids are unique");
+    let expected = [
+        json!({"type": "socket.connected", "socketId": "s1", "userId": "alice",
+               "deviceId": "alice-phone", "nodeId": "node-a", "ip": "10.1.2.3"}),
+        json!({"type": "socket.disconnected", "socketId": "s1", "userId": "alice",
+               "nodeId": "node-a", "reason": "client_disconnect"}),
+        json!({"type": "socket.connected", "socketId": "s2", "userId": "bob",
+               "deviceId": "bob-phone", "nodeId": "node-a", "ip": "10.1.2.3"}),
+        json!({"type": "socket.disconnected", "socketId": "s2", "userId": "bob",
+               "nodeId": "node-a", "reason": "timeout"}),
+        json!({"type": "user.online", "userId": "alice", "deviceId": "alice-phone"}),
+        json!({"type": "user.offline", "userId": "alice", "deviceId": null}),
+        json!({"type": "message.stored", "messageId": 1, "from": "alice", "to": "bob",
+               "text": "hi bob", "createdAt": events[6]["createdAt"]}),
+        json!({"type": "room.joined", "room": "doc:1", "userId": "alice", "source": "api"}),
+        json!({"type": "room.left", "room": "doc:1", "userId": "alice", "source": "api"}),
+        json!({"type": "room.joined", "room": "doc:2", "userId": "carol", "source": "client"}),
+        json!({"type": "socket.connected", "socketId": "s3", "userId": "dave",
+               "deviceId": "dave-phone", "nodeId": "node-b", "ip": "10.1.2.3"}),
+        json!({"type": "socket.disconnected", "socketId": "s3", "userId": "dave",
+               "nodeId": "node-b", "reason": "node_lost"}),
+    ];
+    for (i, (event, expected)) in events.iter().zip(&expected).enumerate() {
+        assert_eq!(&fields(event.clone()), expected, "event {i}");
+    }
+    // `at` is when it happened: the connect time, the message's commit time.
+    let s1 = connection(&db, "s1").await;
+    assert_eq!(events[0]["at"], s1.connected_at.timestamp_millis());
+    assert_eq!(events[6]["at"], events[6]["createdAt"]);
+    let stored = message::Entity::find().one(&db).await.unwrap().unwrap();
+    assert_eq!(events[6]["createdAt"], stored.created_at.timestamp_millis());
+    assert_ne!(
+        events[9]["id"], "forged",
+        "a WebhookEvent cannot set the id"
+    );
+    let depth = journal.send(WebhookDepth).await.unwrap().unwrap();
+    assert_eq!(depth, rows.len() as u64);
+}
+
+async fn with_webhooks_off_no_outbox_rows_are_written(backend: Backend) {
+    let (test_db, journal) = journal(backend, fast_config()).await;
+    one_of_everything(&journal).await;
+    let db = test_db.inspect().await;
+    assert!(outbox_rows(&db).await.is_empty());
+    assert_eq!(journal.send(WebhookDepth).await.unwrap(), Ok(0));
+    // The rows themselves are there.
+    assert_eq!(
+        socket_connection::Entity::find().count(&db).await.unwrap(),
+        3
+    );
+    assert_eq!(presence_log::Entity::find().count(&db).await.unwrap(), 3);
+    assert_eq!(message::Entity::find().count(&db).await.unwrap(), 1);
+}
+
+/// The outbox table goes away under a running Journal: every transaction that would write an
+/// event fails as a whole, so its rows are not written either.
+async fn a_refused_transaction_leaves_neither_rows_nor_events(backend: Backend) {
+    let (test_db, journal) = journal(backend, webhooks_config()).await;
+    let db = test_db.inspect().await;
+    db.execute_unprepared(r#"DROP TABLE "webhook_outbox""#)
+        .await
+        .unwrap();
+
+    let err = journal
+        .send(StoreMessage {
+            from: user("alice"),
+            to: "bob".into(),
+            text: "lost".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, JournalError::Database(_)), "{err:?}");
+    assert_eq!(message::Entity::find().count(&db).await.unwrap(), 0);
+
+    assert!(matches!(
+        add(&journal, "doc:1", "alice").await,
+        Err(JournalError::Database(_))
+    ));
+    assert_eq!(room_membership::Entity::find().count(&db).await.unwrap(), 0);
+
+    journal.do_send(opened("s1", "alice", "node-a", SystemTime::now()));
+    journal.do_send(presence("alice", "online", None));
+    journal.do_send(presence("alice", "away", None));
+    flush(&journal).await;
+    let stats = read_stats(&journal).await;
+    // `away` has no event: only its row is written. The batch was refused, then each row
+    // alone; the two with events were dropped.
+    assert_eq!((stats.dropped, stats.queue_depth), (2, 0), "{stats:?}");
+    assert_eq!(
+        socket_connection::Entity::find().count(&db).await.unwrap(),
+        0
+    );
+    let presence_rows = presence_log::Entity::find().all(&db).await.unwrap();
+    let statuses: Vec<&str> = presence_rows.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(statuses, ["away"]);
+}
+
+/// One row of a batch is refused (a test-only unique index allows one presence row per user):
+/// the batch is retried row by row, and only that row's event is missing.
+async fn a_dropped_or_refused_log_row_takes_only_its_own_event(backend: Backend) {
+    let config = JournalConfig {
+        queue_limit: 4,
+        flush_interval: Duration::from_secs(3600),
+        ..webhooks_config()
+    };
+    let (test_db, journal) = journal(backend, config).await;
+    let db = test_db.inspect().await;
+    db.execute_unprepared(
+        r#"CREATE UNIQUE INDEX "test_one_presence_row_per_user" ON "presence_logs" ("user_id")"#,
+    )
+    .await
+    .unwrap();
+    journal.do_send(presence("alice", "online", Some("a1")));
+    journal.do_send(presence("bob", "online", Some("b1")));
+    journal.do_send(presence("alice", "offline", Some("a1"))); // refused by the index
+    journal.do_send(webhook("custom.kept", json!({"n": 1})));
+    // Past the queue limit: dropped with its event.
+    journal.do_send(presence("carol", "online", Some("c1")));
+    journal.do_send(webhook("custom.dropped", json!({"n": 2})));
+    flush(&journal).await;
+    let stats = read_stats(&journal).await;
+    assert_eq!((stats.dropped, stats.queue_depth), (3, 0), "{stats:?}");
+    let rows = outbox_rows(&db).await;
+    assert_eq!(
+        event_types(&rows),
+        ["user.online", "user.online", "custom.kept"]
+    );
+    let users: Vec<Value> = rows.iter().map(|r| event_of(r)["userId"].clone()).collect();
+    assert_eq!(users, [json!("alice"), json!("bob"), Value::Null]);
+    let presence_rows = presence_log::Entity::find().all(&db).await.unwrap();
+    let got: Vec<(&str, &str)> = presence_rows
+        .iter()
+        .map(|r| (r.user_id.as_str(), r.status.as_str()))
+        .collect();
+    assert_eq!(got, [("alice", "online"), ("bob", "online")]);
+}
+
+async fn lease(journal: &Addr<Journal>, holder: &str, ttl: Duration) -> bool {
+    journal
+        .send(AcquireWebhookLease {
+            holder: NodeId::from(holder),
+            ttl,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn the_webhook_lease_has_one_holder_at_a_time(backend: Backend) {
+    let (_db, journal) = journal(backend, fast_config()).await;
+    const LONG: Duration = Duration::from_secs(60);
+    let contenders = (0..8).map(|i| {
+        let journal = journal.clone();
+        async move { (i, lease(&journal, &format!("node-{i}"), LONG).await) }
+    });
+    let winners: Vec<usize> = join_all(contenders)
+        .await
+        .into_iter()
+        .filter_map(|(i, won)| won.then_some(i))
+        .collect();
+    assert_eq!(winners.len(), 1, "winners {winners:?}");
+    let winner = format!("node-{}", winners[0]);
+    let other = format!("node-{}", (winners[0] + 1) % 8);
+    assert!(
+        lease(&journal, &winner, LONG).await,
+        "the holder extends it"
+    );
+    assert!(!lease(&journal, &other, LONG).await);
+
+    // The holder shortens it to 2 s and stops extending: it lapses, another node takes it.
+    let short = Duration::from_secs(2);
+    assert!(lease(&journal, &winner, short).await);
+    assert!(!lease(&journal, &other, LONG).await, "not before it lapses");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !lease(&journal, &other, LONG).await {
+        assert!(Instant::now() < deadline, "the lease never lapsed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !lease(&journal, &winner, LONG).await,
+        "the old holder lost it"
+    );
+    assert!(lease(&journal, &other, LONG).await);
+
+    let invalid = journal
+        .send(AcquireWebhookLease {
+            holder: NodeId::from(""),
+            ttl: LONG,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(invalid, Err(JournalError::Invalid(_))));
+}
+
+async fn take(journal: &Addr<Journal>, limit: usize, settled_for: Duration) -> Vec<OutboxEvent> {
+    journal
+        .send(TakeWebhooks { limit, settled_for })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn numbers(events: &[OutboxEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e.event["n"].as_u64().unwrap())
+        .collect()
+}
+
+async fn outbox_rows_are_taken_in_order_acked_failed_and_dead_lettered(backend: Backend) {
+    let (test_db, journal) = journal(backend, webhooks_config()).await;
+    for n in 0..6 {
+        journal.do_send(webhook("test.numbered", json!({"n": n})));
+    }
+    flush(&journal).await;
+    let depth = || async { journal.send(WebhookDepth).await.unwrap().unwrap() };
+    assert_eq!(depth().await, 6);
+
+    let first = take(&journal, 3, Duration::ZERO).await;
+    assert_eq!(numbers(&first), [0, 1, 2]);
+    assert!(first.windows(2).all(|w| w[0].id < w[1].id), "ascending ids");
+    assert!(first.iter().all(|e| e.attempts == 0));
+    assert_eq!(first[0].event["type"], "test.numbered");
+    let age = SystemTime::now()
+        .duration_since(first[0].created_at)
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(60), "created_at {age:?} ago");
+    assert!(first[0].created_at > UNIX_EPOCH + Duration::from_secs(1_600_000_000));
+    assert!(take(&journal, 0, Duration::ZERO).await.is_empty());
+
+    let ids = |events: &[OutboxEvent], at: &[usize]| -> Vec<i64> {
+        at.iter().map(|i| events[*i].id).collect()
+    };
+    // Taking is not removing: the same rows again, until acknowledged.
+    assert_eq!(take(&journal, 3, Duration::ZERO).await, first);
+    let fail = FailWebhooks {
+        ids: ids(&first, &[0]),
+    };
+    assert_eq!(journal.send(fail.clone()).await.unwrap(), Ok(1));
+    assert_eq!(journal.send(fail).await.unwrap(), Ok(1));
+    let again = take(&journal, 1, Duration::ZERO).await;
+    assert_eq!((numbers(&again), again[0].attempts), (vec![0], 2));
+
+    let dead = DeadLetterWebhooks {
+        ids: ids(&first, &[1]),
+    };
+    assert_eq!(journal.send(dead.clone()).await.unwrap(), Ok(1));
+    assert_eq!(journal.send(dead).await.unwrap(), Ok(0), "dead already");
+    assert_eq!(depth().await, 5);
+    assert_eq!(numbers(&take(&journal, 3, Duration::ZERO).await), [0, 2, 3]);
+
+    let ack = AckWebhooks {
+        ids: ids(&first, &[0, 2]),
+    };
+    assert_eq!(journal.send(ack.clone()).await.unwrap(), Ok(2));
+    assert_eq!(journal.send(ack).await.unwrap(), Ok(0), "acked already");
+    assert_eq!(
+        journal.send(AckWebhooks { ids: vec![] }).await.unwrap(),
+        Ok(0)
+    );
+    assert_eq!(depth().await, 3);
+    assert_eq!(
+        numbers(&take(&journal, 10, Duration::ZERO).await),
+        [3, 4, 5]
+    );
+
+    // Retention: the dead row goes once it is older than the connections' retention.
+    let db = test_db.inspect().await;
+    let dead_rows = || async {
+        webhook_outbox::Entity::find()
+            .filter(webhook_outbox::Column::Status.eq("dead"))
+            .count(&db)
+            .await
+            .unwrap()
+    };
+    let sweep = |age: Duration| RetentionSweep {
+        connections_older_than: age,
+        presence_older_than: age,
+    };
+    journal
+        .send(sweep(Duration::from_secs(3600)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead_rows().await, 1, "kept while young");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    journal.send(sweep(Duration::ZERO)).await.unwrap().unwrap();
+    assert_eq!(dead_rows().await, 0, "swept once old");
+    assert_eq!(depth().await, 3, "pending rows are never swept");
+}
+
+/// Rows can commit out of id order (other nodes, the message transaction): a fresh row holds
+/// back every row behind it, even settled ones.
+async fn the_settle_window_holds_back_everything_behind_a_fresh_row(backend: Backend) {
+    let (test_db, journal) = journal(backend, webhooks_config()).await;
+    journal.do_send(webhook("test.fresh", json!({"n": 1})));
+    flush(&journal).await;
+    // A row with a higher id written an hour ago, as a slow transaction elsewhere might.
+    let db = test_db.inspect().await;
+    webhook_outbox::Entity::insert(webhook_outbox::ActiveModel {
+        id: NotSet,
+        event_id: Set(uuid::Uuid::new_v4().to_string()),
+        event_type: Set("test.old".into()),
+        payload: Set(r#"{"type":"test.old","n":2}"#.into()),
+        created_at: Set(ago(3600).into()),
+        status: Set("pending".into()),
+        attempts: Set(0),
+    })
+    .exec_without_returning(&db)
+    .await
+    .unwrap();
+    let settle = Duration::from_secs(600);
+    assert!(take(&journal, 10, settle).await.is_empty());
+    assert_eq!(numbers(&take(&journal, 10, Duration::ZERO).await), [1, 2]);
+    // Once the fresh row has settled (here: a shorter window), both go, in id order.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let both = take(&journal, 10, Duration::from_millis(10)).await;
+    assert_eq!(numbers(&both), [1, 2]);
 }

@@ -366,8 +366,15 @@ async fn migration_cli(url: &str, args: &[&str]) {
     );
 }
 
-/// The three Journal tables, sorted.
-const JOURNAL_TABLES: [&str; 3] = ["messages", "presence_logs", "socket_connections"];
+/// The Journal tables, sorted.
+const JOURNAL_TABLES: [&str; 6] = [
+    "messages",
+    "presence_logs",
+    "room_memberships",
+    "socket_connections",
+    "webhook_lease",
+    "webhook_outbox",
+];
 
 /// Which of the Journal tables exist.
 async fn journal_tables(db: &DatabaseConnection, backend: Backend) -> Vec<String> {
@@ -378,9 +385,9 @@ async fn journal_tables(db: &DatabaseConnection, backend: Backend) -> Vec<String
         .collect()
 }
 
-/// `migration up` creates the three tables, `down` rolls back the last migration (`messages`),
-/// `down -n 2` the other two, `up` brings them all back; a node then starts on the database
-/// (nothing left to migrate) and stores a message in it.
+/// `migration up` creates the tables, `down` rolls back the last migration (the webhook
+/// outbox and lease), `down -n 4` the other four, `up` brings them all back; a node then starts
+/// on the database (nothing left to migrate) and stores a message in it.
 async fn migration_cli_creates_and_drops_the_tables(backend: Backend) {
     let test_db = TestDb::create(backend).await;
     migration_cli(&test_db.url, &["up"]).await;
@@ -400,10 +407,15 @@ async fn migration_cli_creates_and_drops_the_tables(backend: Backend) {
     migration_cli(&test_db.url, &["down"]).await;
     assert_eq!(
         journal_tables(&db, backend).await,
-        ["presence_logs", "socket_connections"],
-        "tables after `down` (the last migration, messages, rolled back)"
+        [
+            "messages",
+            "presence_logs",
+            "room_memberships",
+            "socket_connections"
+        ],
+        "tables after `down` (the last migration, the webhook tables, rolled back)"
     );
-    migration_cli(&test_db.url, &["down", "-n", "2"]).await;
+    migration_cli(&test_db.url, &["down", "-n", "4"]).await;
     assert_eq!(
         journal_tables(&db, backend).await,
         Vec::<String>::new(),

@@ -271,6 +271,8 @@ pub(super) fn stopped(s: &mut Socket, sid: &Sid, reason: Option<CloseReason>) {
         .observe(user.since.elapsed().as_secs_f64());
     app.ports.connection_closed.do_send(ConnectionClosed {
         socket_id: user.socket.clone(),
+        user_id: user.user.clone(),
+        server_instance: app.node_id.clone(),
         reason: reason.as_str().to_string(),
         messages_sent: sent,
         messages_received: user.received,

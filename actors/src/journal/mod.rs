@@ -1,6 +1,6 @@
 //! The Journal actor: the node's only writer to the database (SQLite or PostgreSQL, sea-orm).
 //!
-//! It owns three tables (created by the `migration` crate):
+//! It owns these tables (created by the `migration` crate):
 //! - `messages`: durable direct messages. [`StoreMessage`] is answered only once its row is
 //!   committed, with the row's id, which is the [`SyncMessages`] cursor. Stores that arrive
 //!   within [`JournalConfig::message_batch_window`] share one transaction (group commit), and
@@ -11,6 +11,15 @@
 //!   queue and are written in batches, at most one batch at a time, in arrival order. Past
 //!   [`JournalConfig::queue_limit`] rows new ones are dropped and counted, so an outage costs
 //!   log rows, never memory.
+//! - `room_memberships`: the server API's durable memberships ([`AddMembership`] …), each
+//!   request one short transaction, answered once committed.
+//! - `webhook_outbox` and `webhook_lease`: with [`JournalConfig::webhooks`] on, every row
+//!   above that a webhook describes (a connection opened or closed, a user online or offline,
+//!   a message stored, a membership added or removed) carries its event, which is written in
+//!   the same transaction, so a dropped, refused or rolled-back row takes its event with it.
+//!   [`WebhookEvent`]s of other actors travel with the log rows. The deliverer (elsewhere)
+//!   takes, acknowledges and retries events through [`TakeWebhooks`] and friends, holding
+//!   [`AcquireWebhookLease`] so one node delivers at a time.
 //!
 //! No handler waits for the database: every statement runs in a future spawned on the actor's
 //! context and bounded by [`JournalConfig::db_timeout`]. While the database is down, stores
@@ -24,14 +33,16 @@
 //!
 //! # Layout
 //! - this file: the actor shell (group commit, log batching, retries, sweeps).
-//! - `rows`: the pure core (text cleaning, the bounded queue, batch planning).
+//! - `rows`: the pure core (text cleaning, id checks, the bounded queue, batch planning).
+//! - `outbox`: the pure side of the webhook outbox (events as JSON, the settle window).
 //! - `store`: the SQL, one async function per operation.
 //! - `error`: the classification of database errors into [`JournalError`].
-//! - [`entities`]: the sea-orm entities of the three tables.
+//! - [`entities`]: the sea-orm entities of the tables.
 //! - [`crate::ports::journal`]: the messages it accepts.
 
 pub mod entities;
 mod error;
+mod outbox;
 mod rows;
 mod store;
 
@@ -39,20 +50,26 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::DatabaseConnection;
 use sea_orm::prelude::DateTimeUtc;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::ids::{Room, UserId};
 use crate::ports::journal::{
-    CheckDatabase, CloseStaleConnections, ConnectionClosed, ConnectionOpened, Flush, JournalError,
-    JournalStats, PresenceLogged, RetentionSweep, Stats, StoreMessage, StoredMessage, SyncMessages,
-    SyncPage,
+    AckWebhooks, AcquireWebhookLease, AddMembership, CheckDatabase, CloseStaleConnections,
+    ConnectionClosed, ConnectionOpened, DeadLetterWebhooks, FailWebhooks, Flush, JournalError,
+    JournalStats, MembersOf, MembershipsOf, OutboxEvent, PresenceLogged, RemoveMembership,
+    RetentionSweep, Stats, StoreMessage, StoredMessage, SyncMessages, SyncPage, TakeWebhooks,
+    WebhookDepth, WebhookEvent,
 };
 use entities::message;
-use rows::{ClosedRow, LogPlan, LogQueue, LogRow, OpenedRow, PresenceRow, clean, limits};
+use rows::{
+    ClosedRow, LogPlan, LogQueue, LogRow, MessageBatch, NewMessage, OpenedRow, PresenceRow,
+    check_id, clean, limits,
+};
+use store::OutboxChange;
 
 /// Longest a retention sweep may run before it is abandoned (and retried next interval).
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -89,6 +106,9 @@ pub struct JournalConfig {
     pub db_timeout: Duration,
     /// Pooled connections (default 10; an in-memory SQLite database always uses one).
     pub max_connections: u32,
+    /// Write webhook events to `webhook_outbox`, each in its row's transaction (default false:
+    /// no outbox rows at all; turn on when a webhook URL is configured).
+    pub webhooks: bool,
 }
 
 impl Default for JournalConfig {
@@ -105,15 +125,14 @@ impl Default for JournalConfig {
             sweep_interval: Duration::from_secs(3600),
             db_timeout: Duration::from_secs(5),
             max_connections: 10,
+            webhooks: false,
         }
     }
 }
 
 /// A [`StoreMessage`] waiting for its transaction.
 struct PendingStore {
-    from: String,
-    to: String,
-    text: String,
+    message: NewMessage,
     reply: oneshot::Sender<Result<StoredMessage, JournalError>>,
 }
 
@@ -223,7 +242,8 @@ impl Journal {
         }
     }
 
-    /// Commit up to `message_batch_size` waiting stores in one transaction.
+    /// Commit up to `message_batch_size` waiting stores (and, with webhooks, their events)
+    /// in one transaction.
     fn store_batch(&mut self, ctx: &mut Context<Self>) {
         if self.storing || self.pending.is_empty() {
             return;
@@ -235,73 +255,71 @@ impl Journal {
             .pending
             .len()
             .min(self.config.message_batch_size.max(1));
-        let batch: Vec<PendingStore> = self.pending.drain(..n).collect();
-        let dropped: Vec<bool> = batch.iter().map(|_| self.deliberately_dropped()).collect();
         let created_at = db_time(SystemTime::now());
-        let models = batch
-            .iter()
-            .zip(&dropped)
-            .filter(|(_, dropped)| !**dropped)
-            .map(|(p, _)| message::ActiveModel {
-                id: NotSet,
-                from_user: Set(p.from.clone()),
-                to_user: Set(p.to.clone()),
-                body: Set(p.text.clone()),
-                created_at: Set(created_at),
-            })
-            .collect();
+        let mut batch = MessageBatch {
+            messages: Vec::with_capacity(n),
+            created_at,
+            event_ids: None,
+        };
+        // Per store, in arrival order: its reply, and its message if it is deliberately
+        // dropped (the others travel in `batch` and come back with it).
+        let mut slots = Vec::with_capacity(n);
+        for p in self.pending.drain(..n).collect::<Vec<_>>() {
+            if self.deliberately_dropped() {
+                slots.push((p.reply, Some(p.message)));
+            } else {
+                batch.messages.push(p.message);
+                slots.push((p.reply, None));
+            }
+        }
+        if self.config.webhooks {
+            batch.event_ids = Some(batch.messages.iter().map(|_| Uuid::new_v4()).collect());
+        }
         self.storing = true;
         let op = store::bounded(
             self.config.db_timeout,
-            store::insert_messages(self.db.clone(), models),
+            store::insert_messages(self.db.clone(), batch),
         );
         ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
             act.storing = false;
-            let kept = dropped.iter().filter(|d| !**d).count();
-            let result = result.and_then(|ids| {
-                if ids.len() == kept {
-                    Ok(ids)
-                } else {
-                    Err(JournalError::Database(format!(
-                        "{kept} messages inserted, {} ids returned",
-                        ids.len()
-                    )))
-                }
-            });
             match result {
-                Ok(ids) => {
+                Ok((batch, ids)) => {
                     act.stats.message_batches += 1;
                     act.stats.messages_stored += ids.len() as u64;
                     let created_at = u64::try_from(created_at.timestamp_millis()).unwrap_or(0);
-                    let mut ids = ids.into_iter();
-                    for (p, dropped) in batch.into_iter().zip(dropped) {
-                        let id = if dropped {
-                            FAKE_ID_BASE + i64::try_from(act.stats.messages_stored).unwrap_or(0)
-                        } else {
-                            ids.next().unwrap_or(0)
+                    let mut stored = batch.messages.into_iter().zip(ids);
+                    for (reply, dropped) in slots {
+                        let (message, id) = match dropped {
+                            Some(message) => (
+                                message,
+                                FAKE_ID_BASE
+                                    + i64::try_from(act.stats.messages_stored).unwrap_or(0),
+                            ),
+                            // Same length: checked in the transaction.
+                            None => stored.next().unwrap_or_default(),
                         };
                         let stored = StoredMessage {
                             message_id: u64::try_from(id).unwrap_or(0),
-                            from: p.from,
-                            to: p.to,
-                            text: p.text,
+                            from: message.from,
+                            to: message.to,
+                            text: message.text,
                             created_at,
                         };
                         // A requester that gave up is no reason to worry.
-                        let _ = p.reply.send(Ok(stored));
+                        let _ = reply.send(Ok(stored));
                     }
                 }
                 Err(err) => {
-                    warn!(%err, messages = batch.len(), "message store failed");
+                    warn!(%err, messages = slots.len(), "message store failed");
                     // The stores queued behind this one would meet the same outage: fail them
                     // now rather than one timeout per batch later.
-                    let behind = if err.is_unavailable() {
-                        act.pending.drain(..).collect()
+                    let behind: Vec<_> = if err.is_unavailable() {
+                        act.pending.drain(..).map(|p| p.reply).collect()
                     } else {
                         Vec::new()
                     };
-                    for p in batch.into_iter().chain(behind) {
-                        let _ = p.reply.send(Err(err.clone()));
+                    for reply in slots.into_iter().map(|(reply, _)| reply).chain(behind) {
+                        let _ = reply.send(Err(err.clone()));
                     }
                 }
             }
@@ -317,7 +335,7 @@ impl Journal {
         #[cfg(feature = "fault-drop-acked")]
         {
             self.fault_counter += 1;
-            self.fault_counter % FAULT_DROP_EVERY == 0
+            self.fault_counter.is_multiple_of(FAULT_DROP_EVERY)
         }
         #[cfg(not(feature = "fault-drop-acked"))]
         false
@@ -359,7 +377,7 @@ impl Journal {
         let Some(batch) = self.logs.take(max) else {
             return;
         };
-        let plan = LogPlan::new(&batch.rows);
+        let plan = LogPlan::new(&batch.rows, db_time(SystemTime::now()));
         let started = Instant::now();
         let op = store::bounded(
             self.config.db_timeout,
@@ -444,8 +462,11 @@ impl Journal {
         ctx.spawn(op.into_actor(self).map(|result, act, _| {
             act.sweeping = false;
             match result {
-                Ok((connections, presence)) => {
-                    info!(connections, presence, "journal retention sweep")
+                Ok((connections, presence, dead_webhooks)) => {
+                    info!(
+                        connections,
+                        presence, dead_webhooks, "journal retention sweep"
+                    )
                 }
                 Err(err) => warn!(%err, "journal retention sweep failed"),
             }
@@ -453,12 +474,13 @@ impl Journal {
     }
 }
 
-/// Delete rows past their age (see [`RetentionSweep`]).
+/// Delete rows past their age (see [`RetentionSweep`]); dead outbox rows go after the
+/// connections' age.
 async fn retention(
     db: DatabaseConnection,
     connections_older_than: Duration,
     presence_older_than: Duration,
-) -> Result<(u64, u64), JournalError> {
+) -> Result<(u64, u64, u64), JournalError> {
     let now = SystemTime::now();
     let before = |age: Duration| db_time(now.checked_sub(age).unwrap_or(UNIX_EPOCH));
     store::bounded(
@@ -555,9 +577,11 @@ impl Handler<StoreMessage> for Journal {
         }
         let (reply, answer) = oneshot::channel();
         self.pending.push_back(PendingStore {
-            from,
-            to,
-            text: clean(&msg.text, limits::UNBOUNDED),
+            message: NewMessage {
+                from,
+                to,
+                text: clean(&msg.text, limits::UNBOUNDED),
+            },
             reply,
         });
         self.schedule_store(ctx);
@@ -595,7 +619,7 @@ impl Handler<ConnectionOpened> for Journal {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionOpened, ctx: &mut Context<Self>) {
-        let row = LogRow::Opened(OpenedRow {
+        let mut row = OpenedRow {
             id: Uuid::new_v4(),
             socket_id: clean(&msg.socket_id, limits::SOCKET_ID),
             user_id: clean(&msg.user_id, limits::USER_ID),
@@ -604,8 +628,12 @@ impl Handler<ConnectionOpened> for Journal {
             ip_address: clean(&msg.ip_address, limits::IP_ADDRESS),
             user_agent: msg.user_agent.map(|ua| clean(&ua, limits::UNBOUNDED)),
             connected_at: db_time(msg.connected_at),
-        });
-        self.push_log(row, ctx);
+            event: None,
+        };
+        if self.config.webhooks {
+            row.event = Some(outbox::socket_connected(Uuid::new_v4(), &row));
+        }
+        self.push_log(LogRow::Opened(row), ctx);
     }
 }
 
@@ -613,14 +641,26 @@ impl Handler<ConnectionClosed> for Journal {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionClosed, ctx: &mut Context<Self>) {
-        let row = LogRow::Closed(ClosedRow {
+        let mut row = ClosedRow {
             socket_id: clean(&msg.socket_id, limits::SOCKET_ID),
             reason: clean(&msg.reason, limits::REASON),
             messages_sent: i32::try_from(msg.messages_sent).unwrap_or(i32::MAX),
             messages_received: i32::try_from(msg.messages_received).unwrap_or(i32::MAX),
             disconnected_at: db_time(msg.disconnected_at),
-        });
-        self.push_log(row, ctx);
+            event: None,
+        };
+        if self.config.webhooks {
+            // Cleaned as the open row's columns were, so the two events name the same ids.
+            row.event = Some(outbox::socket_disconnected(
+                Uuid::new_v4(),
+                &row.socket_id,
+                &clean(&msg.user_id, limits::USER_ID),
+                &clean(&msg.server_instance, limits::SERVER_INSTANCE),
+                &row.reason,
+                row.disconnected_at,
+            ));
+        }
+        self.push_log(LogRow::Closed(row), ctx);
     }
 }
 
@@ -628,13 +668,34 @@ impl Handler<PresenceLogged> for Journal {
     type Result = ();
 
     fn handle(&mut self, msg: PresenceLogged, ctx: &mut Context<Self>) {
-        let row = LogRow::Presence(PresenceRow {
+        let mut row = PresenceRow {
             user_id: clean(&msg.user_id, limits::USER_ID),
             status: clean(&msg.status, limits::STATUS),
             device_id: msg.device_id.map(|d| clean(&d, limits::USER_ID)),
             at: db_time(msg.at),
-        });
-        self.push_log(row, ctx);
+            event: None,
+        };
+        if self.config.webhooks {
+            row.event = outbox::presence_changed(Uuid::new_v4(), &row);
+        }
+        self.push_log(LogRow::Presence(row), ctx);
+    }
+}
+
+impl Handler<WebhookEvent> for Journal {
+    type Result = ();
+
+    fn handle(&mut self, msg: WebhookEvent, ctx: &mut Context<Self>) {
+        if !self.config.webhooks {
+            return;
+        }
+        match outbox::custom(Uuid::new_v4(), &msg.event_type, msg.data, SystemTime::now()) {
+            Some(row) => self.push_log(LogRow::Webhook(row), ctx),
+            None => warn!(
+                event_type = %msg.event_type.escape_debug(),
+                "webhook event type refused (empty, over 64 bytes or control characters); dropped"
+            ),
+        }
     }
 }
 
@@ -649,6 +710,7 @@ impl Handler<CloseStaleConnections> for Journal {
                 clean(&msg.server_instance, limits::SERVER_INSTANCE),
                 clean(&msg.reason, limits::REASON),
                 db_time(SystemTime::now()),
+                self.config.webhooks,
             ),
         );
         Box::pin(op)
@@ -659,10 +721,201 @@ impl Handler<RetentionSweep> for Journal {
     type Result = ResponseFuture<Result<(u64, u64), JournalError>>;
 
     fn handle(&mut self, msg: RetentionSweep, _ctx: &mut Context<Self>) -> Self::Result {
-        Box::pin(retention(
+        let op = retention(
             self.db.clone(),
             msg.connections_older_than,
             msg.presence_older_than,
+        );
+        Box::pin(async move {
+            let (connections, presence, _dead_webhooks) = op.await?;
+            Ok((connections, presence))
+        })
+    }
+}
+
+/// `Err(Invalid)` unless every id passes [`check_id`].
+fn check_ids(ids: &[&str]) -> Result<(), JournalError> {
+    ids.iter()
+        .try_for_each(|id| check_id(id))
+        .map_err(JournalError::Invalid)
+}
+
+/// A request refused before it reached the database.
+fn refused<T: 'static>(err: JournalError) -> ResponseFuture<Result<T, JournalError>> {
+    Box::pin(async move { Err(err) })
+}
+
+impl Handler<AddMembership> for Journal {
+    type Result = ResponseFuture<Result<bool, JournalError>>;
+
+    fn handle(&mut self, msg: AddMembership, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(err) = check_ids(&[&msg.room, &msg.user]) {
+            return refused(err);
+        }
+        let event_id = self.config.webhooks.then(Uuid::new_v4);
+        Box::pin(store::bounded(
+            self.config.db_timeout,
+            store::add_membership(
+                self.db.clone(),
+                msg.room.to_string(),
+                msg.user.to_string(),
+                db_time(SystemTime::now()),
+                event_id,
+            ),
+        ))
+    }
+}
+
+impl Handler<RemoveMembership> for Journal {
+    type Result = ResponseFuture<Result<bool, JournalError>>;
+
+    fn handle(&mut self, msg: RemoveMembership, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(err) = check_ids(&[&msg.room, &msg.user]) {
+            return refused(err);
+        }
+        let event_id = self.config.webhooks.then(Uuid::new_v4);
+        Box::pin(store::bounded(
+            self.config.db_timeout,
+            store::remove_membership(
+                self.db.clone(),
+                msg.room.to_string(),
+                msg.user.to_string(),
+                db_time(SystemTime::now()),
+                event_id,
+            ),
+        ))
+    }
+}
+
+impl Handler<MembershipsOf> for Journal {
+    type Result = ResponseFuture<Result<Vec<Room>, JournalError>>;
+
+    fn handle(&mut self, msg: MembershipsOf, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(err) = check_ids(&[&msg.user]) {
+            return refused(err);
+        }
+        let op = store::bounded(
+            self.config.db_timeout,
+            store::memberships_of(self.db.clone(), msg.user.to_string()),
+        );
+        Box::pin(async move {
+            // Sorted here, by bytes: database collations differ between backends.
+            let mut rooms = op.await?;
+            rooms.sort_unstable();
+            Ok(rooms.into_iter().map(Room::from).collect())
+        })
+    }
+}
+
+impl Handler<MembersOf> for Journal {
+    type Result = ResponseFuture<Result<Vec<UserId>, JournalError>>;
+
+    fn handle(&mut self, msg: MembersOf, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(err) = check_ids(&[&msg.room]) {
+            return refused(err);
+        }
+        let op = store::bounded(
+            self.config.db_timeout,
+            store::members_of(self.db.clone(), msg.room.to_string()),
+        );
+        Box::pin(async move {
+            let mut users = op.await?;
+            users.sort_unstable();
+            Ok(users.into_iter().map(UserId::from).collect())
+        })
+    }
+}
+
+impl Handler<AcquireWebhookLease> for Journal {
+    type Result = ResponseFuture<Result<bool, JournalError>>;
+
+    fn handle(&mut self, msg: AcquireWebhookLease, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(err) = check_ids(&[&msg.holder]) {
+            return refused(err);
+        }
+        let now = SystemTime::now();
+        let expires_at = now.checked_add(msg.ttl).unwrap_or(now);
+        Box::pin(store::bounded(
+            self.config.db_timeout,
+            store::acquire_lease(
+                self.db.clone(),
+                msg.holder.to_string(),
+                db_time(now),
+                db_time(expires_at),
+            ),
+        ))
+    }
+}
+
+impl Handler<TakeWebhooks> for Journal {
+    type Result = ResponseFuture<Result<Vec<OutboxEvent>, JournalError>>;
+
+    fn handle(&mut self, msg: TakeWebhooks, _ctx: &mut Context<Self>) -> Self::Result {
+        if msg.limit == 0 {
+            return Box::pin(async { Ok(Vec::new()) });
+        }
+        let now = SystemTime::now();
+        let cutoff = db_time(now.checked_sub(msg.settled_for).unwrap_or(UNIX_EPOCH));
+        let limit = u64::try_from(msg.limit).unwrap_or(u64::MAX);
+        let op = store::bounded(
+            self.config.db_timeout,
+            store::pending_webhooks(self.db.clone(), limit),
+        );
+        Box::pin(async move {
+            let mut rows = op.await?;
+            rows.truncate(outbox::settled(&rows, cutoff));
+            Ok(rows.into_iter().map(outbox::to_event).collect())
+        })
+    }
+}
+
+impl Journal {
+    fn change_webhooks(
+        &self,
+        ids: Vec<i64>,
+        change: OutboxChange,
+    ) -> ResponseFuture<Result<u64, JournalError>> {
+        if ids.is_empty() {
+            return Box::pin(async { Ok(0) });
+        }
+        Box::pin(store::bounded(
+            self.config.db_timeout,
+            store::change_webhooks(self.db.clone(), ids, change),
+        ))
+    }
+}
+
+impl Handler<AckWebhooks> for Journal {
+    type Result = ResponseFuture<Result<u64, JournalError>>;
+
+    fn handle(&mut self, msg: AckWebhooks, _ctx: &mut Context<Self>) -> Self::Result {
+        self.change_webhooks(msg.ids, OutboxChange::Ack)
+    }
+}
+
+impl Handler<FailWebhooks> for Journal {
+    type Result = ResponseFuture<Result<u64, JournalError>>;
+
+    fn handle(&mut self, msg: FailWebhooks, _ctx: &mut Context<Self>) -> Self::Result {
+        self.change_webhooks(msg.ids, OutboxChange::Fail)
+    }
+}
+
+impl Handler<DeadLetterWebhooks> for Journal {
+    type Result = ResponseFuture<Result<u64, JournalError>>;
+
+    fn handle(&mut self, msg: DeadLetterWebhooks, _ctx: &mut Context<Self>) -> Self::Result {
+        self.change_webhooks(msg.ids, OutboxChange::DeadLetter)
+    }
+}
+
+impl Handler<WebhookDepth> for Journal {
+    type Result = ResponseFuture<Result<u64, JournalError>>;
+
+    fn handle(&mut self, _msg: WebhookDepth, _ctx: &mut Context<Self>) -> Self::Result {
+        Box::pin(store::bounded(
+            self.config.db_timeout,
+            store::webhook_depth(self.db.clone()),
         ))
     }
 }
@@ -715,5 +968,7 @@ impl crate::metrics::MeteredActor for Journal {
 }
 
 crate::metered!(Journal: StoreMessage, SyncMessages, ConnectionOpened, ConnectionClosed,
-    PresenceLogged, CloseStaleConnections, RetentionSweep, CheckDatabase,
-    MessageResult(JournalStats), Flush);
+    PresenceLogged, WebhookEvent, CloseStaleConnections, RetentionSweep, CheckDatabase,
+    MessageResult(JournalStats), Flush, AddMembership, RemoveMembership, MembershipsOf,
+    MembersOf, AcquireWebhookLease, TakeWebhooks, AckWebhooks, FailWebhooks,
+    DeadLetterWebhooks, WebhookDepth);

@@ -1,14 +1,16 @@
-//! The pure core of the Journal: text sanitation, the bounded log queue and batch planning.
+//! The pure core of the Journal: text sanitation, id checks, the bounded log queue, and the
+//! planning of log batches and message transactions.
 //!
 //! Nothing here does I/O or reads the clock; the actor shell in `mod.rs` drives it.
 
 use std::collections::{HashMap, VecDeque};
 
-use sea_orm::ActiveValue::Set;
+use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::prelude::{DateTimeUtc, Uuid};
 use switchboard_protocol::events::sanitize_text;
 
-use super::entities::{presence_log, socket_connection};
+use super::entities::{message, presence_log, socket_connection, webhook_outbox};
+use super::outbox::{self, OutboxRow};
 
 /// Character limits of the `VARCHAR` columns (PostgreSQL refuses longer values, failing the
 /// whole batch; SQLite would keep them).
@@ -41,6 +43,20 @@ pub(super) fn clean(text: &str, max_chars: usize) -> String {
     clean
 }
 
+/// Why an id given to a membership request is refused: ids are checked, never cleaned (a
+/// cleaned id would name another room or user).
+pub(super) fn check_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        Err("empty id")
+    } else if id.len() > limits::USER_ID {
+        Err("ids are limited to 255 bytes")
+    } else if id.chars().any(char::is_control) {
+        Err("ids may not contain control characters")
+    } else {
+        Ok(())
+    }
+}
+
 /// A socket authenticated (a new `socket_connections` row).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct OpenedRow {
@@ -52,6 +68,8 @@ pub(super) struct OpenedRow {
     pub ip_address: String,
     pub user_agent: Option<String>,
     pub connected_at: DateTimeUtc,
+    /// Its `socket.connected` event, when webhooks are on.
+    pub event: Option<OutboxRow>,
 }
 
 /// A socket went away (closes its `socket_connections` row).
@@ -62,6 +80,8 @@ pub(super) struct ClosedRow {
     pub messages_sent: i32,
     pub messages_received: i32,
     pub disconnected_at: DateTimeUtc,
+    /// Its `socket.disconnected` event, when webhooks are on; written only if a row is closed.
+    pub event: Option<OutboxRow>,
 }
 
 /// A presence transition (a new `presence_logs` row).
@@ -71,6 +91,8 @@ pub(super) struct PresenceRow {
     pub status: String,
     pub device_id: Option<String>,
     pub at: DateTimeUtc,
+    /// Its `user.online` / `user.offline` event, when webhooks are on.
+    pub event: Option<OutboxRow>,
 }
 
 /// One queued log write, already sanitised.
@@ -82,6 +104,8 @@ pub(super) enum LogRow {
     Closed(ClosedRow),
     /// See [`PresenceRow`].
     Presence(PresenceRow),
+    /// A webhook event with no row of its own.
+    Webhook(OutboxRow),
 }
 
 /// Rows taken from the queue for one flush, oldest first, each with its sequence number.
@@ -224,43 +248,127 @@ pub(super) struct LogPlan {
     pub presence: Vec<presence_log::ActiveModel>,
     /// Closes of rows written by earlier batches (one `UPDATE` each).
     pub closed: Vec<ClosedRow>,
+    /// Outbox rows, in arrival order; written last, in the same transaction.
+    pub events: Vec<PlannedEvent>,
+}
+
+/// An outbox row of a planned batch.
+#[derive(Debug)]
+pub(super) struct PlannedEvent {
+    /// `Some(i)`: the event of `closed[i]`, written only if that `UPDATE` closed a row (no
+    /// `socket.disconnected` for a row that is not there, or was closed already).
+    pub if_closed: Option<usize>,
+    pub row: webhook_outbox::ActiveModel,
 }
 
 impl LogPlan {
-    /// Plan a batch. A close whose open is in the same batch is folded into the insert, so a
-    /// short-lived socket costs one row write; other closes follow the inserts, so a close
-    /// always lands after its open.
-    pub fn new(rows: &[(u64, LogRow)]) -> Self {
+    /// Plan a batch whose transaction starts at `now` (the outbox rows' `created_at`). A close
+    /// whose open is in the same batch is folded into the insert, so a short-lived socket
+    /// costs one row write; other closes follow the inserts, so a close always lands after
+    /// its open. Events keep the order of their rows.
+    pub fn new(rows: &[(u64, LogRow)], now: DateTimeUtc) -> Self {
         let mut opened: Vec<OpenedRow> = Vec::new();
         let mut closes_of_opened: Vec<Option<ClosedRow>> = Vec::new();
         let mut open_index: HashMap<&str, usize> = HashMap::new();
         let mut plan = LogPlan::default();
+        let mut events = Vec::new();
+        let mut event = |if_closed: Option<usize>, row: Option<&OutboxRow>| {
+            if let Some(row) = row {
+                events.push(PlannedEvent {
+                    if_closed,
+                    row: row.model(now),
+                });
+            }
+        };
         for (_, row) in rows {
             match row {
                 LogRow::Opened(open) => {
+                    event(None, open.event.as_ref());
                     open_index.insert(&open.socket_id, opened.len());
                     opened.push(open.clone());
                     closes_of_opened.push(None);
                 }
                 LogRow::Closed(close) => match open_index.remove(close.socket_id.as_str()) {
-                    Some(i) => closes_of_opened[i] = Some(close.clone()),
-                    None => plan.closed.push(close.clone()),
+                    Some(i) => {
+                        event(None, close.event.as_ref());
+                        closes_of_opened[i] = Some(close.clone());
+                    }
+                    None => {
+                        event(Some(plan.closed.len()), close.event.as_ref());
+                        plan.closed.push(close.clone());
+                    }
                 },
-                LogRow::Presence(p) => plan.presence.push(presence_log::ActiveModel {
-                    id: Default::default(),
-                    user_id: Set(p.user_id.clone()),
-                    status: Set(p.status.clone()),
-                    device_id: Set(p.device_id.clone()),
-                    timestamp: Set(p.at),
-                }),
+                LogRow::Presence(p) => {
+                    event(None, p.event.as_ref());
+                    plan.presence.push(presence_log::ActiveModel {
+                        id: Default::default(),
+                        user_id: Set(p.user_id.clone()),
+                        status: Set(p.status.clone()),
+                        device_id: Set(p.device_id.clone()),
+                        timestamp: Set(p.at),
+                    });
+                }
+                LogRow::Webhook(row) => event(None, Some(row)),
             }
         }
+        plan.events = events;
         plan.opened = opened
             .into_iter()
             .zip(closes_of_opened)
             .map(|(open, close)| opened_model(open, close))
             .collect();
         plan
+    }
+}
+
+/// A message waiting for its transaction, already sanitised.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct NewMessage {
+    pub from: String,
+    pub to: String,
+    pub text: String,
+}
+
+/// One message transaction (group commit): the rows, in arrival order, and their events.
+#[derive(Debug)]
+pub(super) struct MessageBatch {
+    pub messages: Vec<NewMessage>,
+    /// The rows' `created_at` (and their events' `at`).
+    pub created_at: DateTimeUtc,
+    /// One `message.stored` event id per message when webhooks are on.
+    pub event_ids: Option<Vec<Uuid>>,
+}
+
+impl MessageBatch {
+    /// The `messages` rows to insert.
+    pub fn models(&self) -> Vec<message::ActiveModel> {
+        self.messages
+            .iter()
+            .map(|m| message::ActiveModel {
+                id: NotSet,
+                from_user: Set(m.from.clone()),
+                to_user: Set(m.to.clone()),
+                body: Set(m.text.clone()),
+                created_at: Set(self.created_at),
+            })
+            .collect()
+    }
+
+    /// The outbox rows of the inserted messages, given their ids in message order (none when
+    /// webhooks are off).
+    pub fn events(&self, ids: &[i64]) -> Vec<webhook_outbox::ActiveModel> {
+        let Some(event_ids) = &self.event_ids else {
+            return Vec::new();
+        };
+        self.messages
+            .iter()
+            .zip(ids)
+            .zip(event_ids)
+            .map(|((m, id), event_id)| {
+                outbox::message_stored(*event_id, *id, &m.from, &m.to, &m.text, self.created_at)
+                    .model(self.created_at)
+            })
+            .collect()
     }
 }
 
@@ -312,6 +420,7 @@ mod tests {
             ip_address: "127.0.0.1".into(),
             user_agent: None,
             connected_at: at(secs),
+            event: None,
         })
     }
 
@@ -322,6 +431,7 @@ mod tests {
             messages_sent: 3,
             messages_received: 4,
             disconnected_at: at(secs),
+            event: None,
         })
     }
 
@@ -331,7 +441,30 @@ mod tests {
             status: "online".into(),
             device_id: None,
             at: at(0),
+            event: None,
         })
+    }
+
+    fn event(name: &str) -> OutboxRow {
+        OutboxRow::new(Uuid::new_v4(), name, 0, serde_json::Value::Null)
+    }
+
+    fn with_event(mut row: LogRow, name: &str) -> LogRow {
+        let slot = match &mut row {
+            LogRow::Opened(r) => &mut r.event,
+            LogRow::Closed(r) => &mut r.event,
+            LogRow::Presence(r) => &mut r.event,
+            LogRow::Webhook(_) => unreachable!("a webhook row is its event"),
+        };
+        *slot = Some(event(name));
+        row
+    }
+
+    fn event_type(e: &PlannedEvent) -> String {
+        match &e.row.event_type {
+            ActiveValue::Set(t) => t.clone(),
+            other => panic!("event_type {other:?}"),
+        }
     }
 
     #[test]
@@ -383,7 +516,7 @@ mod tests {
         queue.push(closed("s1", 90));
         queue.push(opened("s2", 0));
         let batch = queue.take(10).unwrap();
-        let plan = LogPlan::new(&batch.rows);
+        let plan = LogPlan::new(&batch.rows, at(0));
         assert_eq!(plan.opened.len(), 2);
         assert_eq!(plan.presence.len(), 1);
         assert_eq!(plan.closed.len(), 1);
@@ -399,6 +532,88 @@ mod tests {
         let s2 = &plan.opened[1];
         assert_eq!(s2.disconnected_at, ActiveValue::Set(None));
         assert_eq!(s2.duration_seconds, ActiveValue::Set(None));
+    }
+
+    #[test]
+    fn events_follow_their_rows_in_order_and_closes_of_earlier_rows_are_conditional() {
+        let rows: Vec<(u64, LogRow)> = [
+            with_event(closed("old", 5), "closed-old"),
+            with_event(opened("s1", 0), "opened-s1"),
+            LogRow::Webhook(event("custom")),
+            with_event(presence(), "presence"),
+            with_event(closed("s1", 9), "closed-s1"),
+            opened("quiet", 0),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| (i as u64 + 1, row))
+        .collect();
+        let plan = LogPlan::new(&rows, at(100));
+        let types: Vec<String> = plan.events.iter().map(event_type).collect();
+        assert_eq!(
+            types,
+            ["closed-old", "opened-s1", "custom", "presence", "closed-s1"]
+        );
+        let conditions: Vec<Option<usize>> = plan.events.iter().map(|e| e.if_closed).collect();
+        assert_eq!(conditions, [Some(0), None, None, None, None]);
+        assert_eq!(plan.closed[0].socket_id, "old");
+        assert!(
+            plan.events
+                .iter()
+                .all(|e| e.row.created_at == ActiveValue::Set(at(100)))
+        );
+    }
+
+    #[test]
+    fn message_events_pair_each_message_with_its_id() {
+        let mut batch = MessageBatch {
+            messages: vec![
+                NewMessage {
+                    from: "a".into(),
+                    to: "b".into(),
+                    text: "one".into(),
+                },
+                NewMessage {
+                    from: "b".into(),
+                    to: "a".into(),
+                    text: "two".into(),
+                },
+            ],
+            created_at: at(0),
+            event_ids: None,
+        };
+        assert_eq!(batch.models().len(), 2);
+        assert!(batch.events(&[10, 11]).is_empty(), "webhooks off");
+        batch.event_ids = Some(vec![Uuid::new_v4(), Uuid::new_v4()]);
+        let events = batch.events(&[10, 11]);
+        let payloads: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| match &e.payload {
+                ActiveValue::Set(p) => serde_json::from_str(p).unwrap(),
+                other => panic!("payload {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            (&payloads[0]["messageId"], &payloads[0]["text"]),
+            (&serde_json::json!(10), &serde_json::json!("one"))
+        );
+        assert_eq!(
+            (&payloads[1]["messageId"], &payloads[1]["from"]),
+            (&serde_json::json!(11), &serde_json::json!("b"))
+        );
+    }
+
+    #[test]
+    fn ids_are_checked_not_cleaned() {
+        assert_eq!(check_id("room:1/ü"), Ok(()));
+        assert_eq!(check_id(&"x".repeat(255)), Ok(()));
+        assert!(check_id("").is_err());
+        assert!(check_id(&"x".repeat(256)).is_err());
+        // 128 two-byte characters: 256 bytes.
+        assert!(check_id(&"é".repeat(128)).is_err());
+        for bad in ["a\u{0}", "a\nb", "a\tb", "\u{7f}"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,23 +1,29 @@
 //! The Journal's database operations: plain async functions over a cloned
 //! [`DatabaseConnection`], each one transaction at most, spawned by the actor.
 //!
-//! Everything here is portable between SQLite and PostgreSQL except the two spots marked
-//! "PostgreSQL only" / "per backend".
+//! Everything here is portable between SQLite and PostgreSQL except the spots marked
+//! "PostgreSQL only" / "per backend". Raw SQL uses `$n` placeholders, which both accept, and
+//! `ON CONFLICT`, which both have (SQLite since 3.24, `RETURNING` since 3.35).
+//!
+//! Every function that writes a row the webhooks describe takes that row's events and writes
+//! them in the same transaction.
 
 use std::future::Future;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::prelude::{DateTimeUtc, Expr};
+use sea_orm::prelude::{DateTimeUtc, Expr, Uuid};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, Statement, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
 };
 
 use super::JournalConfig;
-use super::entities::{message, presence_log, socket_connection};
-use super::rows::{ClosedRow, LogPlan};
+use super::entities::{message, presence_log, room_membership, socket_connection, webhook_outbox};
+use super::outbox::{self, DEAD, LEASE, PENDING};
+use super::rows::{ClosedRow, LogPlan, MessageBatch};
 use crate::ports::journal::JournalError;
 
 /// Key of the PostgreSQL advisory lock that serialises message commits across nodes.
@@ -111,14 +117,30 @@ pub(super) async fn migrate(db: &DatabaseConnection) -> Result<(), JournalError>
     })
 }
 
-/// Insert one group of messages in one transaction; their ids, ascending.
+/// Insert `rows` in statements of at most [`ROWS_PER_INSERT`] rows, in order.
+async fn insert_all<A>(db: &impl ConnectionTrait, mut rows: Vec<A>) -> Result<(), DbErr>
+where
+    A: ActiveModelTrait,
+{
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(ROWS_PER_INSERT));
+        A::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+        rows = rest;
+    }
+    Ok(())
+}
+
+/// Insert one group of messages and their `message.stored` events in one transaction; the
+/// batch back, with the messages' ids, ascending.
 ///
 /// Ids are handed out in `VALUES` order within the statement, so the ascending ids belong to
 /// the rows in the order given.
 pub(super) async fn insert_messages(
     db: DatabaseConnection,
-    rows: Vec<message::ActiveModel>,
-) -> Result<Vec<i64>, DbErr> {
+    batch: MessageBatch,
+) -> Result<(MessageBatch, Vec<i64>), DbErr> {
     let txn = db.begin().await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         // PostgreSQL only: with several nodes, ids from the sequence could otherwise commit out
@@ -132,12 +154,21 @@ pub(super) async fn insert_messages(
         ))
         .await?;
     }
-    let mut ids = message::Entity::insert_many(rows)
+    let mut ids = message::Entity::insert_many(batch.models())
         .exec_with_returning_keys(&txn)
         .await?;
-    txn.commit().await?;
     ids.sort_unstable();
-    Ok(ids)
+    if ids.len() != batch.messages.len() {
+        // Rolled back: acknowledging rows we cannot name would lose them.
+        return Err(DbErr::Custom(format!(
+            "{} messages inserted, {} ids returned",
+            batch.messages.len(),
+            ids.len()
+        )));
+    }
+    insert_all(&txn, batch.events(&ids)).await?;
+    txn.commit().await?;
+    Ok((batch, ids))
 }
 
 /// Messages to or from `user` with an id above `after`, ascending, at most `limit`.
@@ -171,28 +202,23 @@ pub(super) async fn sync(
 }
 
 /// Write one planned batch of log rows in one transaction: inserts first, then the closes of
-/// rows written earlier.
+/// rows written earlier, then the batch's outbox rows (a close's event only if it closed a
+/// row).
 pub(super) async fn write_logs(db: DatabaseConnection, plan: LogPlan) -> Result<(), DbErr> {
     let txn = db.begin().await?;
-    let mut opened = plan.opened;
-    while !opened.is_empty() {
-        let rest = opened.split_off(opened.len().min(ROWS_PER_INSERT));
-        socket_connection::Entity::insert_many(opened)
-            .exec_without_returning(&txn)
-            .await?;
-        opened = rest;
-    }
-    let mut presence = plan.presence;
-    while !presence.is_empty() {
-        let rest = presence.split_off(presence.len().min(ROWS_PER_INSERT));
-        presence_log::Entity::insert_many(presence)
-            .exec_without_returning(&txn)
-            .await?;
-        presence = rest;
-    }
+    insert_all(&txn, plan.opened).await?;
+    insert_all(&txn, plan.presence).await?;
+    let mut closed_a_row = Vec::with_capacity(plan.closed.len());
     for close in plan.closed {
-        close_connection(&txn, close).await?;
+        closed_a_row.push(close_connection(&txn, close).await? > 0);
     }
+    let events = plan
+        .events
+        .into_iter()
+        .filter(|e| e.if_closed.is_none_or(|i| closed_a_row[i]))
+        .map(|e| e.row)
+        .collect();
+    insert_all(&txn, events).await?;
     txn.commit().await
 }
 
@@ -216,33 +242,56 @@ async fn close_connection(db: &impl ConnectionTrait, close: ClosedRow) -> Result
     Ok(result.rows_affected)
 }
 
-/// Close every row `server_instance` left open; how many.
+/// Close every row `server_instance` left open; how many. With `webhooks`, each closed row
+/// gets its `socket.disconnected` event in the same transaction (`RETURNING` names the rows
+/// this statement closed, so two nodes sweeping at once write each event once).
 pub(super) async fn close_stale(
     db: DatabaseConnection,
     server_instance: String,
     reason: String,
     at: DateTimeUtc,
+    webhooks: bool,
 ) -> Result<u64, DbErr> {
     use socket_connection::Column;
     let duration = seconds_since_connected(db.get_database_backend(), at);
-    let result = socket_connection::Entity::update_many()
+    let update = socket_connection::Entity::update_many()
         .col_expr(Column::DisconnectedAt, Expr::value(at))
-        .col_expr(Column::DisconnectReason, Expr::value(reason))
+        .col_expr(Column::DisconnectReason, Expr::value(reason.clone()))
         .col_expr(Column::DurationSeconds, duration)
-        .filter(Column::ServerInstance.eq(server_instance))
-        .filter(Column::DisconnectedAt.is_null())
-        .exec(&db)
-        .await?;
-    Ok(result.rows_affected)
+        .filter(Column::ServerInstance.eq(server_instance.clone()))
+        .filter(Column::DisconnectedAt.is_null());
+    if !webhooks {
+        return Ok(update.exec(&db).await?.rows_affected);
+    }
+    let txn = db.begin().await?;
+    let closed = update.exec_with_returning(&txn).await?;
+    let events = closed
+        .iter()
+        .map(|row| {
+            outbox::socket_disconnected(
+                Uuid::new_v4(),
+                &row.socket_id,
+                &row.user_id,
+                &server_instance,
+                &reason,
+                at,
+            )
+            .model(at)
+        })
+        .collect();
+    insert_all(&txn, events).await?;
+    txn.commit().await?;
+    Ok(closed.len() as u64)
 }
 
-/// Delete connections closed before `connections_before` and presence rows older than
-/// `presence_before`; the two counts.
+/// Delete connections closed before `connections_before`, presence rows older than
+/// `presence_before`, and dead outbox rows written before `connections_before`; the three
+/// counts.
 pub(super) async fn retention(
     db: DatabaseConnection,
     connections_before: DateTimeUtc,
     presence_before: DateTimeUtc,
-) -> Result<(u64, u64), DbErr> {
+) -> Result<(u64, u64, u64), DbErr> {
     let connections = socket_connection::Entity::delete_many()
         .filter(socket_connection::Column::DisconnectedAt.lt(connections_before))
         .exec(&db)
@@ -251,7 +300,205 @@ pub(super) async fn retention(
         .filter(presence_log::Column::Timestamp.lt(presence_before))
         .exec(&db)
         .await?;
-    Ok((connections.rows_affected, presence.rows_affected))
+    let dead = webhook_outbox::Entity::delete_many()
+        .filter(webhook_outbox::Column::Status.eq(DEAD))
+        .filter(webhook_outbox::Column::CreatedAt.lt(connections_before))
+        .exec(&db)
+        .await?;
+    Ok((
+        connections.rows_affected,
+        presence.rows_affected,
+        dead.rows_affected,
+    ))
+}
+
+// --- room memberships -----------------------------------------------------------------------
+
+/// Add a membership; whether it is new. A new one writes `room.joined` (given its event id)
+/// in the same transaction. `ON CONFLICT DO NOTHING` makes concurrent adds of the same
+/// membership insert (and announce) it once.
+pub(super) async fn add_membership(
+    db: DatabaseConnection,
+    room: String,
+    user: String,
+    at: DateTimeUtc,
+    event_id: Option<Uuid>,
+) -> Result<bool, DbErr> {
+    const SQL: &str = r#"
+        INSERT INTO "room_memberships" ("room", "user_id", "created_at") VALUES ($1, $2, $3)
+        ON CONFLICT ("room", "user_id") DO NOTHING"#;
+    let txn = db.begin().await?;
+    let stmt = Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        SQL,
+        [room.as_str().into(), user.as_str().into(), at.into()],
+    );
+    let added = txn.execute_raw(stmt).await?.rows_affected() > 0;
+    if let (true, Some(event_id)) = (added, event_id) {
+        let event = outbox::membership_changed(event_id, true, &room, &user, at);
+        insert_all(&txn, vec![event.model(at)]).await?;
+    }
+    txn.commit().await?;
+    Ok(added)
+}
+
+/// Remove a membership; whether it existed. A removal writes `room.left` in the same
+/// transaction.
+pub(super) async fn remove_membership(
+    db: DatabaseConnection,
+    room: String,
+    user: String,
+    at: DateTimeUtc,
+    event_id: Option<Uuid>,
+) -> Result<bool, DbErr> {
+    use room_membership::Column;
+    let txn = db.begin().await?;
+    let removed = room_membership::Entity::delete_many()
+        .filter(Column::Room.eq(room.as_str()))
+        .filter(Column::UserId.eq(user.as_str()))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        > 0;
+    if let (true, Some(event_id)) = (removed, event_id) {
+        let event = outbox::membership_changed(event_id, false, &room, &user, at);
+        insert_all(&txn, vec![event.model(at)]).await?;
+    }
+    txn.commit().await?;
+    Ok(removed)
+}
+
+/// The rooms of `user`, unsorted.
+pub(super) async fn memberships_of(
+    db: DatabaseConnection,
+    user: String,
+) -> Result<Vec<String>, DbErr> {
+    use room_membership::Column;
+    room_membership::Entity::find()
+        .select_only()
+        .column(Column::Room)
+        .filter(Column::UserId.eq(user))
+        .into_tuple()
+        .all(&db)
+        .await
+}
+
+/// The members of `room`, unsorted.
+pub(super) async fn members_of(db: DatabaseConnection, room: String) -> Result<Vec<String>, DbErr> {
+    use room_membership::Column;
+    room_membership::Entity::find()
+        .select_only()
+        .column(Column::UserId)
+        .filter(Column::Room.eq(room))
+        .into_tuple()
+        .all(&db)
+        .await
+}
+
+// --- webhook delivery -----------------------------------------------------------------------
+
+/// Take or extend the delivery lease for `holder` until `expires_at`; whether `holder` holds
+/// it now. One statement: the insert of a free lease, or the update of one that lapsed before
+/// `now` or is `holder`'s own, is atomic on both backends (PostgreSQL re-checks the `WHERE` on
+/// the locked row), and `RETURNING` yields a row only when it happened.
+pub(super) async fn acquire_lease(
+    db: DatabaseConnection,
+    holder: String,
+    now: DateTimeUtc,
+    expires_at: DateTimeUtc,
+) -> Result<bool, DbErr> {
+    const SQL: &str = r#"
+        INSERT INTO "webhook_lease" ("name", "holder", "expires_at") VALUES ($1, $2, $3)
+        ON CONFLICT ("name") DO UPDATE
+            SET "holder" = excluded."holder", "expires_at" = excluded."expires_at"
+            WHERE "webhook_lease"."expires_at" < $4 OR "webhook_lease"."holder" = $2
+        RETURNING "holder""#;
+    let stmt = Statement::from_sql_and_values(
+        db.get_database_backend(),
+        SQL,
+        [LEASE.into(), holder.into(), expires_at.into(), now.into()],
+    );
+    Ok(db.query_one_raw(stmt).await?.is_some())
+}
+
+/// The oldest `limit` pending outbox rows, ascending by id (the `(status, id)` index).
+pub(super) async fn pending_webhooks(
+    db: DatabaseConnection,
+    limit: u64,
+) -> Result<Vec<webhook_outbox::Model>, DbErr> {
+    use webhook_outbox::Column;
+    webhook_outbox::Entity::find()
+        .filter(Column::Status.eq(PENDING))
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .all(&db)
+        .await
+}
+
+/// What to do with outbox rows named by id.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum OutboxChange {
+    /// Delivered: delete.
+    Ack,
+    /// Failed once more: count the attempt.
+    Fail,
+    /// Given up on: mark `dead`.
+    DeadLetter,
+}
+
+/// Apply `change` to the rows `ids` (in statements of [`ROWS_PER_INSERT`] ids); how many rows
+/// were found. Fail and dead-letter touch pending rows only.
+pub(super) async fn change_webhooks(
+    db: DatabaseConnection,
+    ids: Vec<i64>,
+    change: OutboxChange,
+) -> Result<u64, DbErr> {
+    use webhook_outbox::Column;
+    let mut changed = 0;
+    for chunk in ids.chunks(ROWS_PER_INSERT) {
+        let ids = chunk.iter().copied();
+        let result = match change {
+            OutboxChange::Ack => {
+                webhook_outbox::Entity::delete_many()
+                    .filter(Column::Id.is_in(ids))
+                    .exec(&db)
+                    .await?
+                    .rows_affected
+            }
+            OutboxChange::Fail => {
+                webhook_outbox::Entity::update_many()
+                    .col_expr(
+                        Column::Attempts,
+                        // Called by path: importing the trait makes `max` on integers ambiguous.
+                        sea_orm::sea_query::ExprTrait::add(Expr::col(Column::Attempts), 1),
+                    )
+                    .filter(Column::Id.is_in(ids))
+                    .filter(Column::Status.eq(PENDING))
+                    .exec(&db)
+                    .await?
+                    .rows_affected
+            }
+            OutboxChange::DeadLetter => {
+                webhook_outbox::Entity::update_many()
+                    .col_expr(Column::Status, Expr::value(DEAD))
+                    .filter(Column::Id.is_in(ids))
+                    .filter(Column::Status.eq(PENDING))
+                    .exec(&db)
+                    .await?
+                    .rows_affected
+            }
+        };
+        changed += result;
+    }
+    Ok(changed)
+}
+
+/// Pending outbox rows.
+pub(super) async fn webhook_depth(db: DatabaseConnection) -> Result<u64, DbErr> {
+    webhook_outbox::Entity::find()
+        .filter(webhook_outbox::Column::Status.eq(PENDING))
+        .count(&db)
+        .await
 }
 
 /// `duration_seconds` of a row closed at `at`: whole seconds since its `connected_at`, never

@@ -1,12 +1,52 @@
 //! What the Journal accepts: durable message stores and syncs (answered once committed or
-//! read), fire-and-forget log rows, and maintenance requests.
+//! read), fire-and-forget log rows, durable room memberships, the webhook outbox, and
+//! maintenance requests.
+//!
+//! # Layout
+//! - [`JournalError`], the one error of every request.
+//! - Messages: [`StoreMessage`], [`SyncMessages`].
+//! - Log rows (fire-and-forget, batched): [`ConnectionOpened`], [`ConnectionClosed`],
+//!   [`PresenceLogged`], [`WebhookEvent`].
+//! - Memberships: [`AddMembership`], [`RemoveMembership`], [`MembershipsOf`], [`MembersOf`].
+//! - Webhook delivery: [`AcquireWebhookLease`], [`TakeWebhooks`], [`AckWebhooks`],
+//!   [`FailWebhooks`], [`DeadLetterWebhooks`], [`WebhookDepth`]; the event types in
+//!   [`event_types`].
+//! - Maintenance: [`CloseStaleConnections`], [`RetentionSweep`], [`CheckDatabase`],
+//!   [`JournalStats`], [`Flush`].
+//!
+//! With webhooks on (`JournalConfig::webhooks`), every request that writes a row the webhooks
+//! describe also writes its event to the outbox, in the same transaction: if the row is not
+//! written (dropped, refused, rolled back), neither is the event, and the other way round.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::ids::{NodeId, SocketId, UserId};
+use crate::ids::{NodeId, Room, SocketId, UserId};
+
+/// The `type` of every webhook event the Journal writes (and the usual ones of
+/// [`WebhookEvent`]).
+pub mod event_types {
+    /// A socket authenticated: `{socketId, userId, deviceId, nodeId, ip}` (`ip` null when
+    /// unknown).
+    pub const SOCKET_CONNECTED: &str = "socket.connected";
+    /// A socket went away: `{socketId, userId, nodeId, reason}`. Also written for every row
+    /// closed by `CloseStaleConnections` (reason `node_lost`).
+    pub const SOCKET_DISCONNECTED: &str = "socket.disconnected";
+    /// A user's presence went online: `{userId, deviceId}` (`deviceId` may be null).
+    pub const USER_ONLINE: &str = "user.online";
+    /// A user's presence went offline: `{userId, deviceId}`.
+    pub const USER_OFFLINE: &str = "user.offline";
+    /// A durable message was committed: `{messageId, from, to, text, createdAt}`.
+    pub const MESSAGE_STORED: &str = "message.stored";
+    /// A user joined a room: `{room, userId, source}` (`source` is `api` for durable
+    /// memberships; others send their own through `WebhookEvent`).
+    pub const ROOM_JOINED: &str = "room.joined";
+    /// A user left a room: `{room, userId, source}`.
+    pub const ROOM_LEFT: &str = "room.left";
+}
 
 /// The `disconnect_reason` of rows closed by [`CloseStaleConnections`] for a lost node.
 pub const NODE_LOST: &str = "node_lost";
@@ -116,6 +156,10 @@ pub struct ConnectionOpened {
 pub struct ConnectionClosed {
     /// The socket id given to [`ConnectionOpened`].
     pub socket_id: SocketId,
+    /// The socket's user (for the `socket.disconnected` event; the row already has it).
+    pub user_id: UserId,
+    /// This node's id (likewise).
+    pub server_instance: NodeId,
     /// Why (a `CloseReason` name such as `client_disconnect` or `server_shutdown`).
     pub reason: String,
     /// Events the server sent to the socket.
@@ -140,9 +184,133 @@ pub struct PresenceLogged {
     pub at: SystemTime,
 }
 
+/// A webhook event with no row of its own (e.g. a client joining a room): written to the
+/// outbox with the log batches (fire-and-forget, counted against the same queue limit), and
+/// only when webhooks are on.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct WebhookEvent {
+    /// The event's `type` (at most 64 bytes, no control characters; others are dropped with
+    /// a warning), e.g. [`event_types::ROOM_JOINED`].
+    pub event_type: Cow<'static, str>,
+    /// The event's fields: an object's members become the event's fields (next to `id`,
+    /// `type` and `at`, which cannot be overridden); any other value becomes `data`.
+    pub data: serde_json::Value,
+}
+
+/// Add `user` to `room` durably; answers `true` if the membership is new, `false` if it
+/// already existed. Ids are refused (never cleaned) with [`JournalError::Invalid`] when empty,
+/// over 255 bytes or holding control characters. A new membership writes `room.joined`
+/// (`source: "api"`) in the same transaction.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<bool, JournalError>")]
+pub struct AddMembership {
+    /// The room.
+    pub room: Room,
+    /// The member.
+    pub user: UserId,
+}
+
+/// Remove `user` from `room`; answers whether the membership existed. Ids are checked as for
+/// [`AddMembership`]; a removal writes `room.left` in the same transaction.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<bool, JournalError>")]
+pub struct RemoveMembership {
+    /// The room.
+    pub room: Room,
+    /// The member.
+    pub user: UserId,
+}
+
+/// The rooms `user` is a durable member of, sorted (by bytes).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<Room>, JournalError>")]
+pub struct MembershipsOf {
+    /// Whose memberships.
+    pub user: UserId,
+}
+
+/// The durable members of `room`, sorted (by bytes).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<UserId>, JournalError>")]
+pub struct MembersOf {
+    /// Which room.
+    pub room: Room,
+}
+
+/// Take or extend the webhook delivery lease: answers `true` if `holder` holds it now (it was
+/// free, expired, or already `holder`'s, which extends it to `ttl` from now). Atomic across
+/// nodes: of two nodes asking at once, one wins. Expiry is judged by the asking node's clock,
+/// so nodes' clocks must agree to well within `ttl`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<bool, JournalError>")]
+pub struct AcquireWebhookLease {
+    /// The node asking.
+    pub holder: NodeId,
+    /// How long the lease lasts unless extended.
+    pub ttl: Duration,
+}
+
+/// The oldest pending outbox events, ascending by id, at most `limit`. Stops before the first
+/// event written less than `settled_for` ago, so that events whose transactions commit out of
+/// id order (other nodes, the message transaction) are still delivered in id order. The window
+/// must cover the longest such transaction plus the clock difference between nodes.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<OutboxEvent>, JournalError>")]
+pub struct TakeWebhooks {
+    /// Most events to answer.
+    pub limit: usize,
+    /// How old the newest answered event must at least be (a second or two is plenty).
+    pub settled_for: Duration,
+}
+
+/// Delivered: delete these outbox rows; answers how many there were.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<u64, JournalError>")]
+pub struct AckWebhooks {
+    /// [`OutboxEvent::id`]s.
+    pub ids: Vec<i64>,
+}
+
+/// A delivery attempt failed: count it on these rows; answers how many were found.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<u64, JournalError>")]
+pub struct FailWebhooks {
+    /// [`OutboxEvent::id`]s.
+    pub ids: Vec<i64>,
+}
+
+/// Give up on these rows: status `dead` (no longer taken, deleted by the retention sweep after
+/// the connections' retention); answers how many were found.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<u64, JournalError>")]
+pub struct DeadLetterWebhooks {
+    /// [`OutboxEvent::id`]s.
+    pub ids: Vec<i64>,
+}
+
+/// How many outbox events are pending (for `webhook_outbox_depth`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<u64, JournalError>")]
+pub struct WebhookDepth;
+
+/// One pending outbox event, as [`TakeWebhooks`] answers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// The row id: the delivery order, and what [`AckWebhooks`] and friends name.
+    pub id: i64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When the row was written.
+    pub created_at: SystemTime,
+    /// The event as receivers get it: `{"id", "type", "at", …fields}`.
+    pub event: serde_json::Value,
+}
+
 /// Close every `socket_connections` row that `server_instance` left open (at a node's start
 /// with its own id, and by the cluster sweep for dead nodes, reason [`NODE_LOST`]); answers how
-/// many rows were closed. Rows still queued in this Journal are not affected.
+/// many rows were closed. Rows still queued in this Journal are not affected. With webhooks on,
+/// each closed row gets its `socket.disconnected` event in the same transaction.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<u64, JournalError>")]
 pub struct CloseStaleConnections {
@@ -153,7 +321,8 @@ pub struct CloseStaleConnections {
 }
 
 /// Delete closed connections and presence rows past their age now; answers the two counts.
-/// The Journal also runs this every [`JournalConfig::sweep_interval`].
+/// Dead webhook outbox rows older than `connections_older_than` go too (not counted here).
+/// The Journal also runs this every `JournalConfig::sweep_interval`.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(u64, u64), JournalError>")]
 pub struct RetentionSweep {
