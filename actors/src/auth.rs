@@ -73,8 +73,25 @@ pub struct Identity {
     pub user_id: String,
     /// The `exp` claim, unix seconds (the session ends at `expires_at + leeway`).
     pub expires_at: u64,
-    /// The `rooms` claim, duplicates removed, in token order; empty when absent.
+    /// The exact room names of the `rooms` claim (joined at connect), duplicates removed, in
+    /// token order; empty when absent.
     pub rooms: Vec<String>,
+    /// The prefix patterns of the `rooms` claim (`"doc:*"` → `"doc:"`): rooms the client may
+    /// join with `room:join`.
+    pub room_patterns: Vec<String>,
+    /// Every claim of the token (for the backend's `connect` hook).
+    pub claims: serde_json::Map<String, Value>,
+}
+
+impl Identity {
+    /// Whether the `rooms` claim lets the client join `room` (by name or by pattern).
+    pub fn may_join(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| r == room)
+            || self
+                .room_patterns
+                .iter()
+                .any(|p| room.starts_with(p.as_str()))
+    }
 }
 
 /// Why a token was refused; [`AuthError::reason`] is the wire value.
@@ -227,10 +244,15 @@ impl Authenticator {
             return Err(AuthError::MissingToken);
         }
         self.check_alg(token)?;
-        let data =
-            jsonwebtoken::decode::<RawClaims>(token, &self.inner.key, &self.inner.validation)
-                .map_err(|e| map_error(e.kind()))?;
-        data.claims.into_identity()
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(
+            token,
+            &self.inner.key,
+            &self.inner.validation,
+        )
+        .map_err(|e| map_error(e.kind()))?;
+        let raw = RawClaims::deserialize(Value::Object(data.claims.clone()))
+            .map_err(|_| AuthError::Malformed)?;
+        raw.into_identity(data.claims)
     }
 
     /// The one accepted algorithm: `"HS256"`, `"RS256"` or `"ES256"`.
@@ -279,7 +301,7 @@ struct RawClaims {
 }
 
 impl RawClaims {
-    fn into_identity(self) -> Result<Identity, AuthError> {
+    fn into_identity(self, claims: serde_json::Map<String, Value>) -> Result<Identity, AuthError> {
         let user_id = match self.sub {
             Some(Value::String(sub)) if !sub.is_empty() => sub,
             _ => return Err(AuthError::MissingClaim),
@@ -293,27 +315,37 @@ impl RawClaims {
             Some(_) => return Err(AuthError::Malformed),
             None => return Err(AuthError::MissingClaim),
         };
-        let rooms = match self.rooms {
-            None => Vec::new(),
+        let (mut rooms, mut room_patterns) = (Vec::new(), Vec::new());
+        match self.rooms {
+            None | Some(Value::Null) => {}
             Some(Value::Array(items)) => {
-                let mut rooms: Vec<String> = Vec::with_capacity(items.len());
                 for item in items {
                     let Value::String(room) = item else {
                         return Err(AuthError::Malformed);
                     };
-                    // Bounded by the token size, so the quadratic check stays small.
-                    if !rooms.contains(&room) {
-                        rooms.push(room);
+                    let list = match room.strip_suffix('*') {
+                        Some(prefix) => {
+                            // Bounded by the token size, so the quadratic check stays small.
+                            if !room_patterns.iter().any(|p: &String| p == prefix) {
+                                room_patterns.push(prefix.to_string());
+                            }
+                            continue;
+                        }
+                        None => &mut rooms,
+                    };
+                    if !list.contains(&room) {
+                        list.push(room);
                     }
                 }
-                rooms
             }
             Some(_) => return Err(AuthError::Malformed),
-        };
+        }
         Ok(Identity {
             user_id,
             expires_at,
             rooms,
+            room_patterns,
+            claims,
         })
     }
 }
@@ -482,14 +514,10 @@ mod tests {
         let id = hs_auth()
             .verify(&hs_token(&json!({ "sub": "alice", "exp": exp })))
             .unwrap();
-        assert_eq!(
-            id,
-            Identity {
-                user_id: "alice".into(),
-                expires_at: exp,
-                rooms: vec![]
-            }
-        );
+        assert_eq!(id.user_id, "alice");
+        assert_eq!(id.expires_at, exp);
+        assert!(id.rooms.is_empty() && id.room_patterns.is_empty());
+        assert_eq!(id.claims.get("sub"), Some(&json!("alice")));
         assert_eq!(hs_auth().algorithm(), "HS256");
         assert_eq!(hs_auth().leeway_secs(), 30);
     }
@@ -514,6 +542,14 @@ mod tests {
         assert_eq!(auth.verify(&hs_token(&claims)).unwrap().rooms, ["x", "y"]);
         let claims = json!({ "sub": "a", "exp": now() + 60, "rooms": null });
         assert!(auth.verify(&hs_token(&claims)).unwrap().rooms.is_empty());
+        let claims = json!({ "sub": "a", "exp": now() + 60, "rooms": ["doc:*", "x", "doc:*"] });
+        let id = auth.verify(&hs_token(&claims)).unwrap();
+        assert_eq!(
+            (id.rooms.as_slice(), id.room_patterns.as_slice()),
+            (&["x".to_string()][..], &["doc:".to_string()][..])
+        );
+        assert!(id.may_join("doc:42") && id.may_join("x"));
+        assert!(!id.may_join("do") && !id.may_join("y"));
         for bad in [json!("x"), json!(["x", 1]), json!({ "x": true })] {
             let claims = json!({ "sub": "a", "exp": now() + 60, "rooms": bad });
             assert_eq!(auth.verify(&hs_token(&claims)), Err(AuthError::Malformed));

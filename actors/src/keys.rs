@@ -79,6 +79,16 @@ impl Keys {
         self.key(&["socket:", socket, ":user"])
     }
 
+    /// `socket:{id}:rooms` SET of the rooms a socket is in (to leave them when it goes).
+    pub fn socket_rooms(&self, socket: &str) -> String {
+        self.key(&["socket:", socket, ":rooms"])
+    }
+
+    /// `room:{name}:sockets` HASH socket id → user id: who is in a room, cluster-wide.
+    pub fn room_sockets(&self, room: &str) -> String {
+        self.key(&["room:", room, ":sockets"])
+    }
+
     /// `online_users` ZSET scored by last seen.
     pub fn online_users(&self) -> String {
         self.key(&["online_users"])
@@ -174,6 +184,8 @@ mod tests {
         assert_eq!(k.node_alive("n"), "p:node:n:alive");
         assert_eq!(k.node_sockets("n"), "p:node:n:sockets");
         assert_eq!(k.rate_limit_messages("u"), "p:rate_limit:u:messages");
+        assert_eq!(k.room_sockets("r"), "p:room:r:sockets");
+        assert_eq!(k.socket_rooms("s"), "p:socket:s:rooms");
         assert_eq!(Keys::default().nodes(), "nodes");
     }
 

@@ -8,6 +8,10 @@
 //! - [`registry`]: the per-node [`registry::SessionRegistry`] that indexes and supervises
 //!   sessions and delivers fan-out.
 //! - [`bridge`]: the [`bridge::RedisBridge`], the node's pub/sub link to the other nodes.
+//! - [`hooks`]: the [`hooks::Hooks`] actor, the node's client of the application's backend
+//!   (`connect`, `authorize`, `rpc`), and [`webhooks`]: the [`webhooks::Webhooks`] actor that
+//!   delivers the outbox of lifecycle events; [`decisions`]: the `authorize` decision cache
+//!   the Hooks actor fills and sessions read.
 //! - [`presence`], [`ratelimiter`], [`journal`]: the infrastructure actors (presence, per-user
 //!   limits, the database writer), each with an in-memory or Redis store where that applies.
 //! - [`ports`]: what each actor accepts (its messages, answers and errors) and [`ports::Port`],
@@ -15,7 +19,8 @@
 //! - [`node`]: the composition root that starts the actors and wires their ports.
 //! - [`ids`], [`keys`], [`store`], [`transport`]: shared types — id newtypes, every Redis key and
 //!   channel name, store errors and Redis settings, frames and close reasons.
-//! - [`auth`], [`ratelimit`]: pure parts (JWT verification, rate-limit state machines).
+//! - [`auth`], [`ratelimit`], [`signing`]: pure parts (JWT verification, rate-limit state
+//!   machines, the backend requests' signature).
 //! - [`metrics`]: the Prometheus metrics and the mailbox instrumentation.
 //!
 //! Actors talk only through typed messages; no actor shares mutable state with another (the
@@ -25,6 +30,8 @@
 pub mod app;
 pub mod auth;
 pub mod bridge;
+pub mod decisions;
+pub mod hooks;
 pub mod ids;
 pub mod journal;
 pub mod keys;
@@ -36,8 +43,10 @@ pub mod ratelimit;
 pub mod ratelimiter;
 pub mod registry;
 pub mod session;
+pub mod signing;
 pub mod store;
 pub mod transport;
+pub mod webhooks;
 
 pub use ids::{NodeId, Room, Sid, SocketId, UserId};
 pub use node::{Node, NodeConfig};

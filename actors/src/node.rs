@@ -12,20 +12,22 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::{info, warn};
 
-use crate::app::{App, AppLimits, AppPorts};
+use crate::app::{App, AppLimits, AppPorts, HookClient};
 use crate::auth::Authenticator;
 use crate::bridge::RedisBridge;
+use crate::hooks::{DecisionCache, Hooks, HooksConfig};
 use crate::ids::NodeId;
 use crate::journal::{Journal, JournalConfig};
 use crate::metrics::MeteredAddr;
 use crate::ports::Port;
 use crate::ports::journal::{CloseStaleConnections, JournalError, NODE_LOST};
-use crate::ports::registry::AttachCluster;
+use crate::ports::registry::{AttachCluster, AttachPresence};
 use crate::presence::redis_store::RedisPresenceStore;
 use crate::presence::{Presence, PresencePorts};
 use crate::ratelimiter::{RateLimiter, RedisRateStore};
 use crate::registry::{DeferredRegistry, SessionRegistry};
 use crate::store::{RedisPool, RedisSettings, pool};
+use crate::webhooks::{WebhookPorts, Webhooks, WebhooksConfig};
 
 /// What a product node is started with.
 pub struct NodeConfig {
@@ -45,6 +47,11 @@ pub struct NodeConfig {
     pub user_message_window: Duration,
     /// Per-socket and per-event limits.
     pub limits: AppLimits,
+    /// The application's backend hooks, when a hook URL is configured.
+    pub hooks: Option<HooksConfig>,
+    /// Lifecycle webhooks, when a webhook URL is configured (the Journal must have
+    /// `webhooks` on to write the outbox).
+    pub webhooks: Option<WebhooksConfig>,
 }
 
 /// Why a node could not start.
@@ -82,6 +89,8 @@ pub struct Product {
     pub bridge: Option<MeteredAddr<RedisBridge>>,
     /// The Redis pool, in cluster mode (for its gauge).
     pub redis_pool: Option<RedisPool>,
+    /// The webhook deliverer, when webhooks are on.
+    pub webhooks: Option<Addr<Webhooks>>,
 }
 
 impl Node {
@@ -143,6 +152,37 @@ impl Node {
                 None,
             ),
         };
+        node.registry.do_send(AttachPresence {
+            rooms: Port::new(&presence),
+        });
+        let hooks = config.hooks.map(|hooks| {
+            let actions = hooks.authorize.clone();
+            let failure = hooks.failure;
+            let cache = Arc::new(DecisionCache::new(DECISION_CACHE_SIZE));
+            let actor = supervise(Hooks::new(hooks, cache.clone()));
+            info!(actions = actions.len(), "backend hooks on");
+            HookClient {
+                actions,
+                failure,
+                cache,
+                connect: Port::new(&actor),
+                authorize: Port::new(&actor),
+                rpc: Port::new(&actor),
+            }
+        });
+        let webhooks = config.webhooks.map(|webhooks| {
+            info!("lifecycle webhooks on");
+            let j = journal.addr();
+            let ports = WebhookPorts {
+                lease: Port::new(j),
+                take: Port::new(j),
+                ack: Port::new(j),
+                fail: Port::new(j),
+                dead: Port::new(j),
+                depth: Port::new(j),
+            };
+            supervise(Webhooks::new(webhooks, config.node_id.clone(), ports))
+        });
         let ports = AppPorts {
             authenticated: Port::new(&registry),
             watch: Port::new(&registry),
@@ -156,12 +196,18 @@ impl Node {
             sync_messages: Port::new(journal.addr()),
             connection_opened: Port::new(journal.addr()),
             connection_closed: Port::new(journal.addr()),
+            memberships_of: Port::new(journal.addr()),
+            webhook_event: Port::new(journal.addr()),
+            join_room: Port::new(&registry),
+            room_online: Port::new(&presence),
         };
         let app = Arc::new(App {
             node_id: config.node_id,
             auth: Arc::new(config.auth),
             ports,
             limits: config.limits,
+            hooks,
+            webhooks: webhooks.is_some(),
         });
         node.product = Some(Product {
             app,
@@ -169,10 +215,14 @@ impl Node {
             journal,
             bridge,
             redis_pool,
+            webhooks,
         });
         Ok(node)
     }
 }
+
+/// Decisions the node's `authorize` cache holds at most.
+const DECISION_CACHE_SIZE: usize = 200_000;
 
 /// Rows the previous run of this node left open (crash, kill -9).
 async fn close_stale_rows(journal: &MeteredAddr<Journal>, node_id: &NodeId) {

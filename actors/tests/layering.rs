@@ -6,13 +6,15 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The actor modules (one actor each).
-const ACTORS: [&str; 6] = [
+const ACTORS: [&str; 8] = [
     "session",
     "registry",
     "bridge",
     "presence",
     "ratelimiter",
     "journal",
+    "hooks",
+    "webhooks",
 ];
 
 fn src() -> PathBuf {
@@ -70,7 +72,16 @@ fn actor_modules_do_not_import_each_other() {
 
 #[test]
 fn ports_and_the_application_import_no_actor() {
-    for module in ["ports", "app", "ids", "keys", "store", "transport"] {
+    for module in [
+        "ports",
+        "app",
+        "ids",
+        "keys",
+        "store",
+        "transport",
+        "decisions",
+        "signing",
+    ] {
         let refs = crate_refs(module);
         let actors: Vec<&str> = ACTORS
             .iter()
@@ -84,7 +95,15 @@ fn ports_and_the_application_import_no_actor() {
 #[test]
 fn the_composition_root_names_every_actor() {
     let refs = crate_refs("node");
-    for actor in ["registry", "bridge", "presence", "ratelimiter", "journal"] {
+    for actor in [
+        "registry",
+        "bridge",
+        "presence",
+        "ratelimiter",
+        "journal",
+        "hooks",
+        "webhooks",
+    ] {
         assert!(refs.contains(actor), "node.rs does not wire {actor}");
     }
 }

@@ -12,7 +12,7 @@ use switchboard_actors::presence::redis_store::RedisPresenceStore;
 use switchboard_actors::presence::{MemoryPresenceStore, PresenceStore};
 use switchboard_actors::ratelimiter::{MemoryRateStore, RateStore, RedisRateStore};
 use switchboard_actors::store::{self, RedisSettings};
-use switchboard_actors::{NodeId, UserId};
+use switchboard_actors::{NodeId, Room, UserId};
 
 fn redis_settings() -> RedisSettings {
     RedisSettings {
@@ -27,6 +27,7 @@ fn sock(user: &str, socket: &str, device: &str) -> SocketPresence {
         user: UserId::from(user),
         socket: socket.into(),
         device: device.into(),
+        rooms: Vec::new(),
     }
 }
 
@@ -100,6 +101,53 @@ async fn presence_behaviour(store: Arc<dyn PresenceStore>) {
     );
     assert!(store.devices("dave".into()).await.unwrap().is_empty());
     assert_eq!(store.online(10, None).await.unwrap().count, 3);
+    room_behaviour(store).await;
+}
+
+/// Rooms: members counted per socket, listed per user, gone with their sockets.
+async fn room_behaviour(store: Arc<dyn PresenceStore>) {
+    let room = Room::from("doc:1");
+    let mut in_room = sock("rita", "r1", "d");
+    in_room.rooms = vec![room.clone(), Room::from("other")];
+    store.connect(in_room).await.unwrap();
+    store.connect(sock("rita", "r2", "d")).await.unwrap();
+    store.connect(sock("sam", "sa1", "d")).await.unwrap();
+    let online = |store: Arc<dyn PresenceStore>, room: Room| async move {
+        store.room_online(room).await.unwrap()
+    };
+    assert_eq!(
+        online(store.clone(), room.clone()).await,
+        (vec!["rita".into()], 1)
+    );
+    store
+        .rooms("rita".into(), "r2".into(), vec![room.clone()], true)
+        .await
+        .unwrap();
+    store
+        .rooms("sam".into(), "sa1".into(), vec![room.clone()], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        online(store.clone(), room.clone()).await,
+        (vec!["rita".into(), "sam".into()], 3)
+    );
+    store
+        .rooms("sam".into(), "sa1".into(), vec![room.clone()], false)
+        .await
+        .unwrap();
+    store.disconnect("rita".into(), "r1".into()).await.unwrap();
+    assert_eq!(
+        online(store.clone(), room.clone()).await,
+        (vec!["rita".into()], 1)
+    );
+    assert_eq!(
+        online(store.clone(), Room::from("other")).await,
+        (vec![], 0),
+        "left with its socket"
+    );
+    store.disconnect("rita".into(), "r2".into()).await.unwrap();
+    store.disconnect("sam".into(), "sa1".into()).await.unwrap();
+    assert_eq!(online(store, room).await, (vec![], 0));
 }
 
 /// The behaviour every rate store must have: exact limit, then a retry hint.

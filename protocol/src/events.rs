@@ -119,6 +119,19 @@ impl Validate for RoomEmit {
     }
 }
 
+/// `room:join`, `room:leave` and `room:presence`
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoomName {
+    /// The room.
+    pub room: String,
+}
+
+impl Validate for RoomName {
+    fn validate(&self) -> Result<(), &'static str> {
+        valid_id(&self.room, "`room` must be a room name of 1 to 255 bytes")
+    }
+}
+
 /// `presence:subscribe`, `presence:unsubscribe` and `presence:query`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -175,6 +188,12 @@ pub enum EventName {
     RoomEmit,
     /// `room:msg` (server).
     RoomMsg,
+    /// `room:join` (client).
+    RoomJoin,
+    /// `room:leave` (client).
+    RoomLeave,
+    /// `room:presence` (client).
+    RoomPresence,
     /// `presence:subscribe` (client).
     PresenceSubscribe,
     /// `presence:unsubscribe` (client).
@@ -203,7 +222,7 @@ pub enum EventName {
 
 impl EventName {
     /// Every name.
-    pub const ALL: [EventName; 20] = [
+    pub const ALL: [EventName; 23] = [
         EventName::MessageSend,
         EventName::MessageSync,
         EventName::MessageReceived,
@@ -212,6 +231,9 @@ impl EventName {
         EventName::Signal,
         EventName::RoomEmit,
         EventName::RoomMsg,
+        EventName::RoomJoin,
+        EventName::RoomLeave,
+        EventName::RoomPresence,
         EventName::PresenceSubscribe,
         EventName::PresenceUnsubscribe,
         EventName::PresenceQuery,
@@ -237,6 +259,9 @@ impl EventName {
             EventName::Signal => "signal",
             EventName::RoomEmit => "room:emit",
             EventName::RoomMsg => "room:msg",
+            EventName::RoomJoin => "room:join",
+            EventName::RoomLeave => "room:leave",
+            EventName::RoomPresence => "room:presence",
             EventName::PresenceSubscribe => "presence:subscribe",
             EventName::PresenceUnsubscribe => "presence:unsubscribe",
             EventName::PresenceQuery => "presence:query",
@@ -276,6 +301,12 @@ pub enum ClientEvent {
     Signal(Signal),
     /// `room:emit {room, data}`.
     RoomEmit(RoomEmit),
+    /// `room:join {room}`.
+    RoomJoin(RoomName),
+    /// `room:leave {room}`.
+    RoomLeave(RoomName),
+    /// `room:presence {room}`.
+    RoomPresence(RoomName),
     /// `presence:subscribe {userIds}`.
     PresenceSubscribe(PresenceUsers),
     /// `presence:unsubscribe {userIds}`.
@@ -331,6 +362,9 @@ impl ClientEvent {
             EventName::Typing => ClientEvent::Typing(parse(arg).map_err(invalid)?),
             EventName::Signal => ClientEvent::Signal(parse(arg).map_err(invalid)?),
             EventName::RoomEmit => ClientEvent::RoomEmit(parse(arg).map_err(invalid)?),
+            EventName::RoomJoin => ClientEvent::RoomJoin(parse(arg).map_err(invalid)?),
+            EventName::RoomLeave => ClientEvent::RoomLeave(parse(arg).map_err(invalid)?),
+            EventName::RoomPresence => ClientEvent::RoomPresence(parse(arg).map_err(invalid)?),
             EventName::PresenceSubscribe => {
                 ClientEvent::PresenceSubscribe(parse(arg).map_err(invalid)?)
             }
@@ -358,6 +392,9 @@ impl ClientEvent {
             ClientEvent::Typing(_) => EventName::Typing,
             ClientEvent::Signal(_) => EventName::Signal,
             ClientEvent::RoomEmit(_) => EventName::RoomEmit,
+            ClientEvent::RoomJoin(_) => EventName::RoomJoin,
+            ClientEvent::RoomLeave(_) => EventName::RoomLeave,
+            ClientEvent::RoomPresence(_) => EventName::RoomPresence,
             ClientEvent::PresenceSubscribe(_) => EventName::PresenceSubscribe,
             ClientEvent::PresenceUnsubscribe(_) => EventName::PresenceUnsubscribe,
             ClientEvent::PresenceQuery(_) => EventName::PresenceQuery,
@@ -456,6 +493,14 @@ mod tests {
             ev(json!(["status:set", {"status": "away"}])),
             Ok(ClientEvent::StatusSet(_))
         ));
+        for (name, expected) in [
+            ("room:join", EventName::RoomJoin),
+            ("room:leave", EventName::RoomLeave),
+            ("room:presence", EventName::RoomPresence),
+        ] {
+            let parsed = ev(json!([name, {"room": "doc:1"}])).unwrap();
+            assert_eq!(parsed.known(), Some(expected));
+        }
     }
 
     #[test]

@@ -8,10 +8,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_actors::node::Product;
-use switchboard_actors::ports::presence::{OnlineUsers, QueryStatuses};
-use switchboard_actors::ports::registry::{
-    Deliver, DisconnectUser, RoomMembers, RoomMembership, Target,
-};
+use switchboard_actors::ports::journal::{AddMembership, MembersOf, RemoveMembership};
+use switchboard_actors::ports::presence::{OnlineUsers, QueryStatuses, RoomOnline};
+use switchboard_actors::ports::registry::{Deliver, DisconnectUser, RoomMembership, Target};
 use switchboard_actors::transport::encode_event;
 use switchboard_actors::{Room, UserId};
 use switchboard_protocol::events::{EventName, MAX_ID_LEN, MAX_USER_IDS};
@@ -88,6 +87,16 @@ impl From<actix::MailboxError> for ApiError {
 }
 
 type ApiResult = Result<HttpResponse, ApiError>;
+
+/// A database refusal: the caller's mistake (400) or an outage (503).
+fn journal_error(err: switchboard_actors::ports::journal::JournalError) -> ApiError {
+    match err {
+        switchboard_actors::ports::journal::JournalError::Invalid(why) => {
+            ApiError::bad_request(why)
+        }
+        other => ApiError::unavailable(other),
+    }
+}
 
 /// Check the API key and hand back the product's actors.
 fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, ApiError> {
@@ -324,7 +333,8 @@ async fn room_leave(
     respond(membership(&req, &state, room, Ok(user), false).await)
 }
 
-/// Join or leave a user's sockets to or from a room; answers how many changed on this node.
+/// Store (or delete) a user's durable membership of a room, then join (leave) the user's
+/// sockets on every node; answers how many changed on this node.
 async fn membership(
     req: &HttpRequest,
     state: &AppState,
@@ -332,11 +342,30 @@ async fn membership(
     user: Result<String, ApiError>,
     join: bool,
 ) -> ApiResult {
-    authorize(req, state)?;
+    let product = authorize(req, state)?;
     check_id(&room, "the room name")?;
     let user = user?;
     check_id(&user, "the user id")?;
     let (user, room) = (UserId::from(user), Room::from(room));
+    // Stored first: once the call answers, the membership holds for sockets opened later too.
+    let stored = if join {
+        product
+            .journal
+            .send(AddMembership {
+                room: room.clone(),
+                user: user.clone(),
+            })
+            .await?
+    } else {
+        product
+            .journal
+            .send(RemoveMembership {
+                room: room.clone(),
+                user: user.clone(),
+            })
+            .await?
+    };
+    stored.map_err(journal_error)?;
     let n = state
         .registry
         .send(RoomMembership { user, room, join })
@@ -351,16 +380,19 @@ async fn room_members(
 ) -> HttpResponse {
     respond(
         async {
-            authorize(&req, &state)?;
+            let product = authorize(&req, &state)?;
             let room = path.into_inner();
             check_id(&room, "the room name")?;
-            let (users, sockets) = state
-                .registry
-                .send(RoomMembers {
-                    room: Room::from(room.as_str()),
-                })
-                .await?;
-            Ok(HttpResponse::Ok().json(json!({"room": room, "users": users, "sockets": sockets})))
+            let room = Room::from(room);
+            let (online, members) = futures_util::join!(
+                product.presence.send(RoomOnline { room: room.clone() }),
+                product.journal.send(MembersOf { room: room.clone() }),
+            );
+            let (users, sockets) = online?.map_err(ApiError::unavailable)?;
+            let members = members?.map_err(journal_error)?;
+            Ok(HttpResponse::Ok().json(
+                json!({"room": room, "users": users, "sockets": sockets, "members": members}),
+            ))
         }
         .await,
     )

@@ -76,6 +76,9 @@ pub enum StartError {
     /// The JWT settings are unusable.
     #[error("invalid JWT settings: {0}")]
     Auth(#[from] auth::AuthSetupError),
+    /// A setting cannot be used.
+    #[error("{0}")]
+    Settings(String),
     /// The node's actors could not start (Redis settings, database).
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -129,6 +132,8 @@ fn node_config(config: &Config, node_id: NodeId) -> Result<NodeConfig, StartErro
         user_message_limit: config.user_message_limit,
         user_message_window: Duration::from_millis(config.user_message_window_ms),
         limits: config.product_limits(),
+        hooks: config.hooks().map_err(StartError::Settings)?,
+        webhooks: config.webhooks().map_err(StartError::Settings)?,
     })
 }
 

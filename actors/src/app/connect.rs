@@ -11,10 +11,13 @@ use switchboard_protocol::socketio::Packet;
 use tracing::{info, warn};
 
 use super::errors::Refusal;
-use super::{Conn, Done, Socket, User, event, settle_quietly, work};
+use super::{Conn, Done, RoomClaim, Socket, User, event, settle_quietly, work};
 use crate::auth::{AuthError, Identity};
 use crate::ids::{Room, Sid, SocketId, UserId};
 use crate::metrics::metrics;
+use crate::ports::hooks::FailurePolicy;
+use crate::ports::hooks::{AskConnect, ConnectAnswer, ConnectRequest, HookFailure};
+use crate::ports::journal::MembershipsOf;
 use crate::ports::journal::{ConnectionClosed, ConnectionOpened};
 use crate::ports::presence::{PresenceConnect, PresenceDisconnect, SocketPresence};
 use crate::ports::registry::{Authenticated, DirectLink};
@@ -27,13 +30,22 @@ const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 /// Longest device id or platform name kept from a client.
 const MAX_DEVICE_LEN: usize = 128;
 
-/// A CONNECT whose token checked out, waiting for presence to admit it.
+/// Longest the durable room memberships may take to load at connect; past it the socket
+/// connects without them (logged), rather than waiting on a slow database.
+const MEMBERSHIPS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A CONNECT whose token checked out, on its way through the backend's `connect` hook and
+/// presence.
 pub struct Admission {
     nsp: String,
     identity: Identity,
     user: UserId,
     socket: SocketId,
     device: String,
+    /// Rooms to join: the token's, the backend's, the durable memberships.
+    rooms: Vec<Room>,
+    /// The backend's `data`, echoed in `authenticated`.
+    data: Option<Value>,
 }
 
 fn unix_now() -> u64 {
@@ -84,25 +96,128 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
         .or_else(|| bounded(s.handshake.device_id.as_deref()))
         .unwrap_or_else(|| socket.to_string());
     let user = UserId::from(identity.user_id.as_str());
-    // Admitted only once presence has the socket: in cluster mode a Redis outage refuses
-    // the connection clearly instead of leaving it half-registered.
     s.admitting = Some((user.clone(), socket.clone()));
-    let admit = s.app.ports.presence_connect.send(PresenceConnect {
-        socket: SocketPresence {
-            user: user.clone(),
-            socket: socket.clone(),
-            device: device.clone(),
-        },
-    });
     let admission = Box::new(Admission {
         nsp,
+        rooms: identity.rooms.iter().map(Room::from).collect(),
         identity,
         user,
         socket,
         device,
+        data: None,
     });
+    let Some(hooks) = &s.app.hooks else {
+        return admit(s, conn, admission);
+    };
+    let mut auth = auth;
+    if let Some(map) = auth.as_object_mut() {
+        map.remove("token");
+    }
+    let request = ConnectRequest {
+        user_id: admission.user.to_string(),
+        device_id: admission.device.clone(),
+        socket_id: admission.socket.to_string(),
+        node_id: s.app.node_id.to_string(),
+        claims: admission.identity.claims.clone(),
+        auth,
+        ip: s.handshake.remote_addr.clone(),
+        user_agent: s.handshake.user_agent.clone(),
+        origin: s.handshake.origin.clone(),
+    };
+    let asked = hooks.connect.send(AskConnect { request });
     conn.spawn(work(async move {
-        Done::Admitted(admission, settle_quietly(admit.await))
+        let answer = match asked.await {
+            Ok(answer) => answer,
+            Err(_) => Err(HookFailure::Unreachable(
+                "the hooks actor is restarting".into(),
+            )),
+        };
+        Done::ConnectHooked(admission, answer)
+    }));
+}
+
+/// The backend's `connect` hook answered: go on to presence, or refuse the CONNECT.
+pub(super) fn hooked(
+    s: &mut Socket,
+    conn: &mut dyn Conn,
+    mut admission: Admission,
+    answer: Result<ConnectAnswer, HookFailure>,
+) {
+    if conn.closing() {
+        s.admitting = None;
+        return;
+    }
+    let refusal = match answer {
+        Ok(ConnectAnswer::Allow { rooms, data }) => {
+            for room in rooms {
+                if !admission.rooms.contains(&room) {
+                    admission.rooms.push(room);
+                }
+            }
+            admission.data = data;
+            return admit(s, conn, Box::new(admission));
+        }
+        Ok(ConnectAnswer::Refuse { reason }) => {
+            info!(sid = %conn.sid(), userId = %admission.user, %reason, "connect_refused");
+            metrics().connection("refused");
+            ("connect_refused", reason)
+        }
+        Err(failure) => {
+            let open = s.app.hooks.as_ref().map(|h| h.failure) == Some(FailurePolicy::Open);
+            warn!(sid = %conn.sid(), %failure, open, "connect hook failed");
+            if open {
+                return admit(s, conn, Box::new(admission));
+            }
+            metrics().connection("rejected");
+            ("service_unavailable", "backend_unavailable".to_string())
+        }
+    };
+    s.admitting = None;
+    let (message, reason) = refusal;
+    conn.emit(&Packet::connect_error_with_data(
+        &admission.nsp,
+        message,
+        json!({ "reason": reason }),
+    ));
+}
+
+/// Load the durable room memberships, then have presence admit the socket: in cluster mode a
+/// Redis outage refuses the connection clearly instead of leaving it half-registered.
+fn admit(s: &mut Socket, conn: &mut dyn Conn, mut admission: Box<Admission>) {
+    let ports = &s.app.ports;
+    let memberships = ports.memberships_of.send(MembershipsOf {
+        user: admission.user.clone(),
+    });
+    let presence = ports.presence_connect.clone();
+    conn.spawn(work(async move {
+        match tokio::time::timeout(MEMBERSHIPS_TIMEOUT, memberships).await {
+            Ok(Ok(Ok(rooms))) => {
+                for room in rooms {
+                    if !admission.rooms.contains(&room) {
+                        admission.rooms.push(room);
+                    }
+                }
+            }
+            other => {
+                let why = match other {
+                    Ok(Ok(Err(err))) => err.to_string(),
+                    Ok(Err(err)) => err.to_string(),
+                    _ => "no answer in time".to_string(),
+                };
+                warn!(userId = %admission.user, %why, "durable room memberships not loaded");
+                metrics().error("memberships_unavailable");
+            }
+        }
+        let admitted = presence.send(PresenceConnect {
+            socket: SocketPresence {
+                user: admission.user.clone(),
+                socket: admission.socket.clone(),
+                device: admission.device.clone(),
+                rooms: admission.rooms.clone(),
+            },
+        });
+        let result = settle_quietly(admitted.await);
+        Done::Admitted(admission, result)
     }));
 }
 
@@ -120,6 +235,8 @@ pub(super) fn admitted(
         user,
         socket,
         device,
+        rooms,
+        data,
     } = admission;
     if conn.closing() {
         if result.is_ok() {
@@ -144,12 +261,15 @@ pub(super) fn admitted(
     let app = s.app.clone();
     conn.join(&nsp, &socket);
     conn.emit(&Packet::connect_ok(&nsp, &socket));
-    let hello = json!({
+    let mut hello = json!({
         "socketId": socket,
         "userId": user,
         "deviceId": device,
         "serverInstance": app.node_id,
     });
+    if let Some(data) = data {
+        hello["data"] = data;
+    }
     event(conn, EventName::Authenticated, hello);
     info!(
         sid = %conn.sid(),
@@ -178,7 +298,6 @@ pub(super) fn admitted(
         out,
         sent: sent.clone(),
     });
-    let rooms: Vec<Room> = identity.rooms.iter().map(Room::from).collect();
     // After the `authenticated` event above: nothing delivered here can overtake it.
     app.ports.authenticated.do_send(Authenticated {
         sid: conn.sid().clone(),
@@ -199,6 +318,10 @@ pub(super) fn admitted(
         socket,
         user,
         rooms: rooms.into_iter().collect(),
+        claim: Arc::new(RoomClaim {
+            rooms: identity.rooms,
+            patterns: identity.room_patterns,
+        }),
         bucket: TokenBucket::new(
             app.limits.socket_events,
             app.limits.socket_window,

@@ -21,6 +21,9 @@ pub enum ErrorCode {
     UnknownEvent,
     /// `room:emit` to a room the socket is not in.
     NotMember,
+    /// The application does not allow it (the token's rooms, or the backend's `authorize`);
+    /// the refusal carries the backend's reason.
+    Forbidden,
     /// Over a rate limit (the refusal carries `retryAfterMs`).
     RateLimited,
     /// The token expired.
@@ -31,11 +34,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::InvalidPayload,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnknownEvent,
         ErrorCode::NotMember,
+        ErrorCode::Forbidden,
         ErrorCode::RateLimited,
         ErrorCode::TokenExpired,
         ErrorCode::ServiceUnavailable,
@@ -48,6 +52,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnknownEvent => "unknown_event",
             ErrorCode::NotMember => "not_member",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::ServiceUnavailable => "service_unavailable",
@@ -64,6 +69,8 @@ pub struct Refusal {
     pub message: Cow<'static, str>,
     /// When the client may try again (rate limits).
     pub retry_after: Option<Duration>,
+    /// The application's reason (`forbidden`).
+    pub reason: Option<String>,
 }
 
 impl Refusal {
@@ -73,7 +80,24 @@ impl Refusal {
             code,
             message: message.into(),
             retry_after: None,
+            reason: None,
         }
+    }
+
+    /// The application refuses, for `reason` (the backend's, or the token's rooms).
+    pub fn forbidden(reason: &str) -> Self {
+        Refusal {
+            reason: Some(reason.to_string()),
+            ..Refusal::new(ErrorCode::Forbidden, format!("not allowed: {reason}"))
+        }
+    }
+
+    /// The application's backend could not be asked (failure policy `closed`).
+    pub fn backend_unavailable() -> Self {
+        Refusal::new(
+            ErrorCode::ServiceUnavailable,
+            "the application's backend is unavailable; try again later",
+        )
     }
 
     /// Over a rate limit; the client may retry after `retry`.
@@ -169,6 +193,11 @@ mod tests {
             (
                 Refusal::new(ErrorCode::NotMember, "not a member"),
                 ErrorCode::NotMember,
+            ),
+            (Refusal::forbidden("blocked"), ErrorCode::Forbidden),
+            (
+                Refusal::backend_unavailable(),
+                ErrorCode::ServiceUnavailable,
             ),
             (
                 Refusal::rate_limited(Duration::from_millis(5)),

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use switchboard_protocol::events::{EventName, MessageSend, MessageSync, sanitize_text};
 
 use super::errors::{ErrorCode, Refusal};
-use super::{App, Conn, Done, User, ack, fail, settle, work};
+use super::{App, Conn, Done, User, ack, fail, gate, settle, work};
 use crate::ids::UserId;
+use crate::ports::hooks::{Action, Decision, HookFailure};
 use crate::ports::journal::{StoreMessage, StoredMessage, SyncMessages};
 use crate::ports::ratelimiter::CheckMessage;
 use crate::ports::registry::{Deliver, Target};
@@ -42,13 +43,60 @@ pub(super) fn send(
     }
 }
 
-/// Start the oldest queued `message:send`, if any: first the per-user limit.
+/// Start the oldest queued `message:send`, if any: first the backend's `authorize` (when it is
+/// asked about `message:send`), then the per-user limit.
 fn next(app: &App, user: &mut User, conn: &mut dyn Conn) {
     let Some((msg, id)) = user.sends.pop_front() else {
         user.sending = false;
         return;
     };
     user.sending = true;
+    let gated = app
+        .hooks
+        .as_ref()
+        .is_some_and(|h| h.actions.contains(&Action::MessageSend));
+    if !gated {
+        return limit(app, user, conn, msg, id);
+    }
+    let (decision, missing) = gate::cached(app, user, Action::MessageSend, vec![msg.to.clone()]);
+    if missing.is_empty() {
+        return authorized(app, user, conn, msg, id, Ok(decision));
+    }
+    gate::ask(
+        app,
+        user,
+        conn,
+        Action::MessageSend,
+        missing,
+        move |result| Done::SendAuthorized { msg, id, result },
+    );
+}
+
+/// The backend answered (or the cache did): refuse, or go on to the per-user limit.
+pub(super) fn authorized(
+    app: &App,
+    user: &mut User,
+    conn: &mut dyn Conn,
+    msg: MessageSend,
+    id: Option<u64>,
+    result: Result<Decision, HookFailure>,
+) {
+    let decision = result.or_else(|_| gate::on_failure(app, Decision::default()));
+    let refusal = match &decision {
+        Ok(decision) => decision.refused(&msg.to).map(Refusal::forbidden),
+        Err(refusal) => Some(refusal.clone()),
+    };
+    match refusal {
+        Some(refusal) => {
+            fail(conn, id, refusal);
+            next(app, user, conn)
+        }
+        None => limit(app, user, conn, msg, id),
+    }
+}
+
+/// Count the message against the per-user limit.
+fn limit(app: &App, user: &mut User, conn: &mut dyn Conn, msg: MessageSend, id: Option<u64>) {
     let check = app.ports.check_message.send(CheckMessage {
         user: user.user.clone(),
     });

@@ -12,15 +12,21 @@
 //! - `connect`: token checks, admission through presence, the token's expiry, the end.
 //! - `messages`: `message:send` (one in flight per socket, in order) and `message:sync`.
 //! - `presence`: `presence:subscribe` / `unsubscribe` / `query`, `status:set`.
-//! - `rooms`: `room:emit` and membership changes from the server API.
+//! - `rooms`: `room:join`, `room:leave`, `room:presence`, `room:emit`, and membership changes
+//!   from the server API.
 //! - `signals`: `typing` and `signal` (volatile relays).
+//! - `gate`: the backend's `authorize` hook in front of the actions it is asked about, with
+//!   the node's decision cache.
+//! - `rpc`: custom events, answered by the backend's `rpc` hook.
 //! - [`errors`]: every failure mapped to the client-facing [`errors::ErrorCode`].
 
 mod connect;
 pub mod errors;
+mod gate;
 mod messages;
 mod presence;
 mod rooms;
+mod rpc;
 mod signals;
 
 use std::collections::{HashSet, VecDeque};
@@ -37,17 +43,23 @@ use switchboard_protocol::socketio::Packet;
 use tracing::warn;
 
 use crate::auth::Authenticator;
+use crate::decisions::DecisionCache;
 use crate::ids::{NodeId, Room, Sid, SocketId, UserId};
 use crate::metrics::{message_received, message_sent, metrics};
 use crate::ports::Port;
+use crate::ports::hooks::{
+    Action, AskAuthorize, AskConnect, AskRpc, ConnectAnswer, Decision, FailurePolicy, HookFailure,
+    RpcAnswer,
+};
 use crate::ports::journal::{
-    ConnectionClosed, ConnectionOpened, StoreMessage, StoredMessage, SyncMessages, SyncPage,
+    ConnectionClosed, ConnectionOpened, MembershipsOf, StoreMessage, StoredMessage, SyncMessages,
+    SyncPage, WebhookEvent,
 };
 use crate::ports::presence::{
-    PresenceConnect, PresenceDisconnect, QueryStatuses, SetStatus, Status,
+    PresenceConnect, PresenceDisconnect, QueryStatuses, RoomOnline, SetStatus, Status,
 };
 use crate::ports::ratelimiter::CheckMessage;
-use crate::ports::registry::{Authenticated, Deliver, Watch};
+use crate::ports::registry::{Authenticated, Deliver, JoinRoom, Watch};
 use crate::ratelimit::TokenBucket;
 use crate::transport::{CloseReason, Outgoing, WsOut};
 use errors::Refusal;
@@ -90,6 +102,31 @@ pub struct AppPorts {
     pub connection_opened: Port<ConnectionOpened>,
     /// Journal: a connection row closes.
     pub connection_closed: Port<ConnectionClosed>,
+    /// Journal: a user's durable room memberships.
+    pub memberships_of: Port<MembershipsOf>,
+    /// Journal: a webhook event with no row of its own.
+    pub webhook_event: Port<WebhookEvent>,
+    /// Registry: a socket joins or leaves a room.
+    pub join_room: Port<JoinRoom>,
+    /// Presence: a room's online members, cluster-wide.
+    pub room_online: Port<RoomOnline>,
+}
+
+/// The application's backend, as the sockets reach it.
+#[derive(Clone)]
+pub struct HookClient {
+    /// The actions `authorize` is asked about; any other costs nothing.
+    pub actions: HashSet<Action>,
+    /// What a failed call means.
+    pub failure: FailurePolicy,
+    /// Decisions read without a message.
+    pub cache: Arc<DecisionCache>,
+    /// The Hooks actor: `connect`.
+    pub connect: Port<AskConnect>,
+    /// The Hooks actor: `authorize`.
+    pub authorize: Port<AskAuthorize>,
+    /// The Hooks actor: `rpc`.
+    pub rpc: Port<AskRpc>,
 }
 
 /// What every socket of a node shares.
@@ -102,6 +139,10 @@ pub struct App {
     pub ports: AppPorts,
     /// Limits.
     pub limits: AppLimits,
+    /// The application's backend, when one is configured.
+    pub hooks: Option<HookClient>,
+    /// Whether lifecycle webhooks are on (events are written to the outbox).
+    pub webhooks: bool,
 }
 
 /// What the handshake HTTP request said about the client.
@@ -119,6 +160,8 @@ pub struct HandshakeInfo {
     pub user_agent: Option<String>,
     /// The peer address.
     pub remote_addr: Option<String>,
+    /// `Origin` (browsers).
+    pub origin: Option<String>,
 }
 
 /// Work for another actor; its answer comes back to the socket as a [`Done`].
@@ -152,8 +195,46 @@ pub trait Conn {
 
 /// An answer from another actor, or a timer, back at its socket.
 pub enum Done {
+    /// The backend's `connect` hook answered.
+    ConnectHooked(Box<connect::Admission>, Result<ConnectAnswer, HookFailure>),
     /// Presence answered the admission of a CONNECT.
     Admitted(Box<connect::Admission>, Result<(), Refusal>),
+    /// The backend's `authorize` hook answered for an event waiting at the gate.
+    Gated {
+        /// The event.
+        event: Box<ClientEvent>,
+        /// Its ack id.
+        id: Option<u64>,
+        /// Targets the cache had already refused.
+        cached: Decision,
+        /// The backend's decision about the others.
+        result: Result<Decision, HookFailure>,
+    },
+    /// The backend's `authorize` hook answered for the `message:send` in flight.
+    SendAuthorized {
+        /// The message.
+        msg: MessageSend,
+        /// Its ack id.
+        id: Option<u64>,
+        /// The decision.
+        result: Result<Decision, HookFailure>,
+    },
+    /// The backend's `rpc` hook answered a custom event.
+    Rpc {
+        /// Its ack id.
+        id: Option<u64>,
+        /// The answer.
+        result: Result<RpcAnswer, HookFailure>,
+    },
+    /// Presence answered `room:presence`.
+    RoomPresence {
+        /// Its ack id.
+        id: Option<u64>,
+        /// The room.
+        room: Room,
+        /// The online members and socket count.
+        result: Result<(Vec<UserId>, usize), Refusal>,
+    },
     /// The token's `exp` passed.
     TokenExpired,
     /// The per-user limit answered for the `message:send` in flight.
@@ -183,6 +264,8 @@ pub enum Done {
     Statuses {
         /// Its ack id.
         id: Option<u64>,
+        /// Users the backend did not allow asking about.
+        denied: Vec<String>,
         /// The statuses, in the order asked.
         result: Result<Vec<(UserId, Status)>, Refusal>,
     },
@@ -230,6 +313,8 @@ struct User {
     socket: SocketId,
     user: UserId,
     rooms: HashSet<Room>,
+    /// The token's exact rooms and prefix patterns: rooms the client may join by itself.
+    claim: Arc<RoomClaim>,
     bucket: TokenBucket,
     /// Application events received from the client (for the connection log).
     received: u32,
@@ -244,6 +329,20 @@ struct User {
     sending: bool,
     /// Users whose presence this socket watches (bounded by `presence::MAX_WATCHED`).
     watching: HashSet<UserId>,
+}
+
+/// The rooms a token lets its client join.
+#[derive(Debug, Default)]
+struct RoomClaim {
+    rooms: Vec<String>,
+    patterns: Vec<String>,
+}
+
+impl RoomClaim {
+    fn allows(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| r == room)
+            || self.patterns.iter().any(|p| room.starts_with(p.as_str()))
+    }
 }
 
 impl Socket {
@@ -287,20 +386,17 @@ impl Socket {
             Err(err) => return fail(conn, id, err.into()),
         };
         match event {
+            // Gated inside its queue, so one socket's messages keep their order.
             ClientEvent::MessageSend(msg) => messages::send(&app, user, conn, msg, id),
             ClientEvent::MessageSync(msg) => messages::sync(&app, user, conn, msg, id),
-            ClientEvent::Typing(msg) => signals::typing(&app, user, conn, msg, id),
-            ClientEvent::Signal(msg) => signals::signal(&app, user, conn, msg, id),
-            ClientEvent::RoomEmit(msg) => rooms::emit(&app, user, conn, msg, id),
-            ClientEvent::PresenceSubscribe(msg) => {
-                presence::watch(&app, user, conn, msg.user_ids, true, id)
-            }
             ClientEvent::PresenceUnsubscribe(msg) => {
-                presence::watch(&app, user, conn, msg.user_ids, false, id)
+                presence::watch(&app, user, conn, msg.user_ids, false, Vec::new(), id)
             }
-            ClientEvent::PresenceQuery(msg) => presence::query(&app, conn, msg.user_ids, id),
             ClientEvent::StatusSet(msg) => presence::set_status(&app, user, conn, msg, id),
-            ClientEvent::Custom { name, .. } => fail(conn, id, Refusal::unknown_event(&name)),
+            ClientEvent::RoomLeave(msg) => rooms::leave(&app, user, conn, msg.room, id),
+            ClientEvent::RoomPresence(msg) => rooms::presence(&app, user, conn, msg.room, id),
+            ClientEvent::Custom { name, args } => rpc::call(&app, user, conn, name, args, id),
+            gated => gate::check(&app, user, conn, gated, id),
         }
     }
 
@@ -308,7 +404,29 @@ impl Socket {
     pub fn done(&mut self, conn: &mut dyn Conn, done: Done) {
         let app = self.app.clone();
         match done {
+            Done::ConnectHooked(admission, answer) => {
+                connect::hooked(self, conn, *admission, answer)
+            }
             Done::Admitted(admission, result) => connect::admitted(self, conn, *admission, result),
+            Done::Gated {
+                event,
+                id,
+                cached,
+                result,
+            } => {
+                if let Some(user) = self.user.as_mut() {
+                    gate::answered(&app, user, conn, *event, id, cached, result);
+                }
+            }
+            Done::SendAuthorized { msg, id, result } => {
+                if let Some(user) = self.user.as_mut() {
+                    messages::authorized(&app, user, conn, msg, id, result);
+                }
+            }
+            Done::Rpc { id, result } => rpc::answered(conn, id, result),
+            Done::RoomPresence { id, room, result } => {
+                rooms::presence_answered(conn, id, room, result)
+            }
             Done::TokenExpired => connect::token_expired(self, conn),
             Done::SendChecked { msg, id, verdict } => {
                 if let Some(user) = self.user.as_mut() {
@@ -328,7 +446,7 @@ impl Socket {
                 ),
                 Err(refusal) => fail(conn, id, refusal),
             },
-            Done::Statuses { id, result } => presence::statuses(conn, id, result),
+            Done::Statuses { id, denied, result } => presence::statuses(conn, id, denied, result),
             Done::StatusSet { id, result } => match result {
                 Ok(()) => ack(conn, id, json!({"ok": true})),
                 Err(refusal) => fail(conn, id, refusal),
@@ -395,6 +513,9 @@ fn fail(conn: &mut dyn Conn, id: Option<u64>, refusal: Refusal) {
     let code = refusal.code.as_str();
     metrics().error(code);
     let mut error = json!({"code": code, "message": refusal.message});
+    if let Some(reason) = &refusal.reason {
+        error["reason"] = reason.as_str().into();
+    }
     if let Some(retry) = refusal.retry_after {
         let retry_ms = crate::ratelimit::ceil_millis(retry).max(1);
         error["retryAfterMs"] = retry_ms.into();

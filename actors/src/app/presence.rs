@@ -21,6 +21,7 @@ pub(super) fn watch(
     conn: &mut dyn Conn,
     users: Vec<String>,
     on: bool,
+    denied: Vec<String>,
     id: Option<u64>,
 ) {
     let users: Vec<UserId> = users.into_iter().map(UserId::from).collect();
@@ -43,29 +44,49 @@ pub(super) fn watch(
         watch: on,
     });
     if on {
-        ask_statuses(app, conn, users, id);
+        ask_statuses(app, conn, users, denied, id);
     } else {
         ack(conn, id, json!({"ok": true}));
     }
 }
 
-/// `presence:query`.
-pub(super) fn query(app: &App, conn: &mut dyn Conn, users: Vec<String>, id: Option<u64>) {
-    ask_statuses(app, conn, users.into_iter().map(UserId::from).collect(), id);
+/// `presence:query` of the users the backend allows (`denied`: those it does not).
+pub(super) fn query(
+    app: &App,
+    conn: &mut dyn Conn,
+    users: Vec<String>,
+    denied: Vec<String>,
+    id: Option<u64>,
+) {
+    ask_statuses(
+        app,
+        conn,
+        users.into_iter().map(UserId::from).collect(),
+        denied,
+        id,
+    );
 }
 
-fn ask_statuses(app: &App, conn: &mut dyn Conn, users: Vec<UserId>, id: Option<u64>) {
+fn ask_statuses(
+    app: &App,
+    conn: &mut dyn Conn,
+    users: Vec<UserId>,
+    denied: Vec<String>,
+    id: Option<u64>,
+) {
     let query = app.ports.query_statuses.send(QueryStatuses { users });
     conn.spawn(work(async move {
         let result = settle_quietly(query.await);
-        Done::Statuses { id, result }
+        Done::Statuses { id, denied, result }
     }));
 }
 
-/// Presence answered a query: `{ok, statuses: {user: status}}`.
+/// Presence answered a query: `{ok, statuses: {user: status}}`, plus `denied: [..]` when the
+/// backend refused some of the users.
 pub(super) fn statuses(
     conn: &mut dyn Conn,
     id: Option<u64>,
+    denied: Vec<String>,
     result: Result<Vec<(UserId, Status)>, Refusal>,
 ) {
     match result {
@@ -74,7 +95,11 @@ pub(super) fn statuses(
                 .into_iter()
                 .map(|(u, s)| (u.to_string(), Value::from(s.as_str())))
                 .collect();
-            ack(conn, id, json!({"ok": true, "statuses": statuses}));
+            let mut answer = json!({"ok": true, "statuses": statuses});
+            if !denied.is_empty() {
+                answer["denied"] = json!(denied);
+            }
+            ack(conn, id, answer);
         }
         Err(refusal) => fail(conn, id, refusal),
     }

@@ -55,6 +55,19 @@ label_sets! {
     TransportLabel(transport);
     /// `{command}`: a Redis command.
     CommandLabel(command);
+    /// `{hook}`: a backend hook.
+    HookLabel(hook);
+    /// `{outcome}`: how a delivery ended.
+    OutcomeLabel(outcome);
+}
+
+/// Label set `{hook, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookOutcomeLabel {
+    /// The hook.
+    pub hook: &'static str,
+    /// `ok` or why it failed.
+    pub outcome: &'static str,
 }
 
 /// Label set `{actor, message}`.
@@ -161,10 +174,21 @@ metrics_table! {
     process_max_fds: Gauge, "process_max_fds", "Open-file limit";
     process_start: Gauge, "process_start_time_seconds", "Start time, Unix seconds";
     draining: Gauge, "node_draining", "The node is draining";
+    hook_requests: Family<HookOutcomeLabel, Counter>, "hook_requests",
+        "Backend hook calls by outcome (ok, timeout, unreachable, bad_status, bad_answer, circuit_open)";
+    hook_duration: HistogramFamily<HookLabel> = Family::new_with_constructor(latency_histogram),
+        "hook_duration_seconds", "Backend hook call duration";
+    hook_circuit_open: Family<HookLabel, Gauge>, "hook_circuit_open",
+        "The hook's circuit is open (1): the backend kept failing and is not asked";
+    hook_cache_hits: Counter, "hook_cache_hits",
+        "Authorize decisions answered from the node's decision cache";
+    webhook_outbox_depth: Gauge, "webhook_outbox_depth", "Webhook events not yet delivered";
+    webhook_deliveries: Family<OutcomeLabel, Counter>, "webhook_deliveries",
+        "Webhook events by delivery outcome (delivered, failed, dead)";
 }
 
 /// Every actor type that is instrumented, for pre-registering their series at zero.
-pub const ACTORS: [&str; 7] = [
+pub const ACTORS: [&str; 9] = [
     "session",
     "ws_transport",
     "session_registry",
@@ -172,6 +196,8 @@ pub const ACTORS: [&str; 7] = [
     "presence",
     "rate_limiter",
     "journal",
+    "hooks",
+    "webhooks",
 ];
 
 impl Metrics {
@@ -204,6 +230,13 @@ impl Metrics {
         let _ = m.errors.get_or_create(&ErrorLabel {
             error_type: "slow_client",
         });
+        // Alerts watch these from the first scrape, backend or not.
+        for hook in ["connect", "authorize", "rpc"] {
+            let _ = m.hook_circuit_open.get_or_create(&HookLabel { hook });
+        }
+        for outcome in ["delivered", "failed", "dead"] {
+            let _ = m.webhook_deliveries.get_or_create(&OutcomeLabel { outcome });
+        }
         let _ = m.disconnects.get_or_create(&ReasonLabel {
             reason: "slow_client",
         });

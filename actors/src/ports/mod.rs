@@ -7,6 +7,7 @@
 //! composition root ([`Node`](crate::node::Node)) names every actor.
 
 pub mod bridge;
+pub mod hooks;
 pub mod journal;
 pub mod presence;
 pub mod ratelimiter;

@@ -3,7 +3,7 @@
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::ids::{SocketId, UserId};
+use crate::ids::{Room, SocketId, UserId};
 use crate::store::StoreError;
 
 /// A user's presence status.
@@ -47,6 +47,8 @@ pub struct SocketPresence {
     pub socket: SocketId,
     /// The device id.
     pub device: String,
+    /// The rooms it is in (counted by `room:presence` cluster-wide).
+    pub rooms: Vec<Room>,
 }
 
 /// One page of online users.
@@ -105,6 +107,28 @@ pub struct OnlineUsers {
     pub limit: usize,
     /// Start after this id.
     pub cursor: Option<String>,
+}
+
+/// A socket joined or left rooms after it connected.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomsChanged {
+    /// Its user.
+    pub user: UserId,
+    /// The socket.
+    pub socket: SocketId,
+    /// The rooms.
+    pub rooms: Vec<Room>,
+    /// Joined (true) or left.
+    pub join: bool,
+}
+
+/// The online members of a room, cluster-wide: distinct users (sorted) and socket count.
+#[derive(Message)]
+#[rtype(result = "Result<(Vec<UserId>, usize), StoreError>")]
+pub struct RoomOnline {
+    /// The room.
+    pub room: Room,
 }
 
 /// The node is leaving the cluster: remove what it registered (after its sockets closed).

@@ -10,7 +10,7 @@ use switchboard_protocol::cluster::ClusterFrame;
 
 use super::Port;
 use super::bridge::{Publish, Subscribe};
-use super::presence::{SocketPresence, Status};
+use super::presence::{RoomsChanged, SocketPresence, Status};
 use super::session::SessionPort;
 use crate::ids::{NodeId, Room, Sid, SocketId, UserId};
 use crate::keys::Keys;
@@ -134,6 +134,27 @@ pub struct PresenceChanged {
     pub change: PresenceChange,
 }
 
+/// A socket joins (or leaves) a room of its own accord (`room:join`, `room:leave`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JoinRoom {
+    /// The session.
+    pub sid: Sid,
+    /// The room.
+    pub room: Room,
+    /// Join (true) or leave.
+    pub join: bool,
+}
+
+/// Where the registry reports room changes of connected sockets (Presence, for the
+/// cluster-wide `room:presence`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachPresence {
+    /// Presence's port.
+    pub rooms: Port<RoomsChanged>,
+}
+
 /// Add (or remove) every socket of `user` to (from) `room`, cluster-wide; answers how many
 /// sockets of this node changed.
 #[derive(Message)]
@@ -145,14 +166,6 @@ pub struct RoomMembership {
     pub room: Room,
     /// True to join, false to leave.
     pub join: bool,
-}
-
-/// The users and socket count of a room on this node.
-#[derive(Message)]
-#[rtype(result = "(Vec<UserId>, usize)")]
-pub struct RoomMembers {
-    /// The room.
-    pub room: Room,
 }
 
 /// Disconnect every socket of a user, cluster-wide; answers how many on this node.

@@ -32,6 +32,7 @@ use crate::ports::presence::{
     Leave, OnlinePage, OnlineUsers, PresenceConnect, PresenceDisconnect, QueryStatuses, SetStatus,
     Status,
 };
+use crate::ports::presence::{RoomOnline, RoomsChanged};
 use crate::ports::registry::{LiveSockets, PresenceChange, PresenceChanged};
 use crate::store::StoreError;
 pub use store::{MemoryPresenceStore, PresenceStore};
@@ -273,6 +274,28 @@ impl Handler<Leave> for Presence {
     }
 }
 
+impl Handler<RoomsChanged> for Presence {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: RoomsChanged, _ctx: &mut Context<Self>) -> Self::Result {
+        let fut = self.store.rooms(msg.user, msg.socket, msg.rooms, msg.join);
+        AtomicResponse::new(Box::pin(fut.into_actor(self).map(|result, _act, _ctx| {
+            if let Err(err) = result {
+                // The reconcile re-asserts the rooms of live sockets once the store is back.
+                debug!(%err, "room membership not recorded");
+            }
+        })))
+    }
+}
+
+impl Handler<RoomOnline> for Presence {
+    type Result = ResponseFuture<Result<(Vec<UserId>, usize), StoreError>>;
+
+    fn handle(&mut self, msg: RoomOnline, _ctx: &mut Context<Self>) -> Self::Result {
+        self.store.room_online(msg.room)
+    }
+}
+
 impl Handler<QueryStatuses> for Presence {
     type Result = ResponseFuture<Result<Vec<(UserId, Status)>, StoreError>>;
 
@@ -294,4 +317,4 @@ impl MeteredActor for Presence {
 }
 
 crate::metered!(Presence: PresenceConnect, PresenceDisconnect, SetStatus, QueryStatuses, OnlineUsers,
-    Leave);
+    Leave, RoomsChanged, RoomOnline);

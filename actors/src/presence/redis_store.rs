@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use redis::Script;
 
 use super::store::{PresenceStore, SweepResult, Transitions};
-use crate::ids::{NodeId, SocketId, UserId};
+use crate::ids::{NodeId, Room, SocketId, UserId};
 use crate::keys::Keys;
 use crate::metrics::redis_command;
 use crate::ports::presence::{OnlinePage, SocketPresence, Status};
@@ -71,7 +71,71 @@ impl RedisPresenceStore {
             .arg(STATUS_TTL_SECS)
             .invoke_async(conn)
             .await?;
+        self.join_rooms(conn, &s.user, &s.socket, &s.rooms).await?;
         Ok(first == 1)
+    }
+
+    /// Put a socket in rooms: `room:{r}:sockets` maps it to its user, `socket:{s}:rooms`
+    /// remembers the rooms (and expires with the socket's hash unless refreshed).
+    async fn join_rooms(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        user: &UserId,
+        socket: &SocketId,
+        rooms: &[Room],
+    ) -> Result<(), StoreError> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let mine = self.keys.socket_rooms(socket);
+        for room in rooms {
+            redis_command("HSET");
+            pipe.cmd("HSET")
+                .arg(self.keys.room_sockets(room))
+                .arg(socket.as_str())
+                .arg(user.as_str())
+                .ignore();
+            redis_command("SADD");
+            pipe.cmd("SADD").arg(&mine).arg(room.as_str()).ignore();
+        }
+        redis_command("EXPIRE");
+        pipe.cmd("EXPIRE").arg(&mine).arg(SOCKET_TTL_SECS).ignore();
+        pipe.query_async::<()>(conn).await?;
+        Ok(())
+    }
+
+    /// Take a socket out of `rooms` (all of its rooms when `None`).
+    async fn leave_rooms(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        socket: &SocketId,
+        rooms: Option<&[Room]>,
+    ) -> Result<(), StoreError> {
+        let mine = self.keys.socket_rooms(socket);
+        let all: Vec<String>;
+        let rooms: Vec<&str> = match rooms {
+            Some(rooms) => rooms.iter().map(|r| r.as_str()).collect(),
+            None => {
+                all = cmd("SMEMBERS").arg(&mine).query_async(conn).await?;
+                all.iter().map(String::as_str).collect()
+            }
+        };
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for room in &rooms {
+            redis_command("HDEL");
+            pipe.cmd("HDEL")
+                .arg(self.keys.room_sockets(room))
+                .arg(socket.as_str())
+                .ignore();
+            redis_command("SREM");
+            pipe.cmd("SREM").arg(&mine).arg(*room).ignore();
+        }
+        pipe.query_async::<()>(conn).await?;
+        Ok(())
     }
 
     async fn run_disconnect(
@@ -91,6 +155,7 @@ impl RedisPresenceStore {
             .arg(socket.as_str())
             .invoke_async(conn)
             .await?;
+        self.leave_rooms(conn, socket, None).await?;
         Ok(last == 1)
     }
 
@@ -166,6 +231,40 @@ impl PresenceStore for RedisPresenceStore {
                 .invoke_async(&mut *conn)
                 .await?;
             Ok(changed == 1)
+        })
+    }
+
+    fn rooms(
+        &self,
+        user: UserId,
+        socket: SocketId,
+        rooms: Vec<Room>,
+        join: bool,
+    ) -> StoreFuture<()> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            if join {
+                this.join_rooms(&mut conn, &user, &socket, &rooms).await
+            } else {
+                this.leave_rooms(&mut conn, &socket, Some(&rooms)).await
+            }
+        })
+    }
+
+    fn room_online(&self, room: Room) -> StoreFuture<(Vec<UserId>, usize)> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut conn = this.pool.get().await?;
+            let users: Vec<String> = cmd("HVALS")
+                .arg(this.keys.room_sockets(&room))
+                .query_async(&mut *conn)
+                .await?;
+            let sockets = users.len();
+            let mut users: Vec<UserId> = users.into_iter().map(UserId::from).collect();
+            users.sort();
+            users.dedup();
+            Ok((users, sockets))
         })
     }
 

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::table::PresenceTable;
-use crate::ids::{NodeId, SocketId, UserId};
+use crate::ids::{NodeId, Room, SocketId, UserId};
 use crate::ports::presence::{OnlinePage, SocketPresence, Status};
 use crate::store::StoreFuture;
 
@@ -17,6 +17,16 @@ pub trait PresenceStore: Send + Sync + 'static {
     fn disconnect(&self, user: UserId, socket: SocketId) -> StoreFuture<bool>;
     /// Set an online user's status; true when it changed.
     fn set_status(&self, user: UserId, status: Status) -> StoreFuture<bool>;
+    /// A connected socket joins (or leaves) rooms.
+    fn rooms(
+        &self,
+        user: UserId,
+        socket: SocketId,
+        rooms: Vec<Room>,
+        join: bool,
+    ) -> StoreFuture<()>;
+    /// A room's online members: distinct users (sorted) and socket count.
+    fn room_online(&self, room: Room) -> StoreFuture<(Vec<UserId>, usize)>;
     /// Statuses of several users, in the order asked.
     fn statuses(&self, users: Vec<UserId>) -> StoreFuture<Vec<(UserId, Status)>>;
     /// A page of online users, ascending by id.
@@ -76,7 +86,25 @@ impl MemoryPresenceStore {
 
 impl PresenceStore for MemoryPresenceStore {
     fn connect(&self, s: SocketPresence) -> StoreFuture<bool> {
-        self.with(move |t| t.connect(&s.user, &s.socket, &s.device))
+        self.with(move |t| {
+            let first = t.connect(&s.user, &s.socket, &s.device);
+            t.rooms(&s.user, &s.socket, &s.rooms, true);
+            first
+        })
+    }
+
+    fn rooms(
+        &self,
+        user: UserId,
+        socket: SocketId,
+        rooms: Vec<Room>,
+        join: bool,
+    ) -> StoreFuture<()> {
+        self.with(move |t| t.rooms(&user, &socket, &rooms, join))
+    }
+
+    fn room_online(&self, room: Room) -> StoreFuture<(Vec<UserId>, usize)> {
+        self.with(move |t| t.room_online(&room))
     }
 
     fn disconnect(&self, user: UserId, socket: SocketId) -> StoreFuture<bool> {

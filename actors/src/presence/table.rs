@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::ids::UserId;
+use crate::ids::{Room, UserId};
 use crate::ports::presence::{OnlinePage, Status};
 
 #[derive(Debug)]
@@ -17,6 +17,10 @@ struct UserPresence {
 #[derive(Debug, Default)]
 pub struct PresenceTable {
     users: BTreeMap<UserId, UserPresence>,
+    /// Room → (socket → user).
+    rooms: HashMap<Room, HashMap<String, UserId>>,
+    /// Socket → its rooms (to leave them when it goes).
+    socket_rooms: HashMap<String, Vec<Room>>,
 }
 
 impl PresenceTable {
@@ -34,8 +38,53 @@ impl PresenceTable {
         first
     }
 
+    /// A socket joins (or leaves) rooms.
+    pub fn rooms(&mut self, user: &UserId, socket: &str, rooms: &[Room], join: bool) {
+        for room in rooms {
+            if join {
+                let members = self.rooms.entry(room.clone()).or_default();
+                members.insert(socket.to_string(), user.clone());
+                let mine = self.socket_rooms.entry(socket.to_string()).or_default();
+                if !mine.contains(room) {
+                    mine.push(room.clone());
+                }
+            } else {
+                self.leave_room(socket, room);
+                if let Some(mine) = self.socket_rooms.get_mut(socket) {
+                    mine.retain(|r| r != room);
+                    if mine.is_empty() {
+                        self.socket_rooms.remove(socket);
+                    }
+                }
+            }
+        }
+    }
+
+    fn leave_room(&mut self, socket: &str, room: &Room) {
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(socket);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// A room's online members: distinct users (sorted) and the socket count.
+    pub fn room_online(&self, room: &str) -> (Vec<UserId>, usize) {
+        let Some(members) = self.rooms.get(room) else {
+            return (Vec::new(), 0);
+        };
+        let mut users: Vec<UserId> = members.values().cloned().collect();
+        users.sort();
+        users.dedup();
+        (users, members.len())
+    }
+
     /// Remove a socket; true when it was the user's last (the user goes offline).
     pub fn disconnect(&mut self, user: &UserId, socket: &str) -> bool {
+        for room in self.socket_rooms.remove(socket).unwrap_or_default() {
+            self.leave_room(socket, &room);
+        }
         let Some(entry) = self.users.get_mut(user) else {
             return false;
         };
@@ -127,6 +176,25 @@ mod tests {
             !t.disconnect(&dave, "s2"),
             "a second disconnect is not a transition"
         );
+    }
+
+    #[test]
+    fn room_members_are_counted_per_socket_and_listed_per_user() {
+        let mut t = PresenceTable::default();
+        let (a, b) = (uid("a"), uid("b"));
+        let room = Room::from("r");
+        t.connect(&a, "a1", "d");
+        t.connect(&a, "a2", "d");
+        t.connect(&b, "b1", "d");
+        t.rooms(&a, "a1", std::slice::from_ref(&room), true);
+        t.rooms(&a, "a2", std::slice::from_ref(&room), true);
+        t.rooms(&b, "b1", std::slice::from_ref(&room), true);
+        assert_eq!(t.room_online("r"), (vec![a.clone(), b.clone()], 3));
+        t.rooms(&b, "b1", std::slice::from_ref(&room), false);
+        assert_eq!(t.room_online("r"), (vec![a.clone()], 2));
+        t.disconnect(&a, "a1");
+        t.disconnect(&a, "a2");
+        assert_eq!(t.room_online("r"), (vec![], 0));
     }
 
     #[test]

@@ -260,19 +260,6 @@ impl<H> Index<H> {
             .unwrap_or_default()
     }
 
-    /// The users (sorted, distinct) and socket count of a room.
-    pub fn room_members(&self, room: &str) -> (Vec<UserId>, usize) {
-        let sids = self.rooms.get(room);
-        let mut users: Vec<UserId> = sids
-            .into_iter()
-            .flatten()
-            .filter_map(|sid| Some(self.sessions.get(sid)?.socket.as_ref()?.user.clone()))
-            .collect();
-        users.sort();
-        users.dedup();
-        (users, sids.map_or(0, HashSet::len))
-    }
-
     /// Every authenticated socket, for presence re-assertion.
     pub fn live_sockets(&self) -> Vec<SocketPresence> {
         self.sessions
@@ -283,6 +270,7 @@ impl<H> Index<H> {
                     user: s.user.clone(),
                     socket: s.id.clone(),
                     device: s.device.clone(),
+                    rooms: e.rooms.iter().cloned().collect(),
                 })
             })
             .collect()
@@ -419,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn room_members_and_live_sockets_describe_authenticated_sockets() {
+    fn live_sockets_describe_authenticated_sockets_and_their_rooms() {
         let t0 = Instant::now();
         let mut index = Index::default();
         let room = Room::from("r");
@@ -429,11 +417,9 @@ mod tests {
             index.authenticate(&sid, socket(user, "d"), std::slice::from_ref(&room), t0);
         }
         index.register(Sid::from("anon"), 9);
-        assert_eq!(
-            index.room_members("r"),
-            (vec![UserId::from("a"), UserId::from("b")], 3)
-        );
-        assert_eq!(index.live_sockets().len(), 3);
+        let live = index.live_sockets();
+        assert_eq!(live.len(), 3);
+        assert!(live.iter().all(|s| s.rooms == vec![room.clone()]));
         assert_eq!(index.sessions_of("a").len(), 2);
         assert_eq!(index.len(), 4);
         let (changed, gone) = index.leave(&Sid::from("s0"), &room);

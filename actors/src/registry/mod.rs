@@ -38,17 +38,18 @@ use serde_json::json;
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
 use switchboard_protocol::events::EventName;
 
-use crate::ids::{NodeId, Sid, UserId};
+use crate::ids::{NodeId, Room, Sid, UserId};
 use crate::keys::{Channel, Keys};
 use crate::metrics::{MeteredActor, messages_sent, metrics};
 use crate::ports::Port;
 use crate::ports::bridge::{Publish, Subscribe};
-use crate::ports::presence::Status;
+use crate::ports::presence::{RoomsChanged, Status};
 use crate::ports::registry::{
     AttachCluster, Authenticated, ClusterInbound, CountSessions, Deliver, DisconnectUser,
-    DrainLocal, LiveSockets, Lookup, PresenceChange, PresenceChanged, Register, RoomMembers,
-    RoomMembership, Target, Unregister, Watch,
+    DrainLocal, LiveSockets, Lookup, PresenceChange, PresenceChanged, Register, RoomMembership,
+    Target, Unregister, Watch,
 };
+use crate::ports::registry::{AttachPresence, JoinRoom};
 use crate::ports::session::{Push, SessionPort, SetRooms, ToSession};
 use crate::store::now_micros;
 use crate::transport::{Outgoing, WsOutbound, encode_event};
@@ -91,6 +92,8 @@ impl ClusterLink {
 pub struct SessionRegistry {
     index: Index<SessionPort>,
     cluster: Option<ClusterLink>,
+    /// Where room changes of connected sockets go (Presence).
+    rooms: Option<Port<RoomsChanged>>,
 }
 
 /// The mailbox of a registry not started yet; [`DeferredRegistry::start_here`] starts it.
@@ -164,16 +167,35 @@ impl SessionRegistry {
         messages_sent(event, sent);
     }
 
-    fn membership_local(&mut self, user: &UserId, room: &crate::ids::Room, join: bool) -> usize {
+    /// Put one session in a room (or take it out); true when that changed anything. The
+    /// bridge hears of a channel the node now needs, presence of the socket's new room.
+    fn set_room(&mut self, sid: &Sid, room: &Room, join: bool) -> bool {
+        let (ok, channel) = if join {
+            self.index.join(sid, room)
+        } else {
+            self.index.leave(sid, room)
+        };
+        self.need(channel.map(|c| (c, join)));
+        if ok
+            && let (Some(presence), Some(socket)) = (
+                &self.rooms,
+                self.index.get(sid).and_then(|e| e.socket.as_ref()),
+            )
+        {
+            presence.do_send(RoomsChanged {
+                user: socket.user.clone(),
+                socket: socket.id.clone(),
+                rooms: vec![room.clone()],
+                join,
+            });
+        }
+        ok
+    }
+
+    fn membership_local(&mut self, user: &UserId, room: &Room, join: bool) -> usize {
         let mut changed = 0;
         for sid in self.index.sessions_of(user) {
-            let (ok, channel) = if join {
-                self.index.join(&sid, room)
-            } else {
-                self.index.leave(&sid, room)
-            };
-            self.need(channel.map(|c| (c, join)));
-            if ok {
+            if self.set_room(&sid, room, join) {
                 changed += 1;
                 if let Some(entry) = self.index.get(&sid) {
                     entry.handle.do_send(ToSession::SetRooms(SetRooms {
@@ -390,11 +412,19 @@ impl Handler<RoomMembership> for SessionRegistry {
     }
 }
 
-impl Handler<RoomMembers> for SessionRegistry {
-    type Result = MessageResult<RoomMembers>;
+impl Handler<JoinRoom> for SessionRegistry {
+    type Result = ();
 
-    fn handle(&mut self, msg: RoomMembers, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.index.room_members(&msg.room))
+    fn handle(&mut self, msg: JoinRoom, _ctx: &mut Context<Self>) {
+        self.set_room(&msg.sid, &msg.room, msg.join);
+    }
+}
+
+impl Handler<AttachPresence> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachPresence, _ctx: &mut Context<Self>) {
+        self.rooms = Some(msg.rooms);
     }
 }
 
@@ -518,5 +548,5 @@ impl MeteredActor for SessionRegistry {
 }
 
 crate::metered!(SessionRegistry: Register, Unregister, Lookup, CountSessions, Authenticated, Watch,
-    Deliver, PresenceChanged, RoomMembership, MessageResult(RoomMembers), DisconnectUser,
-    MessageResult(LiveSockets), AttachCluster, ClusterInbound, DrainLocal);
+    Deliver, PresenceChanged, RoomMembership, DisconnectUser,
+    MessageResult(LiveSockets), AttachCluster, ClusterInbound, DrainLocal, JoinRoom, AttachPresence);

@@ -15,8 +15,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
+use std::collections::HashSet;
 use switchboard_actors::SessionConfig;
+
 use switchboard_actors::app::AppLimits;
+use switchboard_actors::hooks::{FailurePolicy, HooksConfig};
+use switchboard_actors::ports::hooks::Action;
+use switchboard_actors::webhooks::WebhooksConfig;
 
 mod effective;
 mod file;
@@ -208,6 +213,39 @@ pub struct Config {
     )]
     pub retention_presence_days: u64,
 
+    /// Base URL of the application's backend hooks (`{url}/connect`, `/authorize`, `/rpc`)
+    /// [default: unset, no hooks; custom events are `unknown_event`].
+    #[arg(long, env = "SWITCHBOARD_HOOK_URL")]
+    pub hook_url: Option<String>,
+
+    /// HMAC key that signs every hook and webhook request (required with a hook or webhook
+    /// URL).
+    #[arg(long, env = "SWITCHBOARD_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
+
+    /// How long a hook call may take, in ms.
+    #[arg(long, env = "SWITCHBOARD_HOOK_TIMEOUT_MS", default_value_t = 2_000)]
+    pub hook_timeout_ms: u64,
+
+    /// Comma-separated actions the backend's `authorize` hook decides (`message:send`,
+    /// `typing`, `signal`, `presence:subscribe`, `presence:query`, `room:join`, `room:emit`);
+    /// others cost nothing.
+    #[arg(long, env = "SWITCHBOARD_HOOK_AUTHORIZE", default_value = "")]
+    pub hook_authorize: String,
+
+    /// When a hook fails or its circuit is open: `closed` refuses with `service_unavailable`,
+    /// `open` allows.
+    #[arg(long, env = "SWITCHBOARD_HOOK_FAILURE", default_value = "closed", value_parser = ["closed", "open"])]
+    pub hook_failure: String,
+
+    /// Where lifecycle webhooks are delivered (`POST {events: [...]}`) [default: unset, off].
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Hours an undelivered webhook event is retried before it is dead-lettered.
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_MAX_AGE_HOURS", default_value_t = 24)]
+    pub webhook_max_age_hours: u64,
+
     /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stdout.
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
@@ -352,8 +390,67 @@ impl Config {
             queue_limit: self.journal_queue_limit.max(1),
             retention_connections: DAY * self.retention_connections_days.max(1) as u32,
             retention_presence: DAY * self.retention_presence_days.max(1) as u32,
+            webhooks: self.webhook_url.is_some(),
             ..Default::default()
         }
+    }
+
+    /// The backend hooks, when a hook URL is set; an unusable setting is named in the error.
+    pub fn hooks(&self) -> Result<Option<HooksConfig>, String> {
+        let Some(url) = self.hook_url.clone().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let secret = self.signing_secret("--hook-url")?;
+        let mut authorize = HashSet::new();
+        for name in self
+            .hook_authorize
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            let action = Action::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+                format!(
+                    "hook-authorize: unknown action {name:?} (known: {})",
+                    known.join(", ")
+                )
+            })?;
+            authorize.insert(action);
+        }
+        Ok(Some(HooksConfig {
+            url,
+            secret,
+            timeout: Duration::from_millis(self.hook_timeout_ms.max(1)),
+            authorize,
+            failure: if self.hook_failure == "open" {
+                FailurePolicy::Open
+            } else {
+                FailurePolicy::Closed
+            },
+        }))
+    }
+
+    /// The webhook deliverer, when a webhook URL is set.
+    pub fn webhooks(&self) -> Result<Option<WebhooksConfig>, String> {
+        let Some(url) = self.webhook_url.clone().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let secret = self.signing_secret("--webhook-url")?;
+        let mut config = WebhooksConfig::new(url, secret);
+        config.max_age = Duration::from_secs(3600 * self.webhook_max_age_hours.max(1));
+        Ok(Some(config))
+    }
+
+    fn signing_secret(&self, needed_by: &str) -> Result<Vec<u8>, String> {
+        self.hook_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec())
+            .ok_or_else(|| {
+                format!(
+                    "{needed_by} needs --hook-secret (SWITCHBOARD_HOOK_SECRET) to sign requests"
+                )
+            })
     }
 
     /// Product-mode limits.

@@ -227,6 +227,7 @@ fn handshake_info(head: &RequestHead, query: &HashMap<String, String>) -> Handsh
         platform: header("x-platform"),
         user_agent: header("user-agent"),
         remote_addr: head.peer_addr.map(|a| a.ip().to_string()),
+        origin: header("origin"),
     }
 }
 

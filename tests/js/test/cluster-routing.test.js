@@ -302,11 +302,13 @@ describe("cluster routing", SUITE, () => {
     const join = await api(n1, "POST", `/api/v1/rooms/${room}/members`, { key: c.apiKey, body: { userId: eve } });
     assertStatus(join, 200);
     assert.deepEqual(join.json, { ok: true, sockets: 0 }, "node 1 holds none of eve's sockets");
+    // Members are listed cluster-wide, whichever node answers: eve's two sockets and the speaker's.
     const here = await api(n2, "GET", `/api/v1/rooms/${room}/members`, { key: c.apiKey });
     await eventually(async () => {
       const r = await api(n2, "GET", `/api/v1/rooms/${room}/members`, { key: c.apiKey });
-      return r.json?.sockets === 1 && r.json.users[0] === eve;
-    }, { what: `node 2 lists eve in ${room} (first answer ${here.text})` });
+      return r.json?.sockets === 3 && safeJson(r.json.users) === safeJson([eve, speaker].sort()) &&
+        safeJson(r.json.members) === safeJson([eve]);
+    }, { what: `node 2 lists eve and the speaker in ${room} (first answer ${here.text})` });
 
     // The membership added through node 1 is real on nodes 2 and 3.
     sp.emit("room:emit", { room, data: "hi" });

@@ -203,7 +203,7 @@ describe("API on a node with --api-key", T, () => {
 
     const empty = await api(node, "GET", `/api/v1/rooms/${enc(room)}/members`, { key: KEY });
     assertStatus(empty, 200);
-    assert.deepEqual(empty.json, { room, users: [], sockets: 0 });
+    assert.deepEqual(empty.json, { room, users: [], sockets: 0, members: [] });
 
     const addP = await api(node, "POST", `/api/v1/rooms/${enc(room)}/members`, { key: KEY, body: { userId: p } });
     assertStatus(addP, 200, "add p");
@@ -219,6 +219,8 @@ describe("API on a node with --api-key", T, () => {
     assert.equal(list.json.room, room);
     assert.deepEqual([...list.json.users].sort(), [p, q].sort(), list.text);
     assert.equal(list.json.sockets, 3, list.text);
+    // Durable memberships, the offline user's included.
+    assert.deepEqual(list.json.members, [p, q, offline].sort(), list.text);
 
     // membership is real: an API emit to the room reaches p's sockets
     await api(node, "POST", "/api/v1/emit", { key: KEY, body: { to: { room }, event: "team", data: 1 } });
@@ -228,7 +230,7 @@ describe("API on a node with --api-key", T, () => {
     assertStatus(delP, 200, "remove p");
     assert.deepEqual(delP.json, { ok: true, sockets: 2 });
     const list2 = await api(node, "GET", `/api/v1/rooms/${enc(room)}/members`, { key: KEY });
-    assert.deepEqual(list2.json, { room, users: [q], sockets: 1 });
+    assert.deepEqual(list2.json, { room, users: [q], sockets: 1, members: [q, offline].sort() });
     const delAgain = await api(node, "DELETE", `/api/v1/rooms/${enc(room)}/members/${enc(p)}`, { key: KEY });
     assertStatus(delAgain, 200, "remove p again");
     assert.deepEqual(delAgain.json, { ok: true, sockets: 0 });
