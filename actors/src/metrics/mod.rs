@@ -235,7 +235,9 @@ impl Metrics {
             let _ = m.hook_circuit_open.get_or_create(&HookLabel { hook });
         }
         for outcome in ["delivered", "failed", "dead"] {
-            let _ = m.webhook_deliveries.get_or_create(&OutcomeLabel { outcome });
+            let _ = m
+                .webhook_deliveries
+                .get_or_create(&OutcomeLabel { outcome });
         }
         let _ = m.disconnects.get_or_create(&ReasonLabel {
             reason: "slow_client",
