@@ -51,6 +51,11 @@ async fn main() -> ExitCode {
         warn!(%err, "jemalloc background purging not enabled");
     }
     raise_open_file_limit();
+    // Settings that cannot work are refused before anything listens.
+    if let Err(err) = config.hooks().and(config.webhooks()) {
+        error!(%err, "invalid settings");
+        return ExitCode::FAILURE;
+    }
     let listener = match TcpListener::bind(&config.listen) {
         Ok(listener) => listener,
         Err(err) => {
