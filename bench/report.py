@@ -601,6 +601,53 @@ def targets(results, repeats=None):
     return "\n".join(out) + "\n"
 
 
+def hooks_section(d, repeats):
+    """The `hooks` scenario: relay with the backend's `authorize` deciding every signal (warm and
+    cold decision cache) next to the same relay without hooks."""
+    runs = {k: repeats.get(f"hooks-{k}", {}).get("switchboard", []) for k in ("off", "cold", "warm")}
+    if not runs["off"] or not runs["warm"]:
+        return ""
+
+    def med(key, *path):
+        vals = sorted(v for v in (dig(r, *path) for _, r in runs[key]) if v is not None)
+        return vals[len(vals) // 2] if vals else None
+
+    def calls(phase):
+        out = []
+        for f in sorted(os.listdir(d)):
+            if f.startswith(f"hooks-{phase}.backend") and f.endswith(".calls"):
+                try:
+                    out.append(json.load(open(os.path.join(d, f)))["calls"]["authorize"])
+                except (OSError, ValueError, KeyError):
+                    pass
+        return out
+
+    lines = ["## Backend hooks (`authorize` on every `signal`)\n",
+             "The example backend (`examples/backend/server.js`, on the load generator's core) decides "
+             "every `signal` (`--hook-authorize signal`, decisions cached 3600 s). `off`: a node "
+             "without hooks; `cold`: a fresh node with hooks and an empty decision cache at a low rate "
+             "(it asks the backend about nearly every pair of users); `warm`: the same node right "
+             "after, at the `off` rate. Medians of the rounds; CPU is the server's.\n",
+             "| | off | cold cache | warm cache |", "|---|---|---|---|"]
+    for label, path in (("achieved msg/s", ("messages", "send_rate_per_s")),
+                        ("latency p99 ms", ("latency_ms", "p99")),
+                        ("lost", ("messages", "lost")),
+                        ("server CPU s", ("server", "cpu_seconds")),
+                        ("server CPU % avg", ("server", "cpu_avg_pct"))):
+        lines.append(f"| {label} | " + " | ".join(fmt(med(k, *path)) for k in ("off", "cold", "warm")) + " |")
+    cold_calls, warm_calls = calls("cold"), calls("warm")
+    if cold_calls:
+        after = [w - c for c, w in zip(cold_calls, warm_calls)] if warm_calls else []
+        lines.append(f"| backend `authorize` calls | — | {fmt(sorted(cold_calls)[len(cold_calls) // 2])} "
+                     f"| {fmt(sorted(after)[len(after) // 2]) if after else MISSING} more |")
+    off, warm = med("off", "server", "cpu_seconds"), med("warm", "server", "cpu_seconds")
+    r = warm / off if off and warm is not None else None
+    lines.append("")
+    lines.append(f"Warm-cache relay CPU: {ratio(warm, off)} of the hook-less run (target ≤ 1.1×: "
+                 f"{'met' if r is not None and r <= 1.1 else 'not met' if r is not None else MISSING}).\n")
+    return "\n".join(lines)
+
+
 def main():
     d = sys.argv[1]
     repeats = {}  # scenario -> {server: [(run number, result)]}
@@ -682,8 +729,13 @@ def main():
               f"full drain (5 s) and so shows a lower average, so compare total CPU seconds when the "
               f"wall times differ. \"{MISSING}\" marks a server without a result.\n")
     summarized = set()
+    hooks = hooks_section(d, repeats)
+    if hooks:
+        print(hooks)
     for name in order:
         base = scenario_key_base(name)
+        if name.startswith("hooks-"):
+            continue
         if base in ("relay", "cluster-step") and base not in summarized and others:
             summarized.add(base)
             summary = steps_summary(base, results, repeats, peers)
