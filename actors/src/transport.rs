@@ -11,7 +11,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use serde_json::Value;
 use switchboard_protocol::engineio::{self, Frame};
-use switchboard_protocol::socketio::Packet;
+use switchboard_protocol::socketio::{Packet, PacketData};
 
 use crate::metrics::Metered;
 
@@ -64,11 +64,24 @@ impl Outgoing {
 
 /// Encode `[event, data]` on `/` once, as frames ready to share between recipients.
 pub fn encode_event(event: &str, data: Value) -> Arc<[Outgoing]> {
-    Packet::event("/", event, vec![data])
-        .to_frames()
-        .into_iter()
-        .map(Outgoing::from)
-        .collect()
+    encode_event_with(event, data, Vec::new())
+}
+
+/// [`encode_event`] for data whose placeholders refer to binary `attachments` (one text frame,
+/// then one binary frame per attachment).
+pub fn encode_event_with(event: &str, data: Value, attachments: Vec<Bytes>) -> Arc<[Outgoing]> {
+    Packet {
+        nsp: "/".into(),
+        data: PacketData::Event {
+            data: vec![Value::String(event.into()), data],
+            id: None,
+            attachments,
+        },
+    }
+    .to_frames()
+    .into_iter()
+    .map(Outgoing::from)
+    .collect()
 }
 
 impl From<Frame> for Outgoing {
@@ -126,6 +139,21 @@ impl CloseReason {
             CloseReason::TokenExpired => "token_expired",
             CloseReason::ServerDisconnect => "server_disconnect",
         }
+    }
+
+    /// Whether the client should still get what was queued before the close (a closing
+    /// server speaks its last words: `server:shutdown`, the disconnect packet). After a broken
+    /// rule, a timeout or the client's own close nothing more is sent and the session is
+    /// forgotten at once, as the reference server does: the next request with its sid is
+    /// "Session ID unknown".
+    pub fn drains(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ServerShutdown
+                | CloseReason::ServerDisconnect
+                | CloseReason::TokenExpired
+                | CloseReason::ConnectTimeout
+        )
     }
 
     /// The websocket close code a client sees for this reason.

@@ -17,6 +17,7 @@
 //! message plus one Engine.IO binary message per attachment
 //! ([`socketio::Packet::to_frames`]).
 
+pub mod binary;
 pub mod cluster;
 pub mod engineio;
 pub mod events;

@@ -215,6 +215,20 @@ impl PartialPacket {
     pub fn nsp(&self) -> &str {
         &self.nsp
     }
+
+    /// The ack id a binary event asks for (a binary ack's own id), so a caller refusing the
+    /// packet early can still answer it.
+    pub fn ack_id(&self) -> Option<u64> {
+        match self.kind {
+            BinaryKind::Event(id) => id,
+            BinaryKind::Ack(id) => Some(id),
+        }
+    }
+
+    /// Whether it is a binary event (not a binary ack).
+    pub fn is_event(&self) -> bool {
+        matches!(self.kind, BinaryKind::Event(_))
+    }
 }
 
 /// Packet type digits of the wire form.

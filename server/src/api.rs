@@ -11,12 +11,16 @@ use switchboard_actors::node::Product;
 use switchboard_actors::ports::journal::{AddMembership, MembersOf, RemoveMembership};
 use switchboard_actors::ports::presence::{OnlineUsers, QueryStatuses, RoomOnline};
 use switchboard_actors::ports::registry::{Deliver, DisconnectUser, RoomMembership, Target};
-use switchboard_actors::transport::encode_event;
+use switchboard_actors::transport::encode_event_with;
 use switchboard_actors::{Room, UserId};
+use switchboard_protocol::binary;
 use switchboard_protocol::events::{EventName, MAX_ID_LEN, MAX_USER_IDS};
 use switchboard_protocol::socketio::RESERVED_EVENTS;
 
 use crate::AppState;
+
+/// Most binary values one emit may carry (socket.io-client accepts any number; keep it sane).
+const MAX_BINARIES: usize = 64;
 
 /// Largest API request body.
 const MAX_BODY: usize = 1024 * 1024;
@@ -195,9 +199,12 @@ async fn emit(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) ->
                 )));
             }
             authorize(&req, &state)?;
+            // `{"$binary": base64}` values are sent as binary attachments.
+            let (data, attachments) = binary::from_json(body.data, MAX_BINARIES)
+                .map_err(|e| ApiError::bad_request(format!("`data`: {e}")))?;
             state.registry.do_send(Deliver {
                 target,
-                frames: encode_event(event, body.data),
+                frames: encode_event_with(event, data, attachments),
                 except: None,
                 volatile: false,
                 event: EventName::label(event),

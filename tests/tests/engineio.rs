@@ -620,3 +620,67 @@ async fn engineio_endpoint_echoes_text_and_binary() {
         }
     }
 }
+
+// ----- strict session ends ------------------------------------------------------------------------
+
+/// After the server ends a polling session, the next request with its sid is
+/// `400 {"code":1,"message":"Session ID unknown"}`, as the reference server answers.
+async fn assert_session_unknown(p: &Polling) {
+    let res = within("the session to be forgotten", async {
+        loop {
+            let res = p.get().await;
+            if res.status == 400 {
+                return res;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        res.json(),
+        json!({"code": 1, "message": "Session ID unknown"}),
+        "{res:?}"
+    );
+}
+
+#[tokio::test]
+async fn after_a_protocol_violation_the_sid_is_unknown() {
+    let node = Node::start(CONFORMANCE).await;
+    let p = Polling::open(node.addr()).await;
+    // An upgrade packet over polling is a violation: the session ends at once.
+    let res = p.post("5").await;
+    assert_eq!(res.status, 200, "{res:?}");
+    let res = p.get().await;
+    assert_eq!(res.status, 400, "the very next GET: {res:?}");
+    assert_session_unknown(&p).await;
+}
+
+#[tokio::test]
+async fn after_the_clients_close_packet_the_sid_is_unknown() {
+    let node = Node::start(CONFORMANCE).await;
+    let p = Polling::open(node.addr()).await;
+    p.post_ok("1").await;
+    assert_session_unknown(&p).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_polls_is_timed_out_on_schedule_and_forgotten() {
+    // Conformance settings: ping at 300 ms, pong due 200 ms later; the client never polls, so it
+    // never even receives the ping.
+    let node = Node::start(CONFORMANCE).await;
+    let p = Polling::open(node.addr()).await;
+    let started = Instant::now();
+    wait_for_sessions(node.addr(), 0).await;
+    let elapsed = started.elapsed();
+    // A generous bound: what matters is that it happens without the client polling.
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "timed out after {elapsed:?}"
+    );
+    let res = p.get().await;
+    assert_eq!(res.status, 400, "{res:?}");
+    assert_eq!(
+        res.json(),
+        json!({"code": 1, "message": "Session ID unknown"})
+    );
+}

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use switchboard_protocol::events::ClientEvent;
 
 use super::errors::Refusal;
@@ -112,19 +113,30 @@ pub(super) fn check(
     user: &mut User,
     conn: &mut dyn Conn,
     event: ClientEvent,
+    attachments: Vec<Bytes>,
     id: Option<u64>,
 ) {
     let Some((action, targets)) = question(app, user, &event) else {
-        return act(app, user, conn, event, id, Decision::default(), false);
+        return act(
+            app,
+            user,
+            conn,
+            event,
+            attachments,
+            id,
+            Decision::default(),
+            false,
+        );
     };
     let (decision, missing) = cached(app, user, action, targets);
     if missing.is_empty() {
-        return act(app, user, conn, event, id, decision, true);
+        return act(app, user, conn, event, attachments, id, decision, true);
     }
     let event = Box::new(event);
     ask(app, user, conn, action, missing, move |result| {
         Done::Gated {
             event,
+            attachments,
             id,
             cached: decision,
             result,
@@ -133,11 +145,13 @@ pub(super) fn check(
 }
 
 /// The backend answered for an event at the gate.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn answered(
     app: &App,
     user: &mut User,
     conn: &mut dyn Conn,
     event: ClientEvent,
+    attachments: Vec<Bytes>,
     id: Option<u64>,
     mut cached: Decision,
     result: Result<Decision, HookFailure>,
@@ -152,16 +166,18 @@ pub(super) fn answered(
             Err(refusal) => return fail(conn, id, refusal),
         },
     };
-    act(app, user, conn, event, id, decision, true);
+    act(app, user, conn, event, attachments, id, decision, true);
 }
 
 /// Carry out a gated event under `decision`; `vetted` when the backend (or its cache) was
 /// consulted.
+#[allow(clippy::too_many_arguments)]
 fn act(
     app: &App,
     user: &mut User,
     conn: &mut dyn Conn,
     event: ClientEvent,
+    attachments: Vec<Bytes>,
     id: Option<u64>,
     decision: Decision,
     vetted: bool,
@@ -174,11 +190,11 @@ fn act(
         },
         ClientEvent::Signal(msg) => match refused(&msg.to) {
             Some(refusal) => fail(conn, id, refusal),
-            None => signals::signal(app, user, conn, msg, id),
+            None => signals::signal(app, user, conn, msg, attachments, id),
         },
         ClientEvent::RoomEmit(msg) => match refused(&msg.room) {
             Some(refusal) => fail(conn, id, refusal),
-            None => rooms::emit(app, user, conn, msg, id),
+            None => rooms::emit(app, user, conn, msg, attachments, id),
         },
         ClientEvent::RoomJoin(msg) => {
             if let Some(refusal) = refused(&msg.room) {

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::MailboxError;
+use bytes::Bytes;
 use serde_json::{Value, json};
 use switchboard_protocol::events::{ClientEvent, EventName, MessageSend};
 use switchboard_protocol::socketio::Packet;
@@ -203,6 +204,8 @@ pub enum Done {
     Gated {
         /// The event.
         event: Box<ClientEvent>,
+        /// Its binary attachments.
+        attachments: Vec<Bytes>,
         /// Its ack id.
         id: Option<u64>,
         /// Targets the cache had already refused.
@@ -367,7 +370,14 @@ impl Socket {
     }
 
     /// One application event (`[name, args…]`, its ack id and encoded size).
-    pub fn event(&mut self, conn: &mut dyn Conn, data: Vec<Value>, id: Option<u64>, size: usize) {
+    pub fn event(
+        &mut self,
+        conn: &mut dyn Conn,
+        data: Vec<Value>,
+        id: Option<u64>,
+        attachments: Vec<Bytes>,
+        size: usize,
+    ) {
         let app = self.app.clone();
         let Some(user) = self.user.as_mut() else {
             return;
@@ -395,8 +405,21 @@ impl Socket {
             ClientEvent::StatusSet(msg) => presence::set_status(&app, user, conn, msg, id),
             ClientEvent::RoomLeave(msg) => rooms::leave(&app, user, conn, msg.room, id),
             ClientEvent::RoomPresence(msg) => rooms::presence(&app, user, conn, msg.room, id),
-            ClientEvent::Custom { name, args } => rpc::call(&app, user, conn, name, args, id),
-            gated => gate::check(&app, user, conn, gated, id),
+            ClientEvent::Custom { name, args } => {
+                rpc::call(&app, user, conn, name, args, attachments, id)
+            }
+            gated => gate::check(&app, user, conn, gated, attachments, id),
+        }
+    }
+
+    /// A binary event grew past the size cap while its attachments arrived (dropped).
+    pub fn too_large(&mut self, conn: &mut dyn Conn, id: Option<u64>) {
+        if self.user.is_some() {
+            fail(
+                conn,
+                id,
+                Refusal::too_large(self.app.limits.max_event_bytes),
+            );
         }
     }
 
@@ -410,12 +433,13 @@ impl Socket {
             Done::Admitted(admission, result) => connect::admitted(self, conn, *admission, result),
             Done::Gated {
                 event,
+                attachments,
                 id,
                 cached,
                 result,
             } => {
                 if let Some(user) = self.user.as_mut() {
-                    gate::answered(&app, user, conn, *event, id, cached, result);
+                    gate::answered(&app, user, conn, *event, attachments, id, cached, result);
                 }
             }
             Done::SendAuthorized { msg, id, result } => {

@@ -3,6 +3,7 @@
 //! `room:presence` (online members, cluster-wide), `room:emit` to the members of a room the
 //! socket is in, and membership changes made by the server API.
 
+use bytes::Bytes;
 use serde_json::json;
 use switchboard_protocol::events::{EventName, RoomEmit};
 
@@ -12,7 +13,7 @@ use crate::ids::{Room, UserId};
 use crate::ports::journal::{WebhookEvent, event_types};
 use crate::ports::presence::RoomOnline;
 use crate::ports::registry::{Deliver, JoinRoom, Target};
-use crate::transport::encode_event;
+use crate::transport::encode_event_with;
 
 fn not_member(room: &Room) -> Refusal {
     Refusal::new(
@@ -109,15 +110,17 @@ pub(super) fn emit(
     user: &mut User,
     conn: &mut dyn Conn,
     msg: RoomEmit,
+    attachments: Vec<Bytes>,
     id: Option<u64>,
 ) {
     let room = Room::from(msg.room);
     if !user.rooms.contains(&room) {
         return fail(conn, id, not_member(&room));
     }
-    let frames = encode_event(
+    let frames = encode_event_with(
         EventName::RoomMsg.as_str(),
         json!({"room": room, "from": user.user, "data": msg.data}),
+        attachments,
     );
     app.ports.deliver.do_send(Deliver {
         target: Target::Room(room),

@@ -3,13 +3,19 @@
 //! Without a backend such events are `unknown_event`. The per-socket rate limit and the event
 //! size cap have already been applied.
 
+use bytes::Bytes;
 use serde_json::{Value, json};
+use switchboard_protocol::binary;
 use switchboard_protocol::events::EventName;
+use switchboard_protocol::socketio::Packet;
 
 use super::errors::Refusal;
-use super::{App, Conn, Done, User, ack, fail, work};
+use super::{App, Conn, Done, User, fail, work};
 use crate::metrics::metrics;
 use crate::ports::hooks::{AskRpc, HookFailure, RpcAnswer};
+
+/// Most binary values an `rpc` result may carry back.
+const MAX_ANSWER_BINARIES: usize = 64;
 
 /// A custom event from the client.
 pub(super) fn call(
@@ -18,6 +24,7 @@ pub(super) fn call(
     conn: &mut dyn Conn,
     name: String,
     mut args: Vec<Value>,
+    attachments: Vec<Bytes>,
     id: Option<u64>,
 ) {
     // Server → client names are not the application's to answer.
@@ -28,6 +35,12 @@ pub(super) fn call(
         0 => Value::Null,
         1 => args.pop().unwrap_or(Value::Null),
         _ => Value::Array(args),
+    };
+    // Binary arguments travel to the backend as `{"$binary": base64}`.
+    let data = if attachments.is_empty() {
+        data
+    } else {
+        binary::to_json(&data, &attachments)
     };
     let asked = hooks.rpc.send(AskRpc {
         event: name,
@@ -53,13 +66,22 @@ pub(super) fn answered(
     result: Result<RpcAnswer, HookFailure>,
 ) {
     match result {
-        Ok(RpcAnswer::Result(result)) => ack(conn, id, json!({"ok": true, "result": result})),
+        Ok(RpcAnswer::Result(result)) => match binary::from_json(result, MAX_ANSWER_BINARIES) {
+            // `{"$binary": base64}` in the result goes back to the client as binary.
+            Ok((result, attachments)) => {
+                if let Some(id) = id {
+                    let answer = json!({"ok": true, "result": result});
+                    conn.emit(&Packet::ack("/", id, vec![answer], attachments));
+                }
+            }
+            Err(_) => fail(conn, id, Refusal::backend_unavailable()),
+        },
         Ok(RpcAnswer::Error { code, message }) => {
             // The application's own code: counted under one label, sent as the backend said.
             metrics().error("rpc_error");
             let error = json!({"code": code, "message": message});
             match id {
-                Some(_) => ack(conn, id, json!({"ok": false, "error": error})),
+                Some(_) => super::ack(conn, id, json!({"ok": false, "error": error})),
                 None => super::event(conn, EventName::Error, error),
             }
         }

@@ -319,9 +319,8 @@ impl Engine {
                 if reason == CloseReason::ClientClose {
                     // Node answers a GET pending at a client close with a noop.
                     self.answer_get_with(Packet::Noop, io);
-                } else if reason == CloseReason::BadPollingRequest
-                    || (get && self.buffer.is_empty())
-                {
+                } else if !reason.drains() || (get && self.buffer.is_empty()) {
+                    self.buffer.clear();
                     self.answer_get_with(Packet::Close, io);
                 } else {
                     // Deliver what is queued (an error, a `41`) first and the close packet in a
@@ -821,6 +820,45 @@ mod tests {
         e.poll_get(t0, &mut io).unwrap();
         e.get_waiting(&mut io);
         assert_eq!(io.gets[1], "1");
+        assert!(e.done());
+    }
+
+    #[test]
+    fn a_ping_timeout_ends_a_polling_session_at_once_even_with_frames_queued() {
+        let t0 = Instant::now();
+        let mut io = Rec::default();
+        let mut e = polling(t0, &mut io);
+        e.joined();
+        e.send(text("unread"), false, t0, &mut io);
+        e.on_timer(ms(t0, 1000), &mut io);
+        assert!(!e.done());
+        // The client never polled for the ping: closed exactly a timeout after it was sent.
+        assert_eq!(e.next_deadline(), Some(ms(t0, 1500)));
+        e.on_timer(ms(t0, 1500), &mut io);
+        assert_eq!(io.closing(), vec![CloseReason::PingTimeout]);
+        assert!(e.done(), "no linger: the next GET is 'Session ID unknown'");
+        assert!(
+            io.gets.is_empty(),
+            "nothing queued is delivered after a timeout"
+        );
+    }
+
+    #[test]
+    fn a_protocol_violation_ends_a_polling_session_at_once() {
+        let t0 = Instant::now();
+        let mut io = Rec::default();
+        let mut e = polling(t0, &mut io);
+        e.send(text("queued"), false, t0, &mut io);
+        e.on_packet(Packet::Upgrade, t0, &mut io);
+        assert_eq!(io.closing(), vec![CloseReason::ProtocolViolation]);
+        assert!(e.done());
+        // A GET that was waiting gets the close packet, and only that.
+        let mut io = Rec::default();
+        let mut e = polling(t0, &mut io);
+        e.poll_get(t0, &mut io).unwrap();
+        e.get_waiting(&mut io);
+        e.on_packet(Packet::Open(String::new()), t0, &mut io);
+        assert_eq!(io.gets, vec!["1"]);
         assert!(e.done());
     }
 

@@ -40,6 +40,9 @@ use engine::{Engine, Event, Message, Wire, WsError};
 pub use socketio::SocketIoMode;
 use socketio::{Output, SocketIo};
 
+/// Longest a binary packet may wait for its attachments.
+const ATTACHMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Per-session settings, shared by every session of a node.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -109,6 +112,9 @@ enum Upper {
 
 struct SocketIoUpper {
     sio: SocketIo,
+    /// When a binary packet's missing attachments stop being waited for (the connection is
+    /// then closed): a client cannot make the node hold a partial packet forever.
+    attachments_by: Option<Instant>,
     /// Product mode: the application side of the socket.
     app: Option<crate::app::Socket>,
 }
@@ -214,10 +220,13 @@ impl Session {
             SessionKind::EngineEcho => Upper::Echo,
             SessionKind::Conformance => Upper::SocketIo(Box::new(SocketIoUpper {
                 sio: SocketIo::new(SocketIoMode::Conformance, limits),
+                attachments_by: None,
                 app: None,
             })),
             SessionKind::Product(app) => Upper::SocketIo(Box::new(SocketIoUpper {
-                sio: SocketIo::new(SocketIoMode::Product, limits),
+                sio: SocketIo::new(SocketIoMode::Product, limits)
+                    .with_event_cap(app.limits.max_event_bytes),
+                attachments_by: None,
                 app: Some(crate::app::Socket::new(app, init.handshake)),
             })),
         };
@@ -304,14 +313,28 @@ impl Session {
             Message::Text(text) => up.sio.on_text(&text, &mut outputs),
             Message::Binary(data) => up.sio.on_binary(data, &mut outputs),
         };
+        up.attachments_by = match (up.sio.awaiting_attachments(), up.attachments_by) {
+            (false, _) => None,
+            (true, None) => Some(Instant::now() + ATTACHMENT_TIMEOUT),
+            (true, by) => by,
+        };
         for output in outputs {
             match output {
                 Output::Reply(packet) => self.with_conn(ctx, |_, conn| conn.emit(&packet)),
                 Output::Connect { nsp, auth } => {
                     self.with_app(ctx, |socket, conn| socket.connect(conn, nsp, auth))
                 }
-                Output::Event { data, id, size, .. } => {
-                    self.with_app(ctx, |socket, conn| socket.event(conn, data, id, size))
+                Output::Event {
+                    data,
+                    id,
+                    size,
+                    attachments,
+                    ..
+                } => self.with_app(ctx, |socket, conn| {
+                    socket.event(conn, data, id, attachments, size)
+                }),
+                Output::TooLarge { id } => {
+                    self.with_app(ctx, |socket, conn| socket.too_large(conn, id))
                 }
                 Output::Disconnected { .. } => self.close(CloseReason::ClientClose, ctx),
             }
@@ -346,7 +369,7 @@ impl Session {
         let Upper::SocketIo(up) = &mut self.upper else {
             return;
         };
-        let SocketIoUpper { sio, app } = &mut **up;
+        let SocketIoUpper { sio, app, .. } = &mut **up;
         let mut events = Vec::new();
         {
             let mut conn = SessionConn {
@@ -409,7 +432,14 @@ impl Session {
             ctx.stop();
             return;
         }
-        let deadline = self.engine.next_deadline();
+        let attachments_by = match &self.upper {
+            Upper::SocketIo(up) => up.attachments_by,
+            Upper::Echo => None,
+        };
+        let deadline = match (self.engine.next_deadline(), attachments_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if self.timer.as_ref().map(|(at, _)| *at) == deadline {
             return;
         }
@@ -421,6 +451,14 @@ impl Session {
             let handle = ctx.run_later(delay, |act, ctx| {
                 act.timer = None;
                 let now = Instant::now();
+                if let Upper::SocketIo(up) = &mut act.upper
+                    && up.attachments_by.is_some_and(|by| by <= now)
+                {
+                    up.attachments_by = None;
+                    metrics().error("protocol_violation");
+                    debug!(sid = %act.sid, "binary attachments did not arrive in time");
+                    act.close(CloseReason::ProtocolViolation, ctx);
+                }
                 act.run(ctx, |e, io| e.on_timer(now, io));
                 act.settle(ctx);
             });

@@ -81,6 +81,12 @@ pub enum Output {
         /// Encoded size of the event (text plus attachments), for the event size limit.
         size: usize,
     },
+    /// Product mode: a binary event grew past the event size cap while its attachments
+    /// arrived; it was dropped (its remaining attachments are read and discarded).
+    TooLarge {
+        /// Ack id, when the client wants an answer.
+        id: Option<u64>,
+    },
     /// Product mode: the client left a namespace.
     Disconnected {
         /// The namespace.
@@ -97,8 +103,12 @@ pub struct SocketIo {
     namespaces: HashMap<String, String>,
     /// A binary packet still waiting for attachments.
     partial: Option<PartialPacket>,
-    /// Size of the text part of the pending binary packet.
+    /// Size of the pending binary packet so far (text plus attachments).
     partial_size: usize,
+    /// Largest event accepted (text plus attachments), checked as each attachment arrives.
+    max_event_bytes: usize,
+    /// Attachments of a refused binary packet still to read and drop.
+    discarding: usize,
     /// Conformance mode: ack ids of server emits awaiting the client's ack.
     pending_acks: HashSet<(String, u64)>,
     next_ack: u64,
@@ -116,9 +126,17 @@ impl SocketIo {
             namespaces: HashMap::new(),
             partial: None,
             partial_size: 0,
+            max_event_bytes: usize::MAX,
+            discarding: 0,
             pending_acks: HashSet::new(),
             next_ack: 0,
         }
+    }
+
+    /// Refuse events larger than `max` bytes (text plus attachments) as they arrive.
+    pub fn with_event_cap(mut self, max: usize) -> Self {
+        self.max_event_bytes = max;
+        self
     }
 
     /// Join `nsp` as socket `socket_id` (product mode, after the session accepted the CONNECT).
@@ -132,6 +150,11 @@ impl SocketIo {
         self.namespaces.get(nsp).map(String::as_str)
     }
 
+    /// Whether a binary packet is waiting for (or discarding) attachments.
+    pub fn awaiting_attachments(&self) -> bool {
+        self.partial.is_some() || self.discarding > 0
+    }
+
     /// Whether the client has joined any namespace (the connect timeout stops once it has).
     pub fn connected(&self) -> bool {
         !self.namespaces.is_empty()
@@ -139,12 +162,20 @@ impl SocketIo {
 
     /// Handle an Engine.IO text message; replies are pushed onto `out`.
     pub fn on_text(&mut self, text: &str, out: &mut Vec<Output>) -> Result<(), Violation> {
-        if self.partial.is_some() {
+        if self.partial.is_some() || self.discarding > 0 {
             return Err(Violation::TextDuringAttachments);
         }
         match Packet::decode(text, &self.limits)? {
             Decoded::Complete(packet) => self.on_packet(packet, text.len(), out),
             Decoded::Partial(partial) => {
+                // Attachments are held only for a joined namespace (after authentication).
+                if !self.namespaces.contains_key(partial.nsp()) {
+                    return Err(Violation::NotJoined);
+                }
+                if text.len() > self.max_event_bytes {
+                    self.refuse(&partial, 0, out);
+                    return Ok(());
+                }
                 self.partial = Some(partial);
                 self.partial_size = text.len();
                 Ok(())
@@ -152,10 +183,31 @@ impl SocketIo {
         }
     }
 
+    /// Drop a binary packet that grew too large (`read` of its attachments arrived), and read
+    /// its remaining attachments without keeping them.
+    fn refuse(&mut self, partial: &PartialPacket, read: usize, out: &mut Vec<Output>) {
+        self.discarding = partial.expected().saturating_sub(read);
+        self.partial_size = 0;
+        if partial.is_event() && self.mode == SocketIoMode::Product {
+            out.push(Output::TooLarge {
+                id: partial.ack_id(),
+            });
+        }
+    }
+
     /// Handle an Engine.IO binary message (an attachment).
     pub fn on_binary(&mut self, data: Bytes, out: &mut Vec<Output>) -> Result<(), Violation> {
+        if self.discarding > 0 {
+            self.discarding -= 1;
+            return Ok(());
+        }
         let partial = self.partial.take().ok_or(Violation::UnexpectedAttachment)?;
         self.partial_size = self.partial_size.saturating_add(data.len());
+        if self.partial_size > self.max_event_bytes {
+            let read = partial.received() + 1;
+            self.refuse(&partial, read, out);
+            return Ok(());
+        }
         match partial.push(data)? {
             Assembly::Pending(partial) => {
                 self.partial = Some(partial);
@@ -430,6 +482,62 @@ mod tests {
         assert_eq!(
             sio.on_binary(Bytes::from_static(&[4]), &mut out),
             Err(Violation::UnexpectedAttachment)
+        );
+    }
+
+    #[test]
+    fn binary_before_joining_is_a_violation_and_holds_nothing() {
+        let mut sio = SocketIo::new(SocketIoMode::Product, Limits::default());
+        let mut out = Vec::new();
+        assert_eq!(
+            sio.on_text(r#"51-["signal",{"_placeholder":true,"num":0}]"#, &mut out),
+            Err(Violation::NotJoined)
+        );
+        assert!(sio.partial.is_none());
+    }
+
+    #[test]
+    fn a_binary_event_over_the_cap_is_refused_as_its_attachments_arrive() {
+        let mut sio = SocketIo::new(SocketIoMode::Product, Limits::default()).with_event_cap(220);
+        sio.join("/", "s");
+        let mut out = Vec::new();
+        let header = r#"53-7["signal",{"to":"b","data":[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}]}]"#;
+        sio.on_text(header, &mut out).unwrap();
+        sio.on_binary(Bytes::from(vec![0; 10]), &mut out).unwrap();
+        assert!(out.is_empty());
+        // The second attachment crosses the cap: refused at once, not when the last arrives.
+        sio.on_binary(Bytes::from(vec![0; 200]), &mut out).unwrap();
+        assert!(matches!(out.as_slice(), [Output::TooLarge { id: Some(7) }]));
+        assert!(sio.partial.is_none(), "nothing of it is kept");
+        out.clear();
+        // The third attachment is read and dropped; then the connection goes on.
+        sio.on_binary(Bytes::from(vec![0; 100]), &mut out).unwrap();
+        assert!(out.is_empty());
+        sio.on_text(r#"2["typing",{"to":"b"}]"#, &mut out).unwrap();
+        assert!(matches!(out.as_slice(), [Output::Event { .. }]));
+        assert_eq!(
+            sio.on_binary(Bytes::from_static(b"x"), &mut out),
+            Err(Violation::UnexpectedAttachment)
+        );
+    }
+
+    #[test]
+    fn a_binary_header_over_the_cap_discards_every_attachment() {
+        let mut sio = SocketIo::new(SocketIoMode::Product, Limits::default()).with_event_cap(10);
+        sio.join("/", "s");
+        let mut out = Vec::new();
+        sio.on_text(r#"52-["signal",{"to":"somebody","data":[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]}]"#, &mut out)
+            .unwrap();
+        assert!(matches!(out.as_slice(), [Output::TooLarge { id: None }]));
+        sio.on_binary(Bytes::from_static(b"a"), &mut out).unwrap();
+        sio.on_binary(Bytes::from_static(b"b"), &mut out).unwrap();
+        assert_eq!(
+            sio.on_text(
+                "51-[\"x\",{\"_placeholder\":true,\"num\":0}]",
+                &mut Vec::new()
+            )
+            .map(|_| ()),
+            Ok(())
         );
     }
 }
