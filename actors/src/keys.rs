@@ -14,7 +14,7 @@ pub struct Keys {
 }
 
 /// What a channel addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Channel {
     /// Every socket of a user (`sb:user:{id}`).
     User(UserId),
@@ -147,6 +147,27 @@ impl Keys {
         }
     }
 
+    /// The recovery stream of a channel: recoverable events published to it, kept for the
+    /// recovery window (`rec:sb:user:{id}`, …).
+    pub fn stream(&self, channel: &Channel) -> String {
+        let name = self.channel(channel);
+        let mut out = String::with_capacity(name.len() + 4);
+        out.push_str(&self.prefix);
+        out.push_str("rec:");
+        out.push_str(&name[self.prefix.len()..]);
+        out
+    }
+
+    /// `rec:clock` HASH (`ms`, `seq`): where recoverable events get their offsets.
+    pub fn recovery_clock(&self) -> String {
+        self.key(&["rec:clock"])
+    }
+
+    /// `rec:session:{pid}`: a socket's state, kept for the recovery window after it goes.
+    pub fn recovery_session(&self, pid: &str) -> String {
+        self.key(&["rec:session:", pid])
+    }
+
     /// What a channel name addresses; `None` for names that are not ours.
     pub fn parse_channel(&self, name: &str) -> Option<Channel> {
         let name = name
@@ -186,6 +207,8 @@ mod tests {
         assert_eq!(k.rate_limit_messages("u"), "p:rate_limit:u:messages");
         assert_eq!(k.room_sockets("r"), "p:room:r:sockets");
         assert_eq!(k.socket_rooms("s"), "p:socket:s:rooms");
+        assert_eq!(k.stream(&Channel::Room("r".into())), "p:rec:sb:room:r");
+        assert_eq!(k.recovery_session("x"), "p:rec:session:x");
         assert_eq!(Keys::default().nodes(), "nodes");
     }
 

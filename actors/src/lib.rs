@@ -41,6 +41,7 @@ pub mod ports;
 pub mod presence;
 pub mod ratelimit;
 pub mod ratelimiter;
+pub mod recovery;
 pub mod registry;
 pub mod session;
 pub mod signing;

@@ -12,8 +12,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::{info, warn};
 
-use crate::app::{App, AppLimits, AppPorts, HookClient};
+use crate::app::{App, AppLimits, AppPorts, HookClient, RecoveryClient};
 use crate::auth::Authenticator;
+use crate::bridge::Recording;
 use crate::bridge::RedisBridge;
 use crate::hooks::{DecisionCache, Hooks, HooksConfig};
 use crate::ids::NodeId;
@@ -21,10 +22,13 @@ use crate::journal::{Journal, JournalConfig};
 use crate::metrics::MeteredAddr;
 use crate::ports::Port;
 use crate::ports::journal::{CloseStaleConnections, JournalError, NODE_LOST};
-use crate::ports::registry::{AttachCluster, AttachPresence};
+use crate::ports::registry::{AttachCluster, AttachPresence, AttachRecovery};
 use crate::presence::redis_store::RedisPresenceStore;
 use crate::presence::{Presence, PresencePorts};
 use crate::ratelimiter::{RateLimiter, RedisRateStore};
+use crate::recovery::Recovery;
+use crate::recovery::redis_store::RedisRecoveryStore;
+use crate::recovery::store::{MemoryRecoveryStore, SharedRecoveryStore};
 use crate::registry::{DeferredRegistry, SessionRegistry};
 use crate::store::{RedisPool, RedisSettings, pool};
 use crate::webhooks::{WebhookPorts, Webhooks, WebhooksConfig};
@@ -52,6 +56,8 @@ pub struct NodeConfig {
     /// Lifecycle webhooks, when a webhook URL is configured (the Journal must have
     /// `webhooks` on to write the outbox).
     pub webhooks: Option<WebhooksConfig>,
+    /// Connection state recovery window; `None` turns recovery off.
+    pub recovery: Option<Duration>,
 }
 
 /// Why a node could not start.
@@ -126,13 +132,20 @@ impl Node {
             Some(settings) => {
                 let pool = pool(settings)?;
                 let bridge =
-                    RedisBridge::new(settings, config.node_id.clone(), Port::new(&registry))?;
+                    RedisBridge::new(settings, config.node_id.clone(), Port::new(&registry))?
+                        .with_recording(Recording {
+                            max_len: RECOVERY_STREAM_LEN,
+                            window: config.recovery.unwrap_or(Duration::from_secs(1)),
+                        });
                 let bridge = supervise(bridge);
                 node.registry.do_send(AttachCluster {
                     node_id: config.node_id.clone(),
                     keys: settings.keys.clone(),
                     publish: Port::new(&bridge),
+                    publish_recorded: Port::new(&bridge),
                     subscribe: Port::new(&bridge),
+                    ready: Port::new(&bridge),
+                    release: Port::new(&bridge),
                 });
                 info!(prefix = %settings.keys.prefix(), "cluster mode: presence, limits and routing on Redis");
                 let store = RedisPresenceStore::new(pool.clone(), settings, config.node_id.clone());
@@ -152,6 +165,30 @@ impl Node {
                 None,
             ),
         };
+        let recovery = config.recovery.map(|window| {
+            let cluster = match (&config.redis, &redis_pool) {
+                (Some(settings), Some(pool)) => {
+                    Some(RedisRecoveryStore::new(pool.clone(), settings, window))
+                }
+                _ => None,
+            };
+            let single = cluster.is_none();
+            let store: SharedRecoveryStore = match cluster {
+                Some(store) => Arc::new(store),
+                None => Arc::new(MemoryRecoveryStore::new(window, RECOVERY_STREAM_LEN)),
+            };
+            let actor = supervise(Recovery::new(store));
+            node.registry.do_send(AttachRecovery {
+                record: single.then(|| Port::new(&actor)),
+                replay: Port::new(&actor),
+                window,
+            });
+            info!(
+                window_secs = window.as_secs(),
+                "connection state recovery on"
+            );
+            actor
+        });
         node.registry.do_send(AttachPresence {
             rooms: Port::new(&presence),
         });
@@ -200,6 +237,8 @@ impl Node {
             webhook_event: Port::new(journal.addr()),
             join_room: Port::new(&registry),
             room_online: Port::new(&presence),
+            hold: bridge.as_ref().map(|b| Port::new(b.addr())),
+            release: bridge.as_ref().map(|b| Port::new(b.addr())),
         };
         let app = Arc::new(App {
             node_id: config.node_id,
@@ -208,6 +247,12 @@ impl Node {
             limits: config.limits,
             hooks,
             webhooks: webhooks.is_some(),
+            recovery: recovery.map(|actor| RecoveryClient {
+                window: config.recovery.unwrap_or_default(),
+                save: Port::new(&actor),
+                take: Port::new(&actor),
+                recover: Port::new(&registry),
+            }),
         });
         node.product = Some(Product {
             app,
@@ -220,6 +265,9 @@ impl Node {
         Ok(node)
     }
 }
+
+/// Recoverable events kept per channel at most.
+const RECOVERY_STREAM_LEN: usize = 1000;
 
 /// Decisions the node's `authorize` cache holds at most.
 const DECISION_CACHE_SIZE: usize = 200_000;

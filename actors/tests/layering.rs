@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The actor modules (one actor each).
-const ACTORS: [&str; 8] = [
+const ACTORS: [&str; 9] = [
     "session",
     "registry",
     "bridge",
@@ -15,6 +15,7 @@ const ACTORS: [&str; 8] = [
     "journal",
     "hooks",
     "webhooks",
+    "recovery",
 ];
 
 fn src() -> PathBuf {

@@ -17,6 +17,26 @@ pub const MAX_PARTS: usize = 64;
 /// Longest string field (node id, user id, room, sid).
 pub const MAX_FIELD: usize = 1024;
 
+/// First bytes of a recorded frame: `SR`, one length byte, the offset (`<ms>-<seq>`), then an
+/// ordinary frame. The Redis script that records a recoverable event publishes it this way, so
+/// every node learns the event's offset with the event.
+pub const RECORDED_MAGIC: &[u8; 2] = b"SR";
+
+/// Split a published payload into its offset (recorded frames only) and the frame bytes.
+pub fn split_recorded(payload: &[u8]) -> Result<(Option<&str>, &[u8]), FrameError> {
+    let Some(rest) = payload.strip_prefix(RECORDED_MAGIC) else {
+        return Ok((None, payload));
+    };
+    let (&len, rest) = rest.split_first().ok_or(FrameError::Length)?;
+    let len = len as usize;
+    if rest.len() < len || len == 0 {
+        return Err(FrameError::Length);
+    }
+    let (offset, frame) = rest.split_at(len);
+    let offset = std::str::from_utf8(offset).map_err(|_| FrameError::Utf8)?;
+    Ok((Some(offset), frame))
+}
+
 /// One encoded Engine.IO frame inside a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
@@ -389,5 +409,19 @@ mod tests {
         bytes.extend_from_slice(&[0, 1, b'n', KIND_DELIVER, 0, 0, 0, 1, 0]);
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(ClusterFrame::decode(&bytes), Err(FrameError::Length));
+    }
+
+    #[test]
+    fn recorded_frames_carry_their_offset_before_the_frame() {
+        let frame = b"SB1rest";
+        assert_eq!(split_recorded(frame), Ok((None, &frame[..])));
+        let mut recorded = b"SR".to_vec();
+        recorded.push(4);
+        recorded.extend_from_slice(b"12-3");
+        recorded.extend_from_slice(frame);
+        assert_eq!(split_recorded(&recorded), Ok((Some("12-3"), &frame[..])));
+        assert_eq!(split_recorded(b"SR"), Err(FrameError::Length));
+        assert_eq!(split_recorded(b"SR\x09abc"), Err(FrameError::Length));
+        assert_eq!(split_recorded(b"SR\x00abc"), Err(FrameError::Length));
     }
 }

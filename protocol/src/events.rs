@@ -111,6 +111,9 @@ pub struct RoomEmit {
     /// Opaque application data.
     #[serde(default)]
     pub data: Value,
+    /// `true`: may be dropped for a slow member and is not kept for recovery.
+    #[serde(default)]
+    pub volatile: Option<bool>,
 }
 
 impl Validate for RoomEmit {

@@ -21,6 +21,7 @@ pub mod binary;
 pub mod cluster;
 pub mod engineio;
 pub mod events;
+pub mod offset;
 pub mod socketio;
 
 pub use bytes::Bytes;

@@ -460,6 +460,14 @@ impl Packet {
         Packet::new(nsp, PacketData::Connect(Some(json!({ "sid": sid }))))
     }
 
+    /// A CONNECT answer offering connection state recovery: `0[nsp,]{"sid":sid,"pid":pid}`.
+    pub fn connect_ok_with_pid(nsp: &str, sid: &str, pid: &str) -> Packet {
+        Packet::new(
+            nsp,
+            PacketData::Connect(Some(json!({ "sid": sid, "pid": pid }))),
+        )
+    }
+
     /// A CONNECT refusal: `4[nsp,]{"message":message}`.
     pub fn connect_error(nsp: &str, message: &str) -> Packet {
         Packet::new(nsp, PacketData::ConnectError(json!({ "message": message })))

@@ -133,6 +133,7 @@ fn node_config(config: &Config, node_id: NodeId) -> Result<NodeConfig, StartErro
         user_message_window: Duration::from_millis(config.user_message_window_ms),
         limits: config.product_limits(),
         hooks: config.hooks().map_err(StartError::Settings)?,
+        recovery: (config.recovery_secs > 0).then(|| Duration::from_secs(config.recovery_secs)),
         webhooks: config.webhooks().map_err(StartError::Settings)?,
     })
 }

@@ -706,11 +706,18 @@ pub fn connect_reply_sid(reply: &str, nsp_prefix: &str) -> String {
     let obj = json
         .as_object()
         .unwrap_or_else(|| panic!("CONNECT reply payload is not an object: {reply:?}"));
-    assert_eq!(
-        obj.keys().collect::<Vec<_>>(),
-        ["sid"],
+    // `pid` is there while connection state recovery is on (the default).
+    let keys = obj.keys().collect::<Vec<_>>();
+    assert!(
+        keys == ["sid"] || keys == ["sid", "pid"],
         "CONNECT reply keys: {reply:?}"
     );
+    if let Some(pid) = obj.get("pid") {
+        assert!(
+            pid.as_str().is_some_and(|p| !p.is_empty()),
+            "CONNECT reply pid is not a non-empty string: {reply:?}"
+        );
+    }
     let sid = obj["sid"]
         .as_str()
         .unwrap_or_else(|| panic!("CONNECT reply sid is not a string: {reply:?}"));

@@ -8,7 +8,7 @@
 //! panicked; the canaries finished a round (with a `message:send`) and nothing went wrong meanwhile;
 //! `/health` sessions back to 1 per node; `process_open_fds` back within [`FD_SLACK`] of its
 //! baseline; the Redis keys (names) and pub/sub channels back to their baseline (rate-limit window
-//! keys excepted: they are created by the canaries' own sends and must carry a TTL).
+//! and recovery keys excepted: they are created by the canaries' own traffic and must carry a TTL).
 //!
 //! The cases are grouped into a few tests (each with its own Redis and node pair), so a failure
 //! names its group and its case (every assertion message starts with the case name). Within a
@@ -92,14 +92,20 @@ where
 /// attacker's) create and which expire on their own; see [`assert_windows_expire`].
 async fn lasting_keys(redis: &Redis) -> Vec<String> {
     let mut keys = redis.keys().await;
-    keys.retain(|k| !k.starts_with("rate_limit:"));
+    keys.retain(|k| !expiring(k));
     keys
 }
 
-/// Every rate-limit window key has a TTL (none is kept forever).
+/// Keys traffic creates that must expire: rate-limit windows and recovery state (saved sessions,
+/// per-channel streams, the offset clock).
+fn expiring(key: &str) -> bool {
+    key.starts_with("rate_limit:") || key.starts_with("rec:")
+}
+
+/// Every expiring key has a TTL (none is kept forever).
 async fn assert_windows_expire(redis: &Redis, case: &str) {
     for key in redis.keys().await {
-        if !key.starts_with("rate_limit:") {
+        if !expiring(&key) {
             continue;
         }
         let ttl = redis
@@ -110,7 +116,7 @@ async fn assert_windows_expire(redis: &Redis, case: &str) {
         // -2: expired meanwhile.
         assert!(
             ttl.trim() != ":-1",
-            "case {case:?}: rate-limit key {key} has no TTL"
+            "case {case:?}: expiring key {key} has no TTL"
         );
     }
 }

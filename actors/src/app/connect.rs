@@ -11,18 +11,28 @@ use switchboard_protocol::socketio::Packet;
 use tracing::{info, warn};
 
 use super::errors::Refusal;
+use std::collections::HashSet;
+
+use switchboard_protocol::offset::{Offset, append_offset};
+
 use super::{Conn, Done, RoomClaim, Socket, User, event, settle_quietly, work};
 use crate::auth::{AuthError, Identity};
 use crate::ids::{Room, Sid, SocketId, UserId};
+use crate::keys::Channel;
 use crate::metrics::metrics;
+use crate::ports::bridge::{Hold, Release};
 use crate::ports::hooks::FailurePolicy;
 use crate::ports::hooks::{AskConnect, ConnectAnswer, ConnectRequest, HookFailure};
 use crate::ports::journal::MembershipsOf;
 use crate::ports::journal::{ConnectionClosed, ConnectionOpened};
 use crate::ports::presence::{PresenceConnect, PresenceDisconnect, SocketPresence};
+use crate::ports::recovery::{Recorded, SaveSession, SavedSession, TakeSession};
 use crate::ports::registry::{Authenticated, DirectLink};
+use crate::ports::registry::{Recover, Watch};
+use crate::ports::session::Push;
 use crate::ratelimit::TokenBucket;
 use crate::transport::CloseReason;
+use crate::transport::Outgoing;
 
 /// Longest a socket's token timer runs (ten years); later expiries are treated as this.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -46,6 +56,22 @@ pub struct Admission {
     rooms: Vec<Room>,
     /// The backend's `data`, echoed in `authenticated`.
     data: Option<Value>,
+    /// A recovery asked for: the client's `pid` and last offset.
+    attempt: Option<(String, Offset)>,
+    /// The state the client's `pid` named (its socket id is `socket` now).
+    restored: Option<SavedSession>,
+    /// Its channels are held at the bridge until the registry needs them (cluster mode).
+    held: bool,
+}
+
+/// A recovered socket waiting for its missed events: what its CONNECT answer and
+/// `authenticated` still need, and the deliveries held meanwhile.
+pub struct Recovering {
+    nsp: String,
+    pid: String,
+    hello: Value,
+    /// Deliveries that arrived during the replay, in order.
+    pub(super) held: Vec<Push>,
 }
 
 fn unix_now() -> u64 {
@@ -97,6 +123,15 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
         .unwrap_or_else(|| socket.to_string());
     let user = UserId::from(identity.user_id.as_str());
     s.admitting = Some((user.clone(), socket.clone()));
+    // socket.io-client sends `{pid, offset}` (beside the app's own auth) when it reconnects.
+    let attempt = match (&s.app.recovery, auth.get("pid"), auth.get("offset")) {
+        (Some(_), Some(Value::String(pid)), Some(Value::String(offset))) => offset
+            .parse::<Offset>()
+            .ok()
+            .filter(|_| !pid.is_empty() && pid.len() <= 64)
+            .map(|offset| (pid.clone(), offset)),
+        _ => None,
+    };
     let admission = Box::new(Admission {
         nsp,
         rooms: identity.rooms.iter().map(Room::from).collect(),
@@ -105,14 +140,65 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
         socket,
         device,
         data: None,
+        attempt,
+        restored: None,
+        held: false,
     });
+    let mut auth = auth;
+    if let Some(map) = auth.as_object_mut() {
+        for key in ["token", "pid", "offset"] {
+            map.remove(key);
+        }
+    }
+    match (&s.app.recovery, &admission.attempt) {
+        (Some(recovery), Some((pid, _))) => {
+            let take = recovery.take.send(TakeSession { pid: pid.clone() });
+            s.pending_auth = Some(auth);
+            conn.spawn(work(async move {
+                let saved = match take.await {
+                    Ok(Ok(saved)) => saved,
+                    _ => None,
+                };
+                Done::Taken(admission, saved)
+            }));
+        }
+        _ => ask_backend(s, conn, admission, auth),
+    }
+}
+
+/// The recovery store answered: a state of the same user is restored (its socket id, rooms
+/// and watches), anything else connects as a new socket.
+pub(super) fn taken(
+    s: &mut Socket,
+    conn: &mut dyn Conn,
+    mut admission: Admission,
+    saved: Option<SavedSession>,
+) {
+    let auth = s.pending_auth.take().unwrap_or(Value::Null);
+    if conn.closing() {
+        s.admitting = None;
+        return;
+    }
+    // A pid is no proof of identity: the token's user must be the one who left it.
+    if let Some(saved) = saved.filter(|saved| saved.user == *admission.user) {
+        admission.socket = SocketId::from(saved.socket.as_str());
+        for room in &saved.rooms {
+            let room = Room::from(room.as_str());
+            if !admission.rooms.contains(&room) {
+                admission.rooms.push(room);
+            }
+        }
+        s.admitting = Some((admission.user.clone(), admission.socket.clone()));
+        admission.restored = Some(saved);
+    }
+    ask_backend(s, conn, Box::new(admission), auth);
+}
+
+/// Ask the backend's `connect` hook (when there is a backend), then admit.
+fn ask_backend(s: &mut Socket, conn: &mut dyn Conn, admission: Box<Admission>, auth: Value) {
     let Some(hooks) = &s.app.hooks else {
         return admit(s, conn, admission);
     };
-    let mut auth = auth;
-    if let Some(map) = auth.as_object_mut() {
-        map.remove("token");
-    }
     let request = ConnectRequest {
         user_id: admission.user.to_string(),
         device_id: admission.device.clone(),
@@ -189,6 +275,8 @@ fn admit(s: &mut Socket, conn: &mut dyn Conn, mut admission: Box<Admission>) {
         user: admission.user.clone(),
     });
     let presence = ports.presence_connect.clone();
+    let hold = ports.hold.clone();
+    let sid = conn.sid().clone();
     conn.spawn(work(async move {
         match tokio::time::timeout(MEMBERSHIPS_TIMEOUT, memberships).await {
             Ok(Ok(Ok(rooms))) => {
@@ -217,6 +305,18 @@ fn admit(s: &mut Socket, conn: &mut dyn Conn, mut admission: Box<Admission>) {
             },
         });
         let result = settle_quietly(admitted.await);
+        // Cluster mode: the CONNECT is answered once the socket's channels are subscribed, so
+        // what is sent to it after the answer reaches it. (A bridge that cannot tell does not
+        // hold the socket up: frames meanwhile are lost to it as to every socket.)
+        if let (Some(hold), Ok(())) = (hold, &result) {
+            let mut channels = vec![Channel::User(admission.user.clone())];
+            channels.extend(admission.rooms.iter().cloned().map(Channel::Room));
+            let held = hold.send(Hold { sid, channels });
+            admission.held = true;
+            if let Ok(Err(err)) = held.await {
+                tracing::debug!(%err, "channels not confirmed before the CONNECT answer");
+            }
+        }
         Done::Admitted(admission, result)
     }));
 }
@@ -237,8 +337,12 @@ pub(super) fn admitted(
         device,
         rooms,
         data,
+        attempt,
+        restored,
+        held,
     } = admission;
     if conn.closing() {
+        release(s, conn.sid(), held);
         if result.is_ok() {
             s.app
                 .ports
@@ -260,7 +364,6 @@ pub(super) fn admitted(
     }
     let app = s.app.clone();
     conn.join(&nsp, &socket);
-    conn.emit(&Packet::connect_ok(&nsp, &socket));
     let mut hello = json!({
         "socketId": socket,
         "userId": user,
@@ -270,7 +373,23 @@ pub(super) fn admitted(
     if let Some(data) = data {
         hello["data"] = data;
     }
-    event(conn, EventName::Authenticated, hello);
+    // A recovered socket answers its CONNECT once its missed events are read (they go first).
+    let recovering = match (&restored, &attempt) {
+        (Some(_), Some((pid, _))) => Some(Box::new(Recovering {
+            nsp: nsp.clone(),
+            pid: pid.clone(),
+            hello: hello.clone(),
+            held: Vec::new(),
+        })),
+        _ => None,
+    };
+    let pid = app.recovery.as_ref().map(|_| match &recovering {
+        Some(r) => r.pid.clone(),
+        None => crate::ids::random_id(),
+    });
+    if recovering.is_none() {
+        answer_connect(conn, &nsp, &socket, pid.as_deref(), hello, false);
+    }
     info!(
         sid = %conn.sid(),
         socketId = %socket,
@@ -293,11 +412,15 @@ pub(super) fn admitted(
     });
     let sent = Arc::new(AtomicU32::new(0));
     // Only a socket already on its websocket: after a later upgrade a direct delivery could
-    // overtake Pushes still waiting in the session's mailbox.
-    let direct = conn.direct_link().map(|out| DirectLink {
-        out,
-        sent: sent.clone(),
-    });
+    // overtake Pushes still waiting in the session's mailbox. A recovering socket's live
+    // deliveries wait behind its replay, so they go through the session too.
+    let direct = conn
+        .direct_link()
+        .filter(|_| recovering.is_none())
+        .map(|out| DirectLink {
+            out,
+            sent: sent.clone(),
+        });
     // After the `authenticated` event above: nothing delivered here can overtake it.
     app.ports.authenticated.do_send(Authenticated {
         sid: conn.sid().clone(),
@@ -306,6 +429,7 @@ pub(super) fn admitted(
         user: user.clone(),
         rooms: rooms.clone(),
         direct,
+        held,
     });
     let expires_in = identity
         .expires_at
@@ -314,6 +438,36 @@ pub(super) fn admitted(
     // Capped: a far-future `exp` must not overflow the timer's deadline.
     let expires_in = Duration::from_secs(expires_in.min(MAX_TOKEN_LIFETIME_SECS));
     conn.later(expires_in, Done::TokenExpired);
+    let watching: HashSet<UserId> = restored
+        .iter()
+        .flat_map(|saved| saved.watching.iter().map(|u| UserId::from(u.as_str())))
+        .collect();
+    if !watching.is_empty() {
+        app.ports.watch.do_send(Watch {
+            sid: conn.sid().clone(),
+            users: watching.iter().cloned().collect(),
+            watch: true,
+        });
+    }
+    if let (Some(recovery), Some((_, after))) = (&app.recovery, &attempt)
+        && recovering.is_some()
+    {
+        // Sent after `Authenticated` and the watches: the registry reads the streams once the
+        // socket receives live events, so none falls between.
+        let mut streams = vec![Channel::User(user.clone()), Channel::Broadcast];
+        streams.extend(rooms.iter().map(|r| Channel::Room(r.clone())));
+        streams.extend(watching.iter().map(|u| Channel::Watch(u.clone())));
+        let read = recovery.recover.send(Recover {
+            streams,
+            after: *after,
+        });
+        conn.spawn(work(async move {
+            Done::Replayed(match read.await {
+                Ok(Ok(events)) => events,
+                _ => None,
+            })
+        }));
+    }
     s.user = Some(User {
         socket,
         user,
@@ -332,11 +486,96 @@ pub(super) fn admitted(
         since: Instant::now(),
         sends: Default::default(),
         sending: false,
-        watching: Default::default(),
+        watching,
+        pid,
+        recovering,
     });
+    if let Some(user) = &s.user {
+        user.keep(&app);
+    }
     let m = metrics();
     m.connection("accepted");
     m.connections_active.inc();
+}
+
+/// The CONNECT answer (with the recovery `pid` when recovery is on) and `authenticated`.
+fn answer_connect(
+    conn: &mut dyn Conn,
+    nsp: &str,
+    socket: &SocketId,
+    pid: Option<&str>,
+    mut hello: Value,
+    recovered: bool,
+) {
+    match pid {
+        Some(pid) => conn.emit(&Packet::connect_ok_with_pid(nsp, socket, pid)),
+        None => conn.emit(&Packet::connect_ok(nsp, socket)),
+    }
+    if recovered {
+        hello["recovered"] = true.into();
+    }
+    event(conn, EventName::Authenticated, hello);
+}
+
+/// The missed events were read: answer the CONNECT (recovered, with the same pid, when all of
+/// them could be read; as a new socket otherwise), replay them in order, then the deliveries
+/// held meanwhile that the replay did not cover.
+pub(super) fn replayed(s: &mut Socket, conn: &mut dyn Conn, events: Option<Vec<Recorded>>) {
+    let Some(user) = s.user.as_mut() else { return };
+    let Some(recovering) = user.recovering.take() else {
+        return;
+    };
+    let Recovering {
+        nsp,
+        pid,
+        hello,
+        held,
+    } = *recovering;
+    let recovered = events.is_some();
+    let pid = if recovered {
+        pid
+    } else {
+        crate::ids::random_id()
+    };
+    user.pid = Some(pid.clone());
+    answer_connect(conn, &nsp, &user.socket, Some(&pid), hello, recovered);
+    let mut last = None;
+    for recorded in events.unwrap_or_default() {
+        last = Some(recorded.offset);
+        if recorded.except.as_ref() == Some(&user.socket) {
+            continue;
+        }
+        let Some(frames) = with_offset(&recorded.frames, &recorded.offset) else {
+            continue;
+        };
+        user.sent.fetch_add(1, Ordering::Relaxed);
+        conn.send(&frames, false);
+    }
+    for push in held {
+        if push
+            .offset
+            .is_some_and(|o| last.is_some_and(|last| o <= last))
+        {
+            continue;
+        }
+        user.sent.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::message_sent(push.event);
+        conn.send(&push.frames, push.volatile);
+    }
+    info!(sid = %conn.sid(), socketId = %user.socket, recovered, "socket recovered");
+}
+
+/// `frames` with `offset` appended to the event as its last argument.
+fn with_offset(frames: &[Outgoing], offset: &Offset) -> Option<Vec<Outgoing>> {
+    let (Outgoing::Text(text), rest) = frames.split_first()? else {
+        return None;
+    };
+    let text = append_offset(text, offset)?;
+    Some(
+        std::iter::once(Outgoing::Text(text.into()))
+            .chain(rest.iter().cloned())
+            .collect(),
+    )
 }
 
 /// The token expired: say so and disconnect.
@@ -362,8 +601,17 @@ pub(super) fn disconnect(s: &mut Socket, conn: &mut dyn Conn) {
     conn.close(CloseReason::ServerDisconnect);
 }
 
+/// Let go of the channels a CONNECT held at the bridge (cluster mode), when it held any.
+fn release(s: &Socket, sid: &Sid, held: bool) {
+    if let Some(port) = s.app.ports.release.as_ref().filter(|_| held) {
+        port.do_send(Release { sid: sid.clone() });
+    }
+}
+
 /// The session is gone: the socket leaves presence and its connection row closes.
 pub(super) fn stopped(s: &mut Socket, sid: &Sid, reason: Option<CloseReason>) {
+    // Stopped while admitting: a hold may have been taken (after it, in the bridge's mailbox).
+    release(s, sid, s.admitting.is_some());
     let app = &s.app;
     // Stopped while presence was admitting the socket: the answer will never be handled, so
     // withdraw it now (the presence mailbox keeps the order: connect, then this).
@@ -401,6 +649,26 @@ pub(super) fn stopped(s: &mut Socket, sid: &Sid, reason: Option<CloseReason>) {
         messages_received: user.received,
         disconnected_at: SystemTime::now(),
     });
+    if let (Some(recovery), Some(pid)) = (&app.recovery, &user.pid) {
+        // socket.io's rule: a socket that did not choose to leave may come back.
+        let recoverable = matches!(
+            reason,
+            CloseReason::TransportClose
+                | CloseReason::TransportError
+                | CloseReason::PingTimeout
+                | CloseReason::ServerShutdown
+                | CloseReason::SlowClient
+        );
+        if recoverable {
+            recovery.save.do_send(SaveSession {
+                pid: pid.clone(),
+                session: user.saved(),
+                ttl_secs: recovery.window.as_secs().max(1),
+            });
+        } else {
+            recovery.take.do_send(TakeSession { pid: pid.clone() });
+        }
+    }
     app.ports.presence_disconnect.do_send(PresenceDisconnect {
         user: user.user,
         socket: user.socket,

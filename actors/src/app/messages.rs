@@ -146,7 +146,7 @@ pub(super) fn stored(
                 id,
                 json!({"ok": true, "messageId": stored.message_id, "createdAt": stored.created_at}),
             );
-            deliver(app, conn, &stored);
+            deliver(app, user, &stored);
         }
         Err(refusal) => fail(conn, id, refusal),
     }
@@ -155,7 +155,7 @@ pub(super) fn stored(
 
 /// `message:received` to every socket of the recipient, `message:sent` to the sender's other
 /// sockets.
-fn deliver(app: &App, conn: &mut dyn Conn, stored: &StoredMessage) {
+fn deliver(app: &App, user: &User, stored: &StoredMessage) {
     let body = serde_json::to_value(stored).unwrap_or(Value::Null);
     app.ports.deliver.do_send(Deliver {
         target: Target::User(UserId::from(stored.to.as_str())),
@@ -167,7 +167,7 @@ fn deliver(app: &App, conn: &mut dyn Conn, stored: &StoredMessage) {
     app.ports.deliver.do_send(Deliver {
         target: Target::User(UserId::from(stored.from.as_str())),
         frames: encode_event(EventName::MessageSent.as_str(), body),
-        except: Some(conn.sid().clone()),
+        except: Some(user.socket.clone()),
         volatile: false,
         event: EventName::MessageSent.as_str(),
     });

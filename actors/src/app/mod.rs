@@ -48,6 +48,7 @@ use crate::decisions::DecisionCache;
 use crate::ids::{NodeId, Room, Sid, SocketId, UserId};
 use crate::metrics::{message_received, message_sent, metrics};
 use crate::ports::Port;
+use crate::ports::bridge::{Hold, Release};
 use crate::ports::hooks::{
     Action, AskAuthorize, AskConnect, AskRpc, ConnectAnswer, Decision, FailurePolicy, HookFailure,
     RpcAnswer,
@@ -60,7 +61,9 @@ use crate::ports::presence::{
     PresenceConnect, PresenceDisconnect, QueryStatuses, RoomOnline, SetStatus, Status,
 };
 use crate::ports::ratelimiter::CheckMessage;
-use crate::ports::registry::{Authenticated, Deliver, JoinRoom, Watch};
+use crate::ports::recovery::{Recorded, SaveSession, SavedSession, TakeSession};
+use crate::ports::registry::{Authenticated, Deliver, JoinRoom, Recover, Watch};
+use crate::ports::session::Push;
 use crate::ratelimit::TokenBucket;
 use crate::transport::{CloseReason, Outgoing, WsOut};
 use errors::Refusal;
@@ -111,6 +114,25 @@ pub struct AppPorts {
     pub join_room: Port<JoinRoom>,
     /// Presence: a room's online members, cluster-wide.
     pub room_online: Port<RoomOnline>,
+    /// Bridge (cluster mode): a connecting socket holds its channels until the registry needs
+    /// them.
+    pub hold: Option<Port<Hold>>,
+    /// Bridge (cluster mode): a socket that held its channels went away before the registry
+    /// took them over.
+    pub release: Option<Port<Release>>,
+}
+
+/// Connection state recovery, as the sockets use it.
+#[derive(Clone)]
+pub struct RecoveryClient {
+    /// How long a socket's state and missed events are kept after it goes.
+    pub window: Duration,
+    /// Recovery: keep a socket's state.
+    pub save: Port<SaveSession>,
+    /// Recovery: take a kept state (or forget one).
+    pub take: Port<TakeSession>,
+    /// Registry: a recovering socket's missed events.
+    pub recover: Port<Recover>,
 }
 
 /// The application's backend, as the sockets reach it.
@@ -144,6 +166,8 @@ pub struct App {
     pub hooks: Option<HookClient>,
     /// Whether lifecycle webhooks are on (events are written to the outbox).
     pub webhooks: bool,
+    /// Connection state recovery, when it is on.
+    pub recovery: Option<RecoveryClient>,
 }
 
 /// What the handshake HTTP request said about the client.
@@ -229,6 +253,10 @@ pub enum Done {
         /// The answer.
         result: Result<RpcAnswer, HookFailure>,
     },
+    /// The recovery store answered whether the client's `pid` names a kept state.
+    Taken(Box<connect::Admission>, Option<SavedSession>),
+    /// The registry read a recovering socket's missed events (`None`: not recoverable whole).
+    Replayed(Option<Vec<Recorded>>),
     /// Presence answered `room:presence`.
     RoomPresence {
         /// Its ack id.
@@ -272,11 +300,12 @@ pub enum Done {
         /// The statuses, in the order asked.
         result: Result<Vec<(UserId, Status)>, Refusal>,
     },
-    /// Presence answered a `status:set`.
-    StatusSet {
+    /// An action is done (`status:set` stored, `room:join` in place): `{ok: true}` or the
+    /// refusal.
+    Settled {
         /// Its ack id.
         id: Option<u64>,
-        /// Whether it was stored.
+        /// Done, or refused.
         result: Result<(), Refusal>,
     },
 }
@@ -309,6 +338,9 @@ pub struct Socket {
     admitting: Option<(UserId, SocketId)>,
     /// The authenticated user, once admitted.
     user: Option<User>,
+    /// A recovering CONNECT's auth payload while its saved state is looked up (for the
+    /// backend's `connect` hook).
+    pending_auth: Option<Value>,
 }
 
 /// An authenticated socket.
@@ -332,7 +364,40 @@ struct User {
     sending: bool,
     /// Users whose presence this socket watches (bounded by `presence::MAX_WATCHED`).
     watching: HashSet<UserId>,
+    /// The private recovery id, when recovery is on.
+    pid: Option<String>,
+    /// A recovering socket: what the CONNECT answer still waits for, and the deliveries held
+    /// until the missed events are replayed.
+    recovering: Option<Box<connect::Recovering>>,
 }
+
+impl User {
+    /// What to keep for recovery.
+    fn saved(&self) -> SavedSession {
+        SavedSession {
+            user: self.user.to_string(),
+            socket: self.socket.to_string(),
+            rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
+            watching: self.watching.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
+    /// Keep the socket's state while it is connected (refreshed on every change), so a node
+    /// that dies does not take it along.
+    fn keep(&self, app: &App) {
+        if let (Some(recovery), Some(pid)) = (&app.recovery, &self.pid) {
+            recovery.save.do_send(SaveSession {
+                pid: pid.clone(),
+                session: self.saved(),
+                ttl_secs: (recovery.window + KEPT_WHILE_CONNECTED).as_secs(),
+            });
+        }
+    }
+}
+
+/// How long past the window a connected socket's state is kept (it is refreshed on changes,
+/// and set to the window when the socket goes).
+const KEPT_WHILE_CONNECTED: Duration = Duration::from_secs(6 * 3600);
 
 /// The rooms a token lets its client join.
 #[derive(Debug, Default)]
@@ -356,6 +421,7 @@ impl Socket {
             handshake,
             admitting: None,
             user: None,
+            pending_auth: None,
         }
     }
 
@@ -451,6 +517,8 @@ impl Socket {
             Done::RoomPresence { id, room, result } => {
                 rooms::presence_answered(conn, id, room, result)
             }
+            Done::Taken(admission, saved) => connect::taken(self, conn, *admission, saved),
+            Done::Replayed(events) => connect::replayed(self, conn, events),
             Done::TokenExpired => connect::token_expired(self, conn),
             Done::SendChecked { msg, id, verdict } => {
                 if let Some(user) = self.user.as_mut() {
@@ -471,7 +539,7 @@ impl Socket {
                 Err(refusal) => fail(conn, id, refusal),
             },
             Done::Statuses { id, denied, result } => presence::statuses(conn, id, denied, result),
-            Done::StatusSet { id, result } => match result {
+            Done::Settled { id, result } => match result {
                 Ok(()) => ack(conn, id, json!({"ok": true})),
                 Err(refusal) => fail(conn, id, refusal),
             },
@@ -484,7 +552,7 @@ impl Socket {
             Command::Disconnect => connect::disconnect(self, conn),
             Command::SetRooms { room, member } => {
                 if let Some(user) = self.user.as_mut() {
-                    rooms::set(user, room, member);
+                    rooms::set(&self.app, user, room, member);
                 }
             }
             Command::Maintenance => {
@@ -505,11 +573,18 @@ impl Socket {
         }
     }
 
-    /// A delivery from the registry reached the client through the Session.
-    pub fn pushed(&self) {
-        if let Some(user) = &self.user {
-            user.sent.fetch_add(1, Ordering::Relaxed);
+    /// A delivery from the registry for this socket: held while a recovering socket's missed
+    /// events are being read (handed back otherwise, to be sent), and counted.
+    pub fn pushed(&mut self, push: Push) -> Option<Push> {
+        let Some(user) = self.user.as_mut() else {
+            return Some(push);
+        };
+        if let Some(recovering) = &mut user.recovering {
+            recovering.held.push(push);
+            return None;
         }
+        user.sent.fetch_add(1, Ordering::Relaxed);
+        Some(push)
     }
 
     /// The session is gone (`reason` is `None` when the node stopped it without a close).

@@ -37,15 +37,21 @@ pub(super) fn watch(
             user.watching.remove(u);
         }
     }
-    // Watch first, then read statuses: a transition in between is reported, never missed.
-    app.ports.watch.do_send(Watch {
+    user.keep(app);
+    // Watch first (in cluster mode: until the watch channels are subscribed), then read
+    // statuses: a transition in between is reported, never missed.
+    let watch = Watch {
         sid: conn.sid().clone(),
         users: users.clone(),
         watch: on,
-    });
+    };
     if on {
-        ask_statuses(app, conn, users, denied, id);
+        let watched = app.ports.watch.send(watch);
+        ask_statuses(app, conn, users, denied, id, async move {
+            let _ = watched.await;
+        });
     } else {
+        app.ports.watch.do_send(watch);
         ack(conn, id, json!({"ok": true}));
     }
 }
@@ -64,6 +70,7 @@ pub(super) fn query(
         users.into_iter().map(UserId::from).collect(),
         denied,
         id,
+        async {},
     );
 }
 
@@ -73,9 +80,12 @@ fn ask_statuses(
     users: Vec<UserId>,
     denied: Vec<String>,
     id: Option<u64>,
+    after: impl Future<Output = ()> + 'static,
 ) {
-    let query = app.ports.query_statuses.send(QueryStatuses { users });
+    let port = app.ports.query_statuses.clone();
     conn.spawn(work(async move {
+        after.await;
+        let query = port.send(QueryStatuses { users });
         let result = settle_quietly(query.await);
         Done::Statuses { id, denied, result }
     }));
@@ -123,6 +133,6 @@ pub(super) fn set_status(
     });
     conn.spawn(work(async move {
         let result = settle_quietly(set.await);
-        Done::StatusSet { id, result }
+        Done::Settled { id, result }
     }));
 }

@@ -25,15 +25,21 @@ fn not_member(room: &Room) -> Refusal {
 /// `room:join` that the gate allowed.
 pub(super) fn join(app: &App, user: &mut User, conn: &mut dyn Conn, room: String, id: Option<u64>) {
     let room = Room::from(room);
+    // Answered once the room is in place (in cluster mode: its channel subscribed), so what is
+    // sent to the room after the answer reaches this socket.
+    let joined = app.ports.join_room.send(JoinRoom {
+        sid: conn.sid().clone(),
+        room: room.clone(),
+        join: true,
+    });
     if user.rooms.insert(room.clone()) {
-        app.ports.join_room.do_send(JoinRoom {
-            sid: conn.sid().clone(),
-            room: room.clone(),
-            join: true,
-        });
         webhook(app, event_types::ROOM_JOINED, &room, &user.user);
+        user.keep(app);
     }
-    ack(conn, id, json!({"ok": true}));
+    conn.spawn(work(async move {
+        let _ = joined.await;
+        Done::Settled { id, result: Ok(()) }
+    }));
 }
 
 /// `room:leave`: idempotent, like socket.io's `leave`.
@@ -52,6 +58,7 @@ pub(super) fn leave(
             join: false,
         });
         webhook(app, event_types::ROOM_LEFT, &room, &user.user);
+        user.keep(app);
     }
     ack(conn, id, json!({"ok": true}));
 }
@@ -122,21 +129,25 @@ pub(super) fn emit(
         json!({"room": room, "from": user.user, "data": msg.data}),
         attachments,
     );
+    // Recoverable (kept for reconnecting members) unless the sender says it may be lost.
     app.ports.deliver.do_send(Deliver {
         target: Target::Room(room),
         frames,
         except: None,
-        volatile: true,
+        volatile: msg.volatile.unwrap_or(false),
         event: EventName::RoomMsg.as_str(),
     });
     ack(conn, id, json!({"ok": true}));
 }
 
 /// The server API added this socket to a room, or removed it.
-pub(super) fn set(user: &mut User, room: Room, member: bool) {
-    if member {
-        user.rooms.insert(room);
+pub(super) fn set(app: &App, user: &mut User, room: Room, member: bool) {
+    let changed = if member {
+        user.rooms.insert(room)
     } else {
-        user.rooms.remove(&room);
+        user.rooms.remove(&room)
+    };
+    if changed {
+        user.keep(app);
     }
 }

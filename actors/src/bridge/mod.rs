@@ -15,18 +15,24 @@
 
 mod subscriptions;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use redis::aio::{ConnectionManager, PubSubSink};
-use switchboard_protocol::cluster::ClusterFrame;
+use switchboard_protocol::cluster::{ClusterFrame, FrameError, split_recorded};
+use switchboard_protocol::offset::Offset;
 use tracing::{debug, info, warn};
 
-use crate::ids::NodeId;
-use crate::keys::Channel;
+use crate::ids::{NodeId, Sid};
+use crate::keys::{Channel, Keys};
 use crate::metrics::{CommandLabel, MeteredActor, metrics};
 use crate::ports::Port;
-use crate::ports::bridge::{BridgeStatus, GetStatus, Publish, Subscribe};
+use crate::ports::bridge::{
+    BridgeStatus, GetStatus, Hold, Publish, PublishRecorded, Release, Subscribe, SubscribedNow,
+};
 use crate::ports::registry::ClusterInbound;
 use crate::store::{RedisSettings, now_micros};
 use subscriptions::Subscriptions;
@@ -37,10 +43,43 @@ pub struct RedisBridge {
     node_id: NodeId,
     inbound: Port<ClusterInbound>,
     channels: Subscriptions,
+    /// SUBSCRIBE commands in flight by channel (with a number, so a later one is not taken for
+    /// an earlier), for whoever waits for a channel to be in place.
+    pending: HashMap<String, (u64, Subscribing)>,
+    subscribes: u64,
+    /// The channels each connecting session holds.
+    holders: HashMap<Sid, Vec<String>>,
+    keys: Keys,
     sink: Option<PubSubSink>,
     publisher: Option<ConnectionManager>,
     status: BridgeStatus,
     connecting: bool,
+    /// Records and publishes recoverable events (`publish_recorded.lua`).
+    record_script: std::sync::Arc<redis::Script>,
+    /// `rec:clock`.
+    clock_key: String,
+    recording: Recording,
+}
+
+/// A SUBSCRIBE in flight, awaitable by many.
+type Subscribing = Shared<BoxFuture<'static, Result<(), String>>>;
+
+/// How recovery streams are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Recording {
+    /// Events kept per stream at most.
+    pub max_len: usize,
+    /// How long events are kept.
+    pub window: Duration,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Recording {
+            max_len: 1000,
+            window: Duration::from_secs(120),
+        }
+    }
 }
 
 impl RedisBridge {
@@ -60,8 +99,17 @@ impl RedisBridge {
             node_id,
             inbound,
             channels,
+            pending: HashMap::new(),
+            subscribes: 0,
+            holders: HashMap::new(),
+            keys: settings.keys.clone(),
             sink: None,
             publisher: None,
+            record_script: std::sync::Arc::new(redis::Script::new(include_str!(
+                "publish_recorded.lua"
+            ))),
+            clock_key: settings.keys.recovery_clock(),
+            recording: Recording::default(),
             status: BridgeStatus {
                 connected: false,
                 gaps: 0,
@@ -70,6 +118,12 @@ impl RedisBridge {
             },
             connecting: false,
         })
+    }
+
+    /// Bound recovery streams this way (default: 1000 events, 120 s).
+    pub fn with_recording(mut self, recording: Recording) -> Self {
+        self.recording = recording;
+        self
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -121,18 +175,84 @@ impl RedisBridge {
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
-    fn resubscribe_missing(&mut self, _ctx: &mut Context<Self>) {
+    fn resubscribe_missing(&mut self, ctx: &mut Context<Self>) {
         // `connect` subscribed the set as it was when the connection started; subscribing again
         // is idempotent, so simply subscribe everything now wanted.
-        if let Some(sink) = &self.sink {
-            let mut sink = sink.clone();
-            let channels = self.channels.all();
-            actix::spawn(async move {
-                if let Err(err) = sink.subscribe(&channels).await {
-                    debug!(%err, "re-subscribe failed; the reconnect will retry");
-                }
-            });
+        let channels = self.channels.all();
+        self.start_subscribe(channels, ctx);
+    }
+
+    /// Send one SUBSCRIBE for `channels` (when connected) and note it in flight for each.
+    fn start_subscribe(&mut self, channels: Vec<String>, ctx: &mut Context<Self>) {
+        let Some(sink) = &self.sink else { return };
+        if channels.is_empty() {
+            return;
         }
+        crate::metrics::redis_command("SUBSCRIBE");
+        let mut sink = sink.clone();
+        let list = channels.clone();
+        let subscribing: Subscribing =
+            async move { sink.subscribe(&list).await.map_err(|e| e.to_string()) }
+                .boxed()
+                .shared();
+        self.subscribes += 1;
+        let n = self.subscribes;
+        for channel in &channels {
+            self.pending
+                .insert(channel.clone(), (n, subscribing.clone()));
+        }
+        ctx.spawn(subscribing.into_actor(self).map(move |result, act, _ctx| {
+            if let Err(err) = result {
+                debug!(%err, "subscribe failed; the reconnect will redo it");
+            }
+            for channel in channels {
+                if act.pending.get(&channel).is_some_and(|(m, _)| *m == n) {
+                    act.pending.remove(&channel);
+                }
+            }
+        }));
+    }
+
+    fn unsubscribe(&mut self, channel: String) {
+        self.pending.remove(&channel);
+        let Some(sink) = &self.sink else { return };
+        crate::metrics::redis_command("UNSUBSCRIBE");
+        let mut sink = sink.clone();
+        actix::spawn(async move {
+            if let Err(err) = sink.unsubscribe(&channel).await {
+                debug!(%err, "unsubscribe failed; the reconnect will redo it");
+            }
+        });
+    }
+
+    /// A future that answers once every one of `channels` is subscribed: those in flight are
+    /// waited for, those not wanted at all are subscribed once more (idempotent).
+    fn ready(
+        &mut self,
+        channels: Vec<String>,
+        ctx: &mut Context<Self>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        if self.sink.is_none() {
+            return async { Err("the subscriber is not connected".to_string()) }.boxed();
+        }
+        let missing: Vec<String> = channels
+            .iter()
+            .filter(|c| !self.channels.is_wanted(c) && !self.pending.contains_key(*c))
+            .cloned()
+            .collect();
+        self.start_subscribe(missing, ctx);
+        // Channels sharing one SUBSCRIBE share its future; waiting on it twice is harmless.
+        let waits: Vec<Subscribing> = channels
+            .iter()
+            .filter_map(|c| self.pending.get(c).map(|(_, s)| s.clone()))
+            .collect();
+        async move {
+            for result in futures_util::future::join_all(waits).await {
+                result?;
+            }
+            Ok(())
+        }
+        .boxed()
     }
 
     fn on_disconnected(&mut self, ctx: &mut Context<Self>) {
@@ -175,8 +295,15 @@ impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
         if !self.channels.is_current(generation) {
             return;
         }
-        let frame = match ClusterFrame::decode(msg.get_payload_bytes()) {
-            Ok(frame) => frame,
+        let decoded = split_recorded(msg.get_payload_bytes()).and_then(|(offset, bytes)| {
+            let offset = match offset {
+                Some(o) => Some(o.parse::<Offset>().map_err(|_| FrameError::Invalid)?),
+                None => None,
+            };
+            Ok((offset, ClusterFrame::decode(bytes)?))
+        });
+        let (offset, frame) = match decoded {
+            Ok(decoded) => decoded,
             Err(err) => {
                 self.status.rejected += 1;
                 debug!(%err, channel = msg.get_channel_name(), "dropped a foreign frame");
@@ -187,13 +314,15 @@ impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
         metrics()
             .pubsub_latency
             .observe(latency_us as f64 / 1_000_000.0);
-        if frame.origin == *self.node_id {
-            // Our own publication: local sockets were served before publishing.
+        if frame.origin == *self.node_id && offset.is_none() {
+            // Our own publication: local sockets were served before publishing. (A recorded
+            // event is served here, with its offset, by every node, this one included.)
             return;
         }
         self.inbound.do_send(ClusterInbound {
             channel: msg.get_channel_name().to_string(),
             frame,
+            offset,
         });
     }
 
@@ -208,24 +337,45 @@ impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
 impl Handler<Subscribe> for RedisBridge {
     type Result = ();
 
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
         if !self.channels.want(&msg.channel, msg.on) {
             return;
         }
-        if let Some(sink) = &self.sink {
-            crate::metrics::redis_command(if msg.on { "SUBSCRIBE" } else { "UNSUBSCRIBE" });
-            let mut sink = sink.clone();
-            let on = msg.on;
-            actix::spawn(async move {
-                let result = if on {
-                    sink.subscribe(&msg.channel).await
-                } else {
-                    sink.unsubscribe(&msg.channel).await
-                };
-                if let Err(err) = result {
-                    debug!(%err, "subscription change failed; the reconnect will redo it");
-                }
-            });
+        if msg.on {
+            self.start_subscribe(vec![msg.channel], ctx);
+        } else {
+            self.unsubscribe(msg.channel);
+        }
+    }
+}
+
+impl Handler<Hold> for RedisBridge {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: Hold, ctx: &mut Context<Self>) -> Self::Result {
+        let channels: Vec<String> = msg.channels.iter().map(|c| self.keys.channel(c)).collect();
+        let changed = channels
+            .iter()
+            .filter(|c| self.channels.hold(c, true))
+            .cloned()
+            .collect();
+        self.holders
+            .entry(msg.sid)
+            .or_default()
+            .extend(channels.iter().cloned());
+        self.start_subscribe(changed, ctx);
+        self.ready(channels, ctx)
+    }
+}
+
+impl Handler<Release> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _ctx: &mut Context<Self>) {
+        for channel in self.holders.remove(&msg.sid).unwrap_or_default() {
+            if self.channels.hold(&channel, false) {
+                self.unsubscribe(channel);
+            }
         }
     }
 }
@@ -260,6 +410,51 @@ impl Handler<Publish> for RedisBridge {
     }
 }
 
+impl Handler<PublishRecorded> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishRecorded, ctx: &mut Context<Self>) {
+        let Some(publisher) = &self.publisher else {
+            self.status.publish_errors += 1;
+            return;
+        };
+        let mut conn = publisher.clone();
+        crate::metrics::redis_command("EVALSHA");
+        let (script, clock, recording) = (
+            self.record_script.clone(),
+            self.clock_key.clone(),
+            self.recording,
+        );
+        // In handling order on the one publishing connection, like plain publishes.
+        let fut = async move {
+            script
+                .key(clock)
+                .key(&msg.stream)
+                .arg(&msg.channel)
+                .arg(msg.payload.as_ref())
+                .arg(recording.max_len)
+                .arg(recording.window.as_millis() as u64)
+                .arg(recording.window.as_secs().max(1))
+                .invoke_async::<String>(&mut conn)
+                .await
+        };
+        ctx.spawn(fut.into_actor(self).map(|result, act, _ctx| {
+            if let Err(err) = result {
+                act.status.publish_errors += 1;
+                debug!(%err, "recorded publish failed");
+            }
+        }));
+    }
+}
+
+impl Handler<SubscribedNow> for RedisBridge {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: SubscribedNow, ctx: &mut Context<Self>) -> Self::Result {
+        self.ready(msg.channels, ctx)
+    }
+}
+
 impl Handler<GetStatus> for RedisBridge {
     type Result = MessageResult<GetStatus>;
 
@@ -272,4 +467,5 @@ impl MeteredActor for RedisBridge {
     const NAME: &'static str = "redis_bridge";
 }
 
-crate::metered!(RedisBridge: Subscribe, Publish, MessageResult(GetStatus));
+crate::metered!(RedisBridge: Subscribe, Hold, Release, Publish, PublishRecorded, SubscribedNow,
+    MessageResult(GetStatus));

@@ -1,7 +1,8 @@
-//! The bridge's pure core: which channels the node wants, which subscriber connection is the
-//! current one, and how long to wait before the next reconnect.
+//! The bridge's pure core: which channels the node wants (the registry's needs, and holds of
+//! sessions whose CONNECT waits for its channels), which subscriber connection is the current
+//! one, and how long to wait before the next reconnect.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// First pause before reconnecting.
@@ -13,6 +14,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Subscriptions {
     wanted: HashSet<String>,
+    /// Channels held by connecting sessions, counted (a channel is subscribed while wanted or
+    /// held).
+    held: HashMap<String, u32>,
     /// Bumped on every (re)connect so a stale stream's end is not mistaken for the current one.
     generation: u64,
     backoff: Duration,
@@ -23,28 +27,59 @@ impl Subscriptions {
     pub fn new(always: impl IntoIterator<Item = String>) -> Self {
         Subscriptions {
             wanted: always.into_iter().collect(),
+            held: HashMap::new(),
             generation: 0,
             backoff: FIRST_BACKOFF,
         }
     }
 
-    /// Want a channel (or stop wanting it); true when that changed anything.
+    /// Want a channel (or stop wanting it); true when its subscription must change.
     pub fn want(&mut self, channel: &str, on: bool) -> bool {
+        let before = self.is_wanted(channel);
         if on {
-            self.wanted.insert(channel.to_string())
+            self.wanted.insert(channel.to_string());
         } else {
-            self.wanted.remove(channel)
+            self.wanted.remove(channel);
         }
+        before != self.is_wanted(channel)
     }
 
-    /// Every wanted channel, to subscribe on a new connection.
+    /// Hold a channel once more (or once less); true when its subscription must change.
+    pub fn hold(&mut self, channel: &str, on: bool) -> bool {
+        let before = self.is_wanted(channel);
+        if on {
+            *self.held.entry(channel.to_string()).or_default() += 1;
+        } else if let Some(n) = self.held.get_mut(channel) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(channel);
+            }
+        }
+        before != self.is_wanted(channel)
+    }
+
+    /// Whether the node is (to be) subscribed to `channel`.
+    pub fn is_wanted(&self, channel: &str) -> bool {
+        self.wanted.contains(channel) || self.held.contains_key(channel)
+    }
+
+    /// Every wanted or held channel, to subscribe on a new connection.
     pub fn all(&self) -> Vec<String> {
-        self.wanted.iter().cloned().collect()
+        self.wanted
+            .iter()
+            .chain(self.held.keys().filter(|c| !self.wanted.contains(*c)))
+            .cloned()
+            .collect()
     }
 
-    /// How many channels are wanted.
+    /// How many channels are subscribed.
     pub fn len(&self) -> usize {
         self.wanted.len()
+            + self
+                .held
+                .keys()
+                .filter(|c| !self.wanted.contains(*c))
+                .count()
     }
 
     /// A new subscriber connection is up: its generation (messages tagged with another are
@@ -88,6 +123,25 @@ mod tests {
         let mut all = s.all();
         all.sort();
         assert_eq!(all, vec!["all", "node"]);
+    }
+
+    #[test]
+    fn holds_count_and_keep_a_channel_the_registry_dropped() {
+        let mut s = Subscriptions::new([]);
+        assert!(s.hold("room:r", true), "first hold subscribes");
+        assert!(!s.hold("room:r", true));
+        assert!(!s.want("room:r", true), "already subscribed by the holds");
+        assert!(!s.hold("room:r", false));
+        assert!(!s.want("room:r", false), "still held once");
+        assert!(s.is_wanted("room:r"));
+        assert_eq!(s.all(), vec!["room:r"]);
+        assert_eq!(s.len(), 1);
+        assert!(s.hold("room:r", false), "last hold released: unsubscribe");
+        assert!(
+            !s.hold("room:r", false),
+            "releasing what is not held changes nothing"
+        );
+        assert_eq!(s.len(), 0);
     }
 
     #[test]

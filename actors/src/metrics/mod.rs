@@ -188,7 +188,7 @@ metrics_table! {
 }
 
 /// Every actor type that is instrumented, for pre-registering their series at zero.
-pub const ACTORS: [&str; 9] = [
+pub const ACTORS: [&str; 10] = [
     "session",
     "ws_transport",
     "session_registry",
@@ -198,6 +198,7 @@ pub const ACTORS: [&str; 9] = [
     "journal",
     "hooks",
     "webhooks",
+    "recovery",
 ];
 
 impl Metrics {

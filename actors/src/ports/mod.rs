@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod journal;
 pub mod presence;
 pub mod ratelimiter;
+pub mod recovery;
 pub mod registry;
 pub mod session;
 

@@ -9,12 +9,15 @@ use actix::prelude::*;
 use switchboard_protocol::cluster::ClusterFrame;
 
 use super::Port;
-use super::bridge::{Publish, Subscribe};
+use super::bridge::{Publish, PublishRecorded, Release, Subscribe, SubscribedNow};
 use super::presence::{RoomsChanged, SocketPresence, Status};
+use super::recovery::{Record, Recorded, Replay};
 use super::session::SessionPort;
 use crate::ids::{NodeId, Room, Sid, SocketId, UserId};
-use crate::keys::Keys;
+use crate::keys::{Channel, Keys};
+use crate::store::StoreError;
 use crate::transport::{Outgoing, WsOut};
+use switchboard_protocol::offset::Offset;
 
 /// Register a freshly started session.
 #[derive(Message)]
@@ -63,6 +66,9 @@ pub struct Authenticated {
     pub rooms: Vec<Room>,
     /// Its websocket, when deliveries may be written into it directly.
     pub direct: Option<DirectLink>,
+    /// The session held its channels at the bridge while its CONNECT waited: release them
+    /// once the registry needs them.
+    pub held: bool,
 }
 
 /// A session's websocket transport, written into directly by the registry.
@@ -105,8 +111,8 @@ pub struct Deliver {
     pub target: Target,
     /// The encoded packet (one text frame plus any binary attachments).
     pub frames: Arc<[Outgoing]>,
-    /// A session to leave out (the sender's own socket).
-    pub except: Option<Sid>,
+    /// A socket to leave out (the sender's own).
+    pub except: Option<SocketId>,
     /// Whether it may be dropped for a congested client.
     pub volatile: bool,
     /// The event name, for `socket_messages_sent_total{event_type}` (bounded label).
@@ -201,11 +207,17 @@ pub struct AttachCluster {
     pub keys: Keys,
     /// Where frames are published.
     pub publish: Port<Publish>,
+    /// Where recoverable frames are recorded and published.
+    pub publish_recorded: Port<PublishRecorded>,
     /// Where the node's channel needs are sent.
     pub subscribe: Port<Subscribe>,
+    /// Where the registry asks whether channels are in place (a join answers then).
+    pub ready: Port<SubscribedNow>,
+    /// Where connecting sessions' holds are released.
+    pub release: Port<Release>,
 }
 
-/// A frame from another node, from the RedisBridge.
+/// A frame from another node (or this node's own recorded event), from the RedisBridge.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ClusterInbound {
@@ -213,4 +225,31 @@ pub struct ClusterInbound {
     pub channel: String,
     /// The decoded frame.
     pub frame: ClusterFrame,
+    /// A recorded (recoverable) event's offset.
+    pub offset: Option<Offset>,
+}
+
+/// Turn on connection state recovery: where recoverable events are recorded (single node;
+/// cluster nodes record through the bridge) and replayed from.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachRecovery {
+    /// Single node: the Recovery actor's record port.
+    pub record: Option<Port<Record>>,
+    /// The Recovery actor's replay port.
+    pub replay: Port<Replay>,
+    /// Recovery streams' length bound and window (cluster mode: passed to the recording
+    /// script).
+    pub window: std::time::Duration,
+}
+
+/// A recovering socket's missed events: registered first (this message follows its
+/// `Authenticated` in the registry's mailbox), then read, so none falls between.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<Recorded>>, StoreError>")]
+pub struct Recover {
+    /// The channels the socket listens to.
+    pub streams: Vec<Channel>,
+    /// The last offset the client saw.
+    pub after: Offset,
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::Bytes;
 use switchboard_protocol::engineio;
+use switchboard_protocol::offset::Offset;
 
 use super::Port;
 use crate::ids::Room;
@@ -153,6 +154,9 @@ pub struct Push {
     pub volatile: bool,
     /// The event name (metrics label).
     pub event: &'static str,
+    /// A recoverable event's offset (already in the frames), so a recovering socket can tell
+    /// what its replay already covered.
+    pub offset: Option<Offset>,
 }
 
 /// A room membership change for this socket.

@@ -1,8 +1,15 @@
 -- A socket leaves. Atomic; reports "last socket gone → offline".
 -- KEYS: 1 user:{u}:sockets  2 socket:{s}:user  3 online_users  4 user:{u}:status
 --       5 user:{u}:devices  6 node:{n}:sockets  7 user:{u}:socket_devices
--- ARGV: 1 user  2 socket
--- Returns 1 when it was the user's last socket (the user goes offline), else 0.
+-- ARGV: 1 user  2 socket  3 node (whose entry this is)
+-- Returns 1 when it was the user's last socket (the user goes offline), else 0; -1 when the
+-- socket is now registered by another node (it was recovered there): then it is only dropped
+-- from this node's set, since sweeping a dead node must not take a living socket along.
+local owner = redis.call('HGET', KEYS[2], 'serverInstance')
+if owner and owner ~= ARGV[3] then
+  redis.call('SREM', KEYS[6], ARGV[2])
+  return -1
+end
 local device = redis.call('HGET', KEYS[7], ARGV[2]) or redis.call('HGET', KEYS[2], 'deviceId')
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[6], ARGV[2])

@@ -153,8 +153,12 @@ impl RedisPresenceStore {
             .key(&keys[..])
             .arg(user.as_str())
             .arg(socket.as_str())
+            .arg(node.as_str())
             .invoke_async(conn)
             .await?;
+        if last < 0 {
+            return Ok(false);
+        }
         self.leave_rooms(conn, socket, None).await?;
         Ok(last == 1)
     }

@@ -37,23 +37,27 @@ use bytestring::ByteString;
 use serde_json::json;
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
 use switchboard_protocol::events::EventName;
+use tracing::debug;
 
-use crate::ids::{NodeId, Room, Sid, UserId};
+use crate::ids::{NodeId, Room, Sid, SocketId, UserId};
 use crate::keys::{Channel, Keys};
 use crate::metrics::{MeteredActor, messages_sent, metrics};
 use crate::ports::Port;
-use crate::ports::bridge::{Publish, Subscribe};
+use crate::ports::bridge::{Publish, PublishRecorded, Release, Subscribe, SubscribedNow};
 use crate::ports::presence::{RoomsChanged, Status};
+use crate::ports::recovery::{Record, Recorded, Replay};
 use crate::ports::registry::{
     AttachCluster, Authenticated, ClusterInbound, CountSessions, Deliver, DisconnectUser,
     DrainLocal, LiveSockets, Lookup, PresenceChange, PresenceChanged, Register, RoomMembership,
     Target, Unregister, Watch,
 };
-use crate::ports::registry::{AttachPresence, JoinRoom};
+use crate::ports::registry::{AttachPresence, AttachRecovery, JoinRoom, Recover};
 use crate::ports::session::{Push, SessionPort, SetRooms, ToSession};
+use crate::store::StoreError;
 use crate::store::now_micros;
 use crate::transport::{Outgoing, WsOutbound, encode_event};
 use index::{Entry, Index, Socket};
+use switchboard_protocol::offset::{Offset, append_offset};
 
 /// Mailbox capacity: sessions deregister with `do_send`; HTTP handlers `send` and wait for room.
 const MAILBOX: usize = 4096;
@@ -63,19 +67,37 @@ struct ClusterLink {
     node_id: NodeId,
     keys: Keys,
     publish: Port<Publish>,
+    publish_recorded: Port<PublishRecorded>,
     subscribe: Port<Subscribe>,
+    ready: Port<SubscribedNow>,
+    release: Port<Release>,
 }
 
 impl ClusterLink {
-    fn publish(&self, channel: &Channel, body: Body) {
-        let frame = ClusterFrame {
+    fn frame(&self, body: Body) -> bytes::Bytes {
+        ClusterFrame {
             origin: self.node_id.to_string(),
             sent_at_micros: now_micros(),
             body,
-        };
+        }
+        .encode()
+        .into()
+    }
+
+    fn publish(&self, channel: &Channel, body: Body) {
         self.publish.do_send(Publish {
             channel: self.keys.channel(channel),
-            payload: frame.encode().into(),
+            payload: self.frame(body),
+        });
+    }
+
+    /// Record a recoverable event in the channel's stream and publish it with its offset;
+    /// every node, this one included, delivers it when it comes back.
+    fn publish_recorded(&self, channel: &Channel, body: Body) {
+        self.publish_recorded.do_send(PublishRecorded {
+            channel: self.keys.channel(channel),
+            stream: self.keys.stream(channel),
+            payload: self.frame(body),
         });
     }
 
@@ -87,6 +109,25 @@ impl ClusterLink {
     }
 }
 
+/// The registry's part in connection state recovery.
+struct RecoveryLink {
+    /// Single node: where recoverable events are recorded, and the last offset given.
+    record: Option<(Port<Record>, Offset)>,
+    replay: Port<Replay>,
+}
+
+impl RecoveryLink {
+    /// The next offset of the single node's order (never going back, even with the clock).
+    fn next_offset(last: &mut Offset) -> Offset {
+        let ms = (now_micros() / 1000).max(last.ms);
+        *last = Offset {
+            ms,
+            seq: last.seq + 1,
+        };
+        *last
+    }
+}
+
 /// The per-node registry of sessions (see the module docs).
 #[derive(Default)]
 pub struct SessionRegistry {
@@ -94,6 +135,7 @@ pub struct SessionRegistry {
     cluster: Option<ClusterLink>,
     /// Where room changes of connected sockets go (Presence).
     rooms: Option<Port<RoomsChanged>>,
+    recovery: Option<RecoveryLink>,
 }
 
 /// The mailbox of a registry not started yet; [`DeferredRegistry::start_here`] starts it.
@@ -119,6 +161,21 @@ impl SessionRegistry {
         )
     }
 
+    /// Answers once the node is subscribed to `channels` (at once on a single node, or when the
+    /// bridge cannot tell): what is published to them from then on reaches this node.
+    fn ready(&self, channels: Vec<Channel>) -> ResponseFuture<()> {
+        let Some(c) = self.cluster.as_ref().filter(|_| !channels.is_empty()) else {
+            return Box::pin(async {});
+        };
+        let channels = channels.iter().map(|ch| c.keys.channel(ch)).collect();
+        let confirm = c.ready.send(SubscribedNow { channels });
+        Box::pin(async move {
+            if let Ok(Err(err)) = confirm.await {
+                debug!(%err, "subscription not confirmed");
+            }
+        })
+    }
+
     /// Tell the bridge about channels whose need changed.
     fn need(&self, channels: impl IntoIterator<Item = (Channel, bool)>) {
         if let Some(c) = &self.cluster {
@@ -128,43 +185,99 @@ impl SessionRegistry {
         }
     }
 
-    /// Deliver to this node's sockets only.
-    fn deliver_local(
+    /// Deliver to this node's sockets of `channel` only; a recoverable event's `offset` is
+    /// appended as its last argument (once, for every recipient).
+    fn deliver_to(
         &self,
-        target: &Target,
+        channel: &Channel,
         frames: &Arc<[Outgoing]>,
-        except: Option<&Sid>,
+        except: Option<&SocketId>,
         volatile: bool,
         event: &'static str,
+        offset: Option<Offset>,
     ) {
+        let frames = match offset {
+            Some(offset) => match with_offset(frames, &offset) {
+                Some(frames) => frames,
+                None => return,
+            },
+            None => frames.clone(),
+        };
         let mut sent = 0;
-        self.index.each_target(target, |sid, entry| {
-            if except != Some(sid) && push(entry, frames, volatile, event) {
+        let mut visit = |_: &Sid, entry: &Entry<SessionPort>| {
+            let excepted =
+                except.is_some_and(|x| entry.socket.as_ref().is_some_and(|s| s.id == *x));
+            if !excepted && push(entry, &frames, volatile, event, offset) {
                 sent += 1;
             }
-        });
+        };
+        match channel {
+            Channel::User(user) => self.index.each_target(&Target::User(user.clone()), visit),
+            Channel::Room(room) => self.index.each_target(&Target::Room(room.clone()), visit),
+            Channel::Broadcast => self.index.each_target(&Target::All, visit),
+            Channel::Watch(user) => self.index.each_watcher(user, &mut visit),
+            Channel::Node(_) => {}
+        }
         messages_sent(event, sent);
     }
 
-    fn notify_watchers(&self, user: &UserId, change: PresenceChange) {
-        let (event, data) = match change {
-            PresenceChange::Online => (EventName::FriendOnline, json!({"userId": user})),
-            PresenceChange::Offline => (EventName::FriendOffline, json!({"userId": user})),
-            PresenceChange::Status(status) => (
-                EventName::FriendStatus,
-                json!({"userId": user, "status": status.as_str()}),
-            ),
+    /// Deliver `frames` to `channel`'s sockets on every node: recorded for recovery when it is
+    /// recoverable (not volatile) and recovery is on.
+    fn deliver(
+        &mut self,
+        channel: Channel,
+        frames: Arc<[Outgoing]>,
+        except: Option<SocketId>,
+        volatile: bool,
+        event: &'static str,
+    ) {
+        let body = |frames: &[Outgoing], except: &Option<SocketId>| Body::Deliver {
+            except: except.as_ref().map(|s| s.to_string()),
+            volatile,
+            parts: to_parts(frames),
         };
-        let event = event.as_str();
-        let mut frames = None;
-        let mut sent = 0;
-        self.index.each_watcher(user, |_, entry| {
-            let frames = frames.get_or_insert_with(|| encode_event(event, data.clone()));
-            if push(entry, frames, false, event) {
-                sent += 1;
+        if !volatile && let Some(recovery) = &mut self.recovery {
+            if let Some(c) = &self.cluster {
+                c.publish_recorded(&channel, body(&frames, &except));
+                return;
             }
-        });
-        messages_sent(event, sent);
+            if let Some((record, last)) = &mut recovery.record {
+                let offset = RecoveryLink::next_offset(last);
+                record.do_send(Record {
+                    stream: channel.clone(),
+                    event: Recorded {
+                        offset,
+                        frames: frames.clone(),
+                        except: except.clone(),
+                    },
+                });
+                self.deliver_to(
+                    &channel,
+                    &frames,
+                    except.as_ref(),
+                    false,
+                    event,
+                    Some(offset),
+                );
+                return;
+            }
+        }
+        self.deliver_to(&channel, &frames, except.as_ref(), volatile, event, None);
+        if let Some(c) = &self.cluster {
+            c.publish(&channel, body(&frames, &except));
+        }
+    }
+
+    fn notify_watchers(&self, user: &UserId, change: PresenceChange) {
+        let (event, frames) = presence_frames(user, change);
+        self.deliver_to(
+            &Channel::Watch(user.clone()),
+            &frames,
+            None,
+            false,
+            event,
+            None,
+        );
     }
 
     /// Put one session in a room (or take it out); true when that changed anything. The
@@ -226,6 +339,7 @@ fn push(
     frames: &Arc<[Outgoing]>,
     volatile: bool,
     event: &'static str,
+    offset: Option<Offset>,
 ) -> bool {
     let direct = entry.socket.as_ref().and_then(|s| s.direct.as_ref());
     // Several frames (binary attachments) go through the Session: all or none may be queued.
@@ -248,8 +362,35 @@ fn push(
         frames: frames.clone(),
         volatile,
         event,
+        offset,
     }));
     false
+}
+
+/// `frames` with `offset` appended to the event as its last argument.
+fn with_offset(frames: &Arc<[Outgoing]>, offset: &Offset) -> Option<Arc<[Outgoing]>> {
+    let (Outgoing::Text(text), rest) = frames.split_first()? else {
+        return None;
+    };
+    let text = append_offset(text, offset)?;
+    Some(
+        std::iter::once(Outgoing::Text(text.into()))
+            .chain(rest.iter().cloned())
+            .collect(),
+    )
+}
+
+/// The encoded `friend:*` event of a presence change.
+fn presence_frames(user: &UserId, change: PresenceChange) -> (&'static str, Arc<[Outgoing]>) {
+    let (event, data) = match change {
+        PresenceChange::Online => (EventName::FriendOnline, json!({"userId": user})),
+        PresenceChange::Offline => (EventName::FriendOffline, json!({"userId": user})),
+        PresenceChange::Status(status) => (
+            EventName::FriendStatus,
+            json!({"userId": user, "status": status.as_str()}),
+        ),
+    };
+    (event.as_str(), encode_event(event.as_str(), data))
 }
 
 fn to_parts(frames: &[Outgoing]) -> Vec<Part> {
@@ -330,15 +471,24 @@ impl Handler<Authenticated> for SessionRegistry {
             metrics().reconnections.inc();
         }
         self.need(needed.into_iter().map(|c| (c, true)));
+        // After the needs above, in the bridge's mailbox: the channels never drop in between.
+        if let Some(c) = self.cluster.as_ref().filter(|_| msg.held) {
+            c.release.do_send(Release { sid: msg.sid });
+        }
     }
 }
 
 impl Handler<Watch> for SessionRegistry {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Watch, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Watch, _ctx: &mut Context<Self>) -> Self::Result {
+        let channels: Vec<Channel> = match msg.watch {
+            true => msg.users.iter().cloned().map(Channel::Watch).collect(),
+            false => Vec::new(),
+        };
         let changed = self.index.watch(&msg.sid, msg.users, msg.watch);
         self.need(changed);
+        self.ready(channels)
     }
 }
 
@@ -346,28 +496,12 @@ impl Handler<Deliver> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
-        self.deliver_local(
-            &msg.target,
-            &msg.frames,
-            msg.except.as_ref(),
-            msg.volatile,
-            msg.event,
-        );
-        if let Some(c) = &self.cluster {
-            let channel = match msg.target {
-                Target::User(user) => Channel::User(user),
-                Target::Room(room) => Channel::Room(room),
-                Target::All => Channel::Broadcast,
-            };
-            c.publish(
-                &channel,
-                Body::Deliver {
-                    except: msg.except.map(|s| s.to_string()),
-                    volatile: msg.volatile,
-                    parts: to_parts(&msg.frames),
-                },
-            );
-        }
+        let channel = match msg.target {
+            Target::User(user) => Channel::User(user),
+            Target::Room(room) => Channel::Room(room),
+            Target::All => Channel::Broadcast,
+        };
+        self.deliver(channel, msg.frames, msg.except, msg.volatile, msg.event);
     }
 }
 
@@ -375,21 +509,58 @@ impl Handler<PresenceChanged> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: PresenceChanged, _ctx: &mut Context<Self>) {
-        self.notify_watchers(&msg.user, msg.change);
-        if let Some(c) = &self.cluster {
-            let change = match msg.change {
-                PresenceChange::Online => PresenceWire::Online,
-                PresenceChange::Offline => PresenceWire::Offline,
-                PresenceChange::Status(s) => PresenceWire::Status(s.as_str().to_string()),
-            };
-            c.publish(
-                &Channel::Watch(msg.user.clone()),
-                Body::Presence {
-                    user: msg.user.to_string(),
-                    change,
-                },
-            );
+        let (event, frames) = presence_frames(&msg.user, msg.change);
+        // The watchers on every node get the same encoded event (and, with recovery, offset).
+        self.deliver(Channel::Watch(msg.user), frames, None, false, event);
+    }
+}
+
+impl Handler<Recover> for SessionRegistry {
+    type Result = ResponseFuture<Result<Option<Vec<Recorded>>, StoreError>>;
+
+    fn handle(&mut self, msg: Recover, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(recovery) = &self.recovery else {
+            return Box::pin(async { Ok(None) });
+        };
+        let replay = Replay {
+            streams: msg.streams,
+            after: msg.after,
+        };
+        match &self.cluster {
+            Some(c) => {
+                // Cluster: read the streams only once this node receives what is published
+                // to them, so no event falls between the replay and the live stream.
+                let channels = replay.streams.iter().map(|ch| c.keys.channel(ch)).collect();
+                let confirm = c.ready.send(SubscribedNow { channels });
+                let port = recovery.replay.clone();
+                Box::pin(async move {
+                    let not_now = |e: String| StoreError(e);
+                    confirm
+                        .await
+                        .map_err(|e| not_now(e.to_string()))?
+                        .map_err(not_now)?;
+                    port.send(replay)
+                        .await
+                        .map_err(|e| StoreError(e.to_string()))?
+                })
+            }
+            _ => {
+                // Single node: sent now, after every event recorded so far (one mailbox).
+                let asked = recovery.replay.send(replay);
+                Box::pin(async move { asked.await.map_err(|e| StoreError(e.to_string()))? })
+            }
         }
+    }
+}
+
+impl Handler<AttachRecovery> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachRecovery, _ctx: &mut Context<Self>) {
+        self.recovery = Some(RecoveryLink {
+            record: msg.record.map(|port| (port, Offset { ms: 0, seq: 0 })),
+            replay: msg.replay,
+        });
     }
 }
 
@@ -413,10 +584,14 @@ impl Handler<RoomMembership> for SessionRegistry {
 }
 
 impl Handler<JoinRoom> for SessionRegistry {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: JoinRoom, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: JoinRoom, _ctx: &mut Context<Self>) -> Self::Result {
         self.set_room(&msg.sid, &msg.room, msg.join);
+        self.ready(match msg.join {
+            true => vec![Channel::Room(msg.room)],
+            false => Vec::new(),
+        })
     }
 }
 
@@ -475,7 +650,10 @@ impl Handler<AttachCluster> for SessionRegistry {
             node_id: msg.node_id,
             keys: msg.keys,
             publish: msg.publish,
+            publish_recorded: msg.publish_recorded,
             subscribe: msg.subscribe,
+            ready: msg.ready,
+            release: msg.release,
         };
         // Channels the node already needs (sockets that connected before the bridge).
         for channel in self.index.channels() {
@@ -496,23 +674,29 @@ impl Handler<ClusterInbound> for SessionRegistry {
         // Only the actions that make sense on a channel are honoured; anything else is dropped.
         match (channel, msg.frame.body) {
             (
-                channel @ (Channel::User(_) | Channel::Room(_) | Channel::Broadcast),
+                channel @ (Channel::User(_)
+                | Channel::Room(_)
+                | Channel::Broadcast
+                | Channel::Watch(_)),
                 Body::Deliver {
                     except,
                     volatile,
                     parts,
                 },
             ) => {
-                let target = match channel {
-                    Channel::User(user) => Target::User(user),
-                    Channel::Room(room) => Target::Room(room),
-                    _ => Target::All,
-                };
                 let Some(frames) = from_parts(parts) else {
                     return;
                 };
-                let except = except.map(Sid::from);
-                self.deliver_local(&target, &frames, except.as_ref(), volatile, "other");
+                let except = except.map(SocketId::from);
+                let offset = msg.offset;
+                self.deliver_to(
+                    &channel,
+                    &frames,
+                    except.as_ref(),
+                    volatile,
+                    "other",
+                    offset,
+                );
             }
             (Channel::Watch(user), Body::Presence { user: who, change }) if *user == *who => {
                 let change = match change {
@@ -549,4 +733,5 @@ impl MeteredActor for SessionRegistry {
 
 crate::metered!(SessionRegistry: Register, Unregister, Lookup, CountSessions, Authenticated, Watch,
     Deliver, PresenceChanged, RoomMembership, DisconnectUser,
-    MessageResult(LiveSockets), AttachCluster, ClusterInbound, DrainLocal, JoinRoom, AttachPresence);
+    MessageResult(LiveSockets), AttachCluster, ClusterInbound, DrainLocal, JoinRoom, AttachPresence,
+    Recover, AttachRecovery);

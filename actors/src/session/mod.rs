@@ -497,18 +497,22 @@ impl Session {
                 }
             }
             ToSession::Push(push) => {
-                if let Upper::SocketIo(up) = &self.upper
-                    && let Some(app) = &up.app
-                {
-                    app.pushed();
+                let push = match &mut self.upper {
+                    Upper::SocketIo(up) => match &mut up.app {
+                        Some(app) => app.pushed(push),
+                        None => Some(push),
+                    },
+                    Upper::Echo => Some(push),
+                };
+                if let Some(push) = push {
+                    message_sent(push.event);
+                    let volatile = push.volatile;
+                    self.run(ctx, |e, io| {
+                        for frame in push.frames.iter() {
+                            e.send(frame.clone(), volatile, now, io);
+                        }
+                    });
                 }
-                message_sent(push.event);
-                let volatile = push.volatile;
-                self.run(ctx, |e, io| {
-                    for frame in push.frames.iter() {
-                        e.send(frame.clone(), volatile, now, io);
-                    }
-                });
             }
             ToSession::Congested => self.close(CloseReason::SlowClient, ctx),
             ToSession::Disconnect => self.command(Command::Disconnect, ctx),

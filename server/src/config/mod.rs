@@ -213,6 +213,12 @@ pub struct Config {
     )]
     pub retention_presence_days: u64,
 
+    /// Connection state recovery window, in seconds: a client that lost its connection and
+    /// comes back within it gets its rooms back and every event it missed (0 turns recovery
+    /// off).
+    #[arg(long, env = "SWITCHBOARD_RECOVERY_SECS", default_value_t = 120)]
+    pub recovery_secs: u64,
+
     /// Base URL of the application's backend hooks (`{url}/connect`, `/authorize`, `/rpc`)
     /// [default: unset, no hooks; custom events are `unknown_event`].
     #[arg(long, env = "SWITCHBOARD_HOOK_URL")]

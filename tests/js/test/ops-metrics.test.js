@@ -96,6 +96,7 @@ const ACTORS = [
   "journal",
   "hooks",
   "webhooks",
+  "recovery",
 ];
 
 /** The sample names a contract entry appears as on the wire. */

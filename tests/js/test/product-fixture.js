@@ -152,6 +152,15 @@ export class EventLog {
   }
 }
 
+/** A recovery offset (`<ms>-<seq>`), which the server appends to every recoverable event. */
+export const OFFSET = /^\d+-\d+$/;
+
+/** An event's arguments without the recovery offset, which must be there, last. */
+export function withoutOffset(args) {
+  assert.match(String(args.at(-1)), OFFSET, `recovery offset as the last argument of ${safeJson(args)}`);
+  return args.slice(0, -1);
+}
+
 export function safeJson(v) {
   try {
     return JSON.stringify(v);
