@@ -15,12 +15,13 @@
 // installs when it is missing).
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { startCluster, freePort, eventually, sleep } from "./cluster-fixture.js";
 
-const HAPROXY = process.env.HAPROXY || "haproxy";
+// Debian installs it in /usr/sbin, which is not on every user's PATH.
+const HAPROXY = process.env.HAPROXY || (existsSync("/usr/sbin/haproxy") ? "/usr/sbin/haproxy" : "haproxy");
 
 /** The header nodes mark forwarded requests with (server/src/transport/forward/mod.rs). */
 export const FORWARD_MARKER = "x-switchboard-forwarded";
