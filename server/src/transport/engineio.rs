@@ -145,11 +145,14 @@ async fn serve(
         return Err(EioError::Coded(ErrorCode::BadRequest));
     }
     let session = match query.get("sid") {
-        Some(sid) => match forward::route(state, sid, req.headers(), poll_kind(req)).await {
-            Route::Local => lookup(state, sid).await?,
-            Route::Remote(owner) => return Ok(forward::poll(req, payload, state, owner).await?),
-            Route::Refused(why) => return Err(why.into()),
-        },
+        Some(sid) => {
+            match forward::route(state, sid, req.headers(), forward::poll_kind(req.method())).await
+            {
+                Route::Local => lookup(state, sid).await?,
+                Route::Remote(owner) => return Ok(forward::poll(req, payload, state, owner).await?),
+                Route::Refused(why) => return Err(why.into()),
+            }
+        }
         None => {
             let session = open_session(req.head(), &query, state, kind, transport).await?;
             // The session queued its open packet: the first GET carries it.
@@ -160,15 +163,6 @@ async fn serve(
         Method::GET => poll_get(&session).await,
         Method::POST => poll_post(req, payload, state, &session).await,
         _ => Err(EioError::Coded(ErrorCode::BadRequest)),
-    }
-}
-
-/// The `kind` label of a forwarded polling request.
-fn poll_kind(req: &HttpRequest) -> &'static str {
-    if req.method() == Method::POST {
-        "poll_post"
-    } else {
-        "poll_get"
     }
 }
 

@@ -8,7 +8,8 @@
 //    requests and upgrades were really forwarded; no node logged a sid.
 // 2. Bounds, against the nodes directly: an oversized POST for another node's session is
 //    refused (413) before anything is forwarded; a request already marked as forwarded is never
-//    forwarded again (400); a sid naming an unknown node gets 400; the owner killed in the
+//    forwarded again (400); a sid naming an unknown node gets 400; an owner that hangs (SIGSTOP)
+//    gets the request a 400 once the forward timeout is over; the owner killed in the
 //    middle of a forwarded long-poll gets that poll a 400 `Session ID unknown` at once (no hang
 //    beyond the forward timeout), and a stock client with reconnection on, behind HAProxy,
 //    reconnects cleanly to a live node.
@@ -242,6 +243,26 @@ describe("round-robin HAProxy without affinity: nodes forward to the session's o
       assert.equal(r.status, 400, `${bad}: ${r.body}`);
       assert.deepEqual(JSON.parse(r.body), { code: 1, message: "Session ID unknown" });
     }
+  });
+
+  test("an owner that hangs (SIGSTOP): the forwarded request gets 400 after the forward timeout, not later", T, async () => {
+    const [front, owner] = lb.cluster.nodes;
+    const sid = await openSession(owner);
+    const before = await forwardCounts([front]);
+    process.kill(owner.pid, "SIGSTOP");
+    let res;
+    try {
+      res = await poll(front.url, { sid, method: "POST", body: "3", timeout: 20_000 });
+    } finally {
+      process.kill(owner.pid, "SIGCONT");
+    }
+    assert.equal(res.status, 400, res.body);
+    assert.deepEqual(JSON.parse(res.body), { code: 1, message: "Session ID unknown" });
+    assert.ok(res.ms >= FORWARD_TIMEOUT_MS - 200 && res.ms < FORWARD_TIMEOUT_MS + 2_000, `answered in ${res.ms} ms`);
+    const after = await forwardCounts([front]);
+    assert.equal((after["poll_post/timeout"] ?? 0) - (before["poll_post/timeout"] ?? 0), 1, safeJson(after));
+    // The owner is back: HAProxy has it UP again before the next test.
+    await eventually(async () => (await lb.serverStates())[owner.nodeId] === "UP", { timeout: 10_000, what: `${owner.nodeId} UP again` });
   });
 
   test("the owner killed mid-poll: the forwarded poll gets 400 at once, a stock client reconnects", T, async () => {

@@ -170,6 +170,15 @@ pub async fn route(state: &AppState, sid: &str, headers: &HeaderMap, kind: &'sta
     }
 }
 
+/// The `kind` label of a polling request with `method`.
+pub fn poll_kind(method: &actix_web::http::Method) -> &'static str {
+    if method == actix_web::http::Method::POST {
+        "poll_post"
+    } else {
+        "poll_get"
+    }
+}
+
 /// [`route`] for a websocket upgrade request, whose query has not been parsed yet.
 pub async fn route_upgrade(state: &AppState, head: &actix_http::RequestHead) -> Route {
     if state.forward.is_none() {

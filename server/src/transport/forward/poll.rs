@@ -45,7 +45,7 @@ pub async fn poll(
     peer: Peer,
 ) -> Result<HttpResponse, Refusal> {
     let post = req.method() == Method::POST;
-    let kind = if post { "poll_post" } else { "poll_get" };
+    let kind = super::poll_kind(req.method());
     let result = forward(req, payload, state, &peer, post).await;
     count(kind, result.as_ref().map(|_| ()).map_err(|why| *why));
     if let Err(why) = result {
