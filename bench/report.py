@@ -648,7 +648,48 @@ def hooks_section(d, repeats):
     return "\n".join(lines)
 
 
+def forward_section(d):
+    """bench/forward/run: a long-poll round trip through a forwarding node and through HAProxy
+    with and without affinity, next to a direct one (`forward-poll.result`)."""
+    path = os.path.join(d, "forward-poll.result")
+    if not os.path.exists(path):
+        return ""
+    r = json.load(open(path))
+    modes = r.get("modes", {})
+    direct = modes.get("direct", {})
+    rows = [("direct", "straight to the session's node"),
+            ("forwarded", "every request through another node (one hop)"),
+            ("haproxy-sticky", "HAProxy, cookie affinity (no forwarding)"),
+            ("haproxy-roundrobin", "HAProxy `balance roundrobin`, no affinity (≈2/3 forwarded)")]
+    lines = ["## Forwarded polling (no load-balancer affinity)\n",
+             f"`bench/forward/run` ({r.get('build', '?')} build): 3 cluster nodes, "
+             f"{fmt(next(iter(modes.values()), {}).get('clients'))} raw Engine.IO polling clients, each "
+             "parking a long-poll GET, POSTing a `signal` to itself and timing until the GET returns "
+             f"it, for {fmt(next(iter(modes.values()), {}).get('secs'))} s per setup. Added p99 is "
+             "the setup's p99 minus the direct one's; what dropping affinity costs is the "
+             "round-robin row against the sticky one (both pay HAProxy's own hop).\n",
+             "| setup | round trips | p50 ms | p90 ms | p99 ms | max ms | added p99 ms | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, text in rows:
+        m = modes.get(key)
+        if not m:
+            continue
+        added = (m["p99"] - direct["p99"]) if direct.get("p99") is not None and m.get("p99") is not None else None
+        lines.append(f"| {key}: {text} | {fmt(m.get('n'))} | {fmt(m.get('p50'))} | {fmt(m.get('p90'))} | "
+                     f"{fmt(m.get('p99'))} | {fmt(m.get('max'))} | "
+                     f"{MISSING if added is None or key == 'direct' else f'{added:+.2f}'} | {fmt(m.get('errors'))} |")
+    lines.append("")
+    lines.append(f"Requests forwarded with outcome `ok` over the run (all nodes): "
+                 f"{fmt(r.get('forwarded_ok_total'))}.\n")
+    return "\n".join(lines)
+
+
 def main():
+    if sys.argv[1:2] == ["--section"]:
+        # One section on its own, to update BENCHMARKS.md after a partial run:
+        #   bench/report.py --section forward RESULTS_DIR
+        print({"forward": forward_section, "hooks": lambda d: hooks_section(d, {})}[sys.argv[2]](sys.argv[3]))
+        return
     d = sys.argv[1]
     repeats = {}  # scenario -> {server: [(run number, result)]}
     for f in sorted(os.listdir(d)):
@@ -732,6 +773,9 @@ def main():
     hooks = hooks_section(d, repeats)
     if hooks:
         print(hooks)
+    forward = forward_section(d)
+    if forward:
+        print(forward)
     for name in order:
         base = scenario_key_base(name)
         if name.startswith("hooks-"):

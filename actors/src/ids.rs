@@ -96,7 +96,8 @@ macro_rules! id {
 
 id!(
     /// An Engine.IO session id: 20 random alphanumeric characters, private to the client (it
-    /// lets whoever holds it read the session's polling responses).
+    /// lets whoever holds it read the session's polling responses). In cluster mode it ends in
+    /// `.` and its node's [`NodeTag`], so any node can tell which node owns it.
     Sid
 );
 id!(
@@ -120,6 +121,64 @@ impl Sid {
     /// A fresh random id.
     pub fn random() -> Self {
         Sid::from(random_id())
+    }
+
+    /// A fresh random id owned by the node of `tag`: `<20 random alphanumerics>.<tag>`. The tag
+    /// adds no guessable part to the random one; it only names the node.
+    pub fn random_on(tag: &NodeTag) -> Self {
+        let mut id = random_id();
+        id.push(NodeTag::SEPARATOR);
+        id.push_str(tag.as_str());
+        Sid::from(id)
+    }
+
+    /// The tag of the node that owns this sid, when it carries a well-formed one.
+    pub fn node_tag(sid: &str) -> Option<&str> {
+        let (_, tag) = sid.rsplit_once(NodeTag::SEPARATOR)?;
+        NodeTag::well_formed(tag).then_some(tag)
+    }
+}
+
+/// A short, stable name of a node that sids carry: the first [`NodeTag::LEN`] hex digits of
+/// SHA-256 of the node id. It does not reveal the node id (a pod name), and is the same on every
+/// node, so no lookup is needed to compute it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct NodeTag(String);
+
+impl NodeTag {
+    /// Hex digits in a tag (40 bits: no collision between the nodes of any real cluster).
+    pub const LEN: usize = 10;
+    /// Between a sid's random part and its tag.
+    pub const SEPARATOR: char = '.';
+
+    /// The tag of `node`.
+    pub fn of(node: &NodeId) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(node.as_bytes());
+        let mut tag = hex::encode(&digest[..NodeTag::LEN.div_ceil(2)]);
+        tag.truncate(NodeTag::LEN);
+        NodeTag(tag)
+    }
+
+    /// The tag as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn well_formed(tag: &str) -> bool {
+        tag.len() == NodeTag::LEN && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+}
+
+impl fmt::Display for NodeTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
@@ -167,5 +226,44 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 20);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(Sid::node_tag(&a), None, "an untagged sid names no node");
+    }
+
+    #[test]
+    fn tagged_sids_name_their_node() {
+        let tag = NodeTag::of(&NodeId::from("switchboard-0"));
+        assert_eq!(tag.as_str().len(), NodeTag::LEN);
+        assert_eq!(tag, NodeTag::of(&NodeId::from("switchboard-0")), "stable");
+        assert_ne!(tag, NodeTag::of(&NodeId::from("switchboard-1")));
+        assert!(
+            !tag.as_str().contains("switchboard"),
+            "the node id is not revealed"
+        );
+        let sid = Sid::random_on(&tag);
+        assert_eq!(sid.len(), 20 + 1 + NodeTag::LEN);
+        assert_eq!(Sid::node_tag(&sid), Some(tag.as_str()));
+        assert_ne!(sid, Sid::random_on(&tag), "the random part differs");
+        assert!(
+            sid.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'),
+            "URL-safe: {sid}"
+        );
+    }
+
+    #[test]
+    fn malformed_tags_name_no_node() {
+        for sid in [
+            "",
+            ".",
+            "abc.",
+            "abc.0123456789a",
+            "abc.012345678",
+            "abc.012345678G",
+            "abc.ABCDEF0123",
+            "abc.0123456789.",
+            "é.éééééééééé",
+        ] {
+            assert_eq!(Sid::node_tag(sid), None, "{sid:?}");
+        }
+        assert_eq!(Sid::node_tag("x.y.0123456789"), Some("0123456789"));
     }
 }

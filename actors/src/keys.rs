@@ -104,6 +104,12 @@ impl Keys {
         self.key(&["node:", node, ":alive"])
     }
 
+    /// `node:{id}:addr` STRING: the node's internal base URL (`http://10.0.0.7:3000`), where other
+    /// nodes forward requests for its sessions. Written with `node:{id}:alive` and its TTL.
+    pub fn node_addr(&self, node: &str) -> String {
+        self.key(&["node:", node, ":addr"])
+    }
+
     /// `node:{id}:sockets` SET of the node's socket ids.
     pub fn node_sockets(&self, node: &str) -> String {
         self.key(&["node:", node, ":sockets"])
@@ -203,6 +209,7 @@ mod tests {
         assert_eq!(k.user_status("u"), "p:user:u:status");
         assert_eq!(k.user_devices("u"), "p:user:u:devices");
         assert_eq!(k.node_alive("n"), "p:node:n:alive");
+        assert_eq!(k.node_addr("n"), "p:node:n:addr");
         assert_eq!(k.node_sockets("n"), "p:node:n:sockets");
         assert_eq!(k.rate_limit_messages("u"), "p:rate_limit:u:messages");
         assert_eq!(k.room_sockets("r"), "p:room:r:sockets");

@@ -31,6 +31,7 @@ pub mod app;
 pub mod auth;
 pub mod bridge;
 pub mod decisions;
+pub mod directory;
 pub mod hooks;
 pub mod ids;
 pub mod journal;
@@ -49,7 +50,7 @@ pub mod store;
 pub mod transport;
 pub mod webhooks;
 
-pub use ids::{NodeId, Room, Sid, SocketId, UserId};
+pub use ids::{NodeId, NodeTag, Room, Sid, SocketId, UserId};
 pub use node::{Node, NodeConfig};
 pub use registry::SessionRegistry;
 pub use session::{Session, SessionConfig, SessionKind};

@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub journal: JournalConfig,
     /// Cluster mode: Redis; `None` for a single node.
     pub redis: Option<RedisSettings>,
+    /// This node's internal base URL, published in Redis (`node:{id}:addr`) in cluster mode so
+    /// that other nodes can forward requests for its sessions; `None` publishes nothing.
+    pub advertise_url: Option<String>,
     /// `message:send` per user per window, cluster-wide.
     pub user_message_limit: u32,
     /// The per-user window.
@@ -148,7 +151,8 @@ impl Node {
                     release: Port::new(&bridge),
                 });
                 info!(prefix = %settings.keys.prefix(), "cluster mode: presence, limits and routing on Redis");
-                let store = RedisPresenceStore::new(pool.clone(), settings, config.node_id.clone());
+                let store = RedisPresenceStore::new(pool.clone(), settings, config.node_id.clone())
+                    .advertising(config.advertise_url.clone());
                 let presence = Presence::new(Arc::new(store), presence_ports, true);
                 let rates = RedisRateStore::new(pool.clone(), settings, limit, window);
                 (

@@ -301,3 +301,68 @@ async fn redis_reconcile_reasserts_after_data_loss() {
         ]
     );
 }
+
+#[actix::test]
+async fn redis_node_addresses_are_published_with_the_liveness_key_and_read_by_the_directory() {
+    use switchboard_actors::NodeTag;
+    use switchboard_actors::directory::Directory;
+    use switchboard_actors::presence::redis_store::NODE_ALIVE_TTL_SECS;
+
+    let settings = redis_settings();
+    let pool = store::pool(&settings).unwrap();
+    let a = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("addr-a"))
+        .advertising(Some("http://10.0.0.1:3000".into()));
+    let b = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("addr-b"))
+        .advertising(Some("http://10.0.0.2:3000".into()));
+    let silent = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("addr-c"));
+    let directory = Directory::new(pool.clone(), settings.keys.clone());
+    let tag = |n: &str| NodeTag::of(&NodeId::from(n)).as_str().to_string();
+    assert_eq!(directory.lookup(&tag("addr-a")), None, "nothing read yet");
+    for store in [&a, &b, &silent] {
+        store.heartbeat_node().await.unwrap();
+    }
+    // Published beside the liveness key, with its TTL.
+    let mut conn = pool.get().await.unwrap();
+    let key = settings.keys.node_addr("addr-a");
+    let (url, ttl): (Option<String>, i64) = redis::pipe()
+        .cmd("GET")
+        .arg(&key)
+        .cmd("TTL")
+        .arg(&key)
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(url.as_deref(), Some("http://10.0.0.1:3000"));
+    assert!(ttl > 0 && ttl <= NODE_ALIVE_TTL_SECS as i64, "ttl {ttl}");
+    // A miss refreshes the directory once; then lookups are from memory.
+    let peer = directory.resolve(&tag("addr-a")).await.expect("a is known");
+    assert_eq!(peer.node, NodeId::from("addr-a"));
+    assert_eq!(
+        (peer.addr.host.as_str(), peer.addr.port),
+        ("10.0.0.1", 3000)
+    );
+    assert_eq!(
+        directory
+            .lookup(&tag("addr-b"))
+            .map(|p| p.addr.base.clone()),
+        Some("http://10.0.0.2:3000".to_string())
+    );
+    assert_eq!(
+        directory.lookup(&tag("addr-c")),
+        None,
+        "a node that publishes nothing"
+    );
+    // Leaving removes the address; the next refresh forgets the node.
+    a.leave().await.unwrap();
+    let url: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(url, None);
+    directory.refresh().await.unwrap();
+    assert_eq!(directory.lookup(&tag("addr-a")), None);
+    assert!(directory.lookup(&tag("addr-b")).is_some());
+    b.leave().await.unwrap();
+    silent.leave().await.unwrap();
+}

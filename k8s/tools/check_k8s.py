@@ -9,6 +9,9 @@ Checks, per step (any failure -> exit 1):
              secret.example.yaml, for the oldest and newest Kubernetes versions it ships
   crds       ServiceMonitor / PrometheusRule: required fields, known field names, durations;
              plus the @kubernetes-models/prometheus-operator schema when node is available
+  extras     k8s/extras/: YAML lint (duplicate keys, tabs); the Gateway API HTTPRoute's structure,
+             durations and backend (the client Service and its port), plus the
+             @kubernetes-models/gateway-api schema when node is available
   rules      promtool check rules on the PrometheusRule spec; promtool test rules with
              k8s/tests/alerts.test.yaml; alert policy (severity, summary, description,
              runbook_url whose anchor exists in docs/operations.md)
@@ -57,7 +60,7 @@ KNOWN_ENV = {
     "SWITCHBOARD_MAX_BUFFERED_FRAMES", "SWITCHBOARD_WORKERS", "SWITCHBOARD_SOCKET_EVENT_LIMIT",
     "SWITCHBOARD_SOCKET_EVENT_WINDOW_MS", "SWITCHBOARD_USER_MESSAGE_LIMIT",
     "SWITCHBOARD_USER_MESSAGE_WINDOW_MS", "SWITCHBOARD_DRAIN_SECS", "SWITCHBOARD_LOG",
-    "SWITCHBOARD_CONFORMANCE",
+    "SWITCHBOARD_CONFORMANCE", "SWITCHBOARD_ADVERTISE_URL", "SWITCHBOARD_FORWARD_TIMEOUT_MS",
 }
 SECRET_KEYS = {"SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_API_KEY", "SWITCHBOARD_REDIS_URL",
                "SWITCHBOARD_DATABASE_URL"}
@@ -290,6 +293,51 @@ class Checker:
         else:
             self.ok(f"prometheus-operator schema (@kubernetes-models/prometheus-operator): "
                     f"{r.stdout.strip()}")
+
+    # -------------------------------------------------------------- extras
+    def step_extras(self) -> None:
+        print("extras (k8s/extras: YAML lint, Gateway API HTTPRoute)")
+        extras = os.path.join(K8S, "extras")
+        routes = []
+        for fn in sorted(os.listdir(extras)):
+            if not fn.endswith((".yaml", ".yml")):
+                continue
+            path = os.path.join(extras, fn)
+            rel = os.path.relpath(path, ROOT)
+            text = open(path, encoding="utf-8").read()
+            try:
+                docs = [d for d in yaml.load_all(text, Loader=StrictLoader) if d is not None]
+            except yaml.YAMLError as e:
+                self.fail("extras", f"{rel}: {e}")
+                continue
+            if "\t" in text:
+                self.fail("extras", f"{rel}: tab characters")
+                continue
+            self.ok(f"{rel}: YAML lint (no duplicate keys, no tabs), {len(docs)} document(s)")
+            routes += [(rel, d) for d in docs if isinstance(d, dict) and d.get("kind") == "HTTPRoute"]
+        if not routes:
+            self.fail("extras", "no Gateway API HTTPRoute in k8s/extras")
+            return
+        services = {o["metadata"]["name"]: o for o in self.renders.get("base", []) if o["kind"] == "Service"}
+        for rel, route in routes:
+            errs = httproute_errors(route, services)
+            for e in errs:
+                self.fail("extras", f"{rel}: {e}")
+            if not errs:
+                self.ok(f"{rel}: HTTPRoute/{route['metadata']['name']} structure, durations, backends "
+                        "(the client Service and its port), websocket rule without a request timeout")
+        mod = os.environ.get("GATEWAY_API_MODELS")
+        node = shutil.which("node")
+        if not mod or not node or not os.path.isdir(mod):
+            self.note("@kubernetes-models/gateway-api not available (needs node + npm): HTTPRoute "
+                      "schema check skipped, the structural checks above still ran")
+            return
+        r = self.run([node, os.path.join(K8S, "tools", "validate_crds.mjs"), mod,
+                      "gateway.networking.k8s.io/v1"], input=json.dumps([r for _, r in routes]))
+        if r.returncode != 0:
+            self.fail("extras", f"Gateway API schema: {(r.stdout + r.stderr).strip()}")
+        else:
+            self.ok(f"Gateway API schema (@kubernetes-models/gateway-api): {r.stdout.strip()}")
 
     # -------------------------------------------------------------- rules
     def prometheus_rule(self) -> dict | None:
@@ -619,6 +667,90 @@ class Checker:
 
 # ------------------------------------------------------------------ helpers
 
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+
+def _strict_mapping(loader, node, deep=False):
+    keys = set()
+    for k, _ in node.value:
+        key = loader.construct_object(k, deep=deep)
+        if key in keys:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
+        keys.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+GATEWAY_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
+HTTPROUTE_SPEC_FIELDS = {"parentRefs", "hostnames", "rules"}
+HTTPROUTE_RULE_FIELDS = {"name", "matches", "filters", "backendRefs", "timeouts", "retry",
+                         "sessionPersistence"}
+
+
+def httproute_errors(route: dict, services: dict) -> list[str]:
+    """Structure of a Gateway API v1 HTTPRoute for Switchboard (the CRD schema may be unavailable
+    offline): known fields, parentRefs, PathPrefix matches on /socket.io/, backends that are the
+    client Service on one of its ports, valid durations, and a websocket rule whose request
+    timeout is off (0s) while long-polls get more than the ping interval (25 s)."""
+    errs = []
+    if route.get("apiVersion") != "gateway.networking.k8s.io/v1":
+        errs.append(f"apiVersion {route.get('apiVersion')} != gateway.networking.k8s.io/v1")
+    if not route.get("metadata", {}).get("name"):
+        errs.append("metadata.name missing")
+    spec = route.get("spec") or {}
+    unknown = set(spec) - HTTPROUTE_SPEC_FIELDS
+    if unknown:
+        errs.append(f"unknown spec fields {sorted(unknown)}")
+    if not spec.get("parentRefs") or not all(p.get("name") for p in spec["parentRefs"]):
+        errs.append("spec.parentRefs must name a Gateway")
+    rules = spec.get("rules") or []
+    if not rules:
+        return errs + ["spec.rules must be a non-empty list"]
+    clients = {n: s for n, s in services.items() if s["spec"].get("clusterIP") != "None"}
+    websocket_rule = long_poll_rule = False
+    for i, rule in enumerate(rules):
+        unknown = set(rule) - HTTPROUTE_RULE_FIELDS
+        if unknown:
+            errs.append(f"rules[{i}]: unknown fields {sorted(unknown)}")
+        for ref in rule.get("backendRefs") or []:
+            svc = clients.get(ref.get("name"))
+            if not svc or ref.get("kind", "Service") != "Service":
+                errs.append(f"rules[{i}]: backend {ref.get('name')} is not the client Service")
+            elif ref.get("port") not in {p.get("port") for p in svc["spec"]["ports"]}:
+                errs.append(f"rules[{i}]: port {ref.get('port')} is not a port of Service {ref['name']}")
+        if not rule.get("backendRefs"):
+            errs.append(f"rules[{i}]: no backendRefs")
+        timeouts = rule.get("timeouts") or {}
+        for k, v in timeouts.items():
+            if k not in ("request", "backendRequest") or not GATEWAY_DURATION.match(str(v)):
+                errs.append(f"rules[{i}].timeouts.{k}: {v!r} is not a Gateway API duration")
+        matches = rule.get("matches") or []
+        socket_io = any((m.get("path") or {}).get("value", "").startswith("/socket.io") for m in matches)
+        for m in matches:
+            path = m.get("path") or {}
+            if path and path.get("type") not in ("PathPrefix", "Exact", "RegularExpression"):
+                errs.append(f"rules[{i}]: path type {path.get('type')!r}")
+        upgrade = any(h.get("name", "").lower() == "upgrade" and h.get("value", "").lower() == "websocket"
+                      for m in matches for h in m.get("headers") or [])
+        request = timeouts.get("request")
+        if socket_io and upgrade:
+            websocket_rule = True
+            if request is not None and seconds(str(request)) != 0:
+                errs.append(f"rules[{i}]: the websocket rule must disable the request timeout (0s)")
+        elif socket_io:
+            long_poll_rule = True
+            if request is None or not 0 < seconds(str(request)) or seconds(str(request)) < 30:
+                errs.append(f"rules[{i}]: long-polling needs a request timeout of 30 s or more "
+                            "(ping interval 25 s + forwarding); implementations default to 15 s")
+    if not websocket_rule:
+        errs.append("no rule for websocket upgrades on /socket.io/ (Upgrade: websocket)")
+    if not long_poll_rule:
+        errs.append("no rule for long-polling on /socket.io/")
+    return errs
+
+
 def seconds(d: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
     return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", d))
@@ -730,14 +862,25 @@ def wiring_errors(name: str, objs: list[dict]) -> list[str]:
             tp = p.get("targetPort")
             if isinstance(tp, str) and tp not in ports:
                 errs.append(f"Service {s['metadata']['name']}: targetPort {tp} is not a container port")
+    # Affinity is an optimisation (nodes forward requests for other nodes' sessions): either way
+    # is valid, but nothing else.
     for s in clients:
-        if s["spec"].get("sessionAffinity") != "ClientIP":
-            errs.append(f"Service {s['metadata']['name']}: sessionAffinity must be ClientIP (long-polling)")
+        if s["spec"].get("sessionAffinity", "None") not in ("ClientIP", "None"):
+            errs.append(f"Service {s['metadata']['name']}: sessionAffinity must be ClientIP or None")
 
     env = {e["name"]: e for e in c.get("env", [])}
     node_id = env.get("SWITCHBOARD_NODE_ID", {}).get("valueFrom", {}).get("fieldRef", {})
     if node_id.get("fieldPath") != "metadata.name":
         errs.append("SWITCHBOARD_NODE_ID must come from metadata.name (downward API)")
+    # Forwarding: each node publishes where the others reach it, the pod IP (downward API).
+    pod_ip = [e for e in c.get("env", []) if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP"]
+    advertise = env.get("SWITCHBOARD_ADVERTISE_URL", {}).get("value", "")
+    if not pod_ip or f"$({pod_ip[0]['name']})" not in advertise:
+        errs.append("SWITCHBOARD_ADVERTISE_URL must be built from the pod IP (an env from status.podIP, "
+                    "referenced as $(NAME))")
+    elif list(env).index("SWITCHBOARD_ADVERTISE_URL") < list(env).index(pod_ip[0]["name"]):
+        errs.append(f"{pod_ip[0]['name']} must be defined before SWITCHBOARD_ADVERTISE_URL ($(VAR) only "
+                    "expands variables defined earlier)")
     cms = {o["metadata"]["name"]: o for o in by_kind.get("ConfigMap", [])}
     cm_ref = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
     sec_ref = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
@@ -818,12 +961,18 @@ def wiring_errors(name: str, objs: list[dict]) -> list[str]:
             errs.append("HPA needs Pods socket_connections_active and Resource cpu metrics")
     for ing in by_kind.get("Ingress", []):
         ann = ing["metadata"].get("annotations", {})
-        want = {"nginx.ingress.kubernetes.io/affinity": "cookie",
-                "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+        want = {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
                 "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600"}
         for k, v in want.items():
             if ann.get(k) != v:
                 errs.append(f"Ingress annotation {k} must be {v!r}")
+        # Cookie affinity is optional; when it is on, it must be a cookie on the socket.io path.
+        affinity = ann.get("nginx.ingress.kubernetes.io/affinity")
+        cookie_keys = [k for k in ann if k.startswith("nginx.ingress.kubernetes.io/session-cookie-")]
+        if affinity not in (None, "cookie"):
+            errs.append("Ingress affinity, when set, must be 'cookie'")
+        if affinity is None and cookie_keys:
+            errs.append(f"Ingress session-cookie-* annotations without affinity: {sorted(cookie_keys)}")
         for rule in ing["spec"]["rules"]:
             for p in rule["http"]["paths"]:
                 b = p["backend"]["service"]
@@ -909,8 +1058,8 @@ def overlay_errors(renders: dict[str, list[dict]]) -> list[str]:
 def main() -> int:
     c = Checker()
     try:
-        for step in (c.step_render, c.step_schema, c.step_crds, c.step_rules, c.step_dashboard,
-                     c.step_metrics, c.step_docs, c.step_wiring):
+        for step in (c.step_render, c.step_schema, c.step_crds, c.step_extras, c.step_rules,
+                     c.step_dashboard, c.step_metrics, c.step_docs, c.step_wiring):
             step()
     finally:
         if os.environ.get("CHECK_K8S_KEEP"):

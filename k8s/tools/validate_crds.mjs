@@ -1,13 +1,17 @@
-// Validate ServiceMonitor / PrometheusRule objects (JSON array on stdin) against the
-// prometheus-operator schemas shipped by @kubernetes-models/prometheus-operator.
+// Validate CRD objects (JSON array on stdin) against the schemas a @kubernetes-models package
+// ships: ServiceMonitor / PrometheusRule with @kubernetes-models/prometheus-operator (default),
+// HTTPRoute with @kubernetes-models/gateway-api and gateway.networking.k8s.io/v1.
 // Usage: node validate_crds.mjs /path/to/node_modules/@kubernetes-models/prometheus-operator
+//        node validate_crds.mjs /path/to/node_modules/@kubernetes-models/gateway-api gateway.networking.k8s.io/v1
 // (scripts/check-k8s installs the package into a cache directory, outside the repository.)
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
 const pkg = process.argv[2];
-const models = await import(pathToFileURL(join(pkg, "monitoring.coreos.com", "v1", "index.js")).href);
+// The API group and version whose models to use (default: prometheus-operator's).
+const groupVersion = process.argv[3] ?? "monitoring.coreos.com/v1";
+const models = await import(pathToFileURL(join(pkg, ...groupVersion.split("/"), "index.js")).href);
 const objects = JSON.parse(readFileSync(0, "utf8"));
 let failed = 0;
 const counts = {};

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the one typed [`Config`], from flags and `SWITCHBOARD_*` variables.
-//! - [`transport`]: the Engine.IO endpoint (polling handlers and the websocket transport actor).
+//! - [`transport`]: the Engine.IO endpoint (polling handlers and the websocket transport actor),
+//!   and forwarding to the node that owns a session (`transport::forward`).
 //! - [`health`]: `/health`, `/health/live`, `/health/ready`.
 //! - [`api`]: the server API for application backends (`/api/v1/*`).
 //! - [`metrics`]: `/metrics` for Prometheus.
@@ -27,18 +28,20 @@ use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_confi
 use actix_web::dev::AppConfig;
 use actix_web::{App, HttpRequest, web};
 use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
+use switchboard_actors::directory::Directory;
 use switchboard_actors::keys::Keys;
 use switchboard_actors::metrics::MeteredAddr;
 use switchboard_actors::node::{self, Node, NodeConfig, NodeError};
 use switchboard_actors::ports::Port;
 use switchboard_actors::ports::registry::Unregister;
 use switchboard_actors::store::RedisSettings;
-use switchboard_actors::{NodeId, SessionConfig, SessionKind, SessionRegistry};
+use switchboard_actors::{NodeId, SessionConfig, SessionKind, SessionRegistry, Sid};
 use tracing::info;
 use tracing_actix_web::TracingLogger;
 
 pub use config::Config;
 use transport::engineio::{self, Cors};
+use transport::forward::{self, Forwarder};
 
 /// Shared, read-only state of the HTTP handlers.
 pub struct AppState {
@@ -60,6 +63,18 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// Set once SIGTERM arrives: readiness fails and new sessions are refused.
     pub draining: AtomicBool,
+    /// Cluster mode with forwarding on: where requests for other nodes' sessions go.
+    pub forward: Option<Forwarder>,
+}
+
+impl AppState {
+    /// A fresh sid; in cluster mode with forwarding on, tagged with this node.
+    pub fn new_sid(&self) -> Sid {
+        match &self.forward {
+            Some(forwarder) => Sid::random_on(forwarder.tag()),
+            None => Sid::random(),
+        }
+    }
 }
 
 /// A configuration the node cannot start with.
@@ -117,7 +132,11 @@ fn authenticator(config: &Config) -> Result<Authenticator, StartError> {
 }
 
 /// What a product node starts with, from the configuration.
-fn node_config(config: &Config, node_id: NodeId) -> Result<NodeConfig, StartError> {
+fn node_config(
+    config: &Config,
+    node_id: NodeId,
+    advertise_url: Option<String>,
+) -> Result<NodeConfig, StartError> {
     let auth = authenticator(config)?;
     info!(algorithm = auth.algorithm(), "client tokens verified");
     Ok(NodeConfig {
@@ -129,6 +148,7 @@ fn node_config(config: &Config, node_id: NodeId) -> Result<NodeConfig, StartErro
             url: url.clone(),
             keys: Keys::new(config.redis_prefix.clone()),
         }),
+        advertise_url,
         user_message_limit: config.user_message_limit,
         user_message_window: Duration::from_millis(config.user_message_window_ms),
         limits: config.product_limits(),
@@ -150,10 +170,39 @@ pub async fn run(
     switchboard_actors::metrics::init(&node_id)
         .process_start
         .set(unix_now_secs());
+    let advertise_url = advertise_url(&config, &listener)?;
     let node = if config.conformance {
         Node::conformance(node_id.clone())
     } else {
-        Node::start(node_config(&config, node_id.clone())?).await?
+        Node::start(node_config(
+            &config,
+            node_id.clone(),
+            advertise_url.clone(),
+        )?)
+        .await?
+    };
+    let session = Arc::new(config.session());
+    let forward = match (&node.product, &advertise_url) {
+        (
+            Some(node::Product {
+                redis_pool: Some(pool),
+                ..
+            }),
+            Some(url),
+        ) => {
+            let keys = Keys::new(config.redis_prefix.clone());
+            let directory = Directory::new(pool.clone(), keys);
+            directory.keep_fresh(forward::DIRECTORY_REFRESH);
+            info!(advertise_url = %url, "forwarding requests for other nodes' sessions");
+            Some(Forwarder::new(
+                node_id.clone(),
+                directory,
+                Duration::from_millis(config.forward_timeout_ms),
+                session.ping_interval,
+                session.max_payload,
+            ))
+        }
+        _ => None,
     };
     let kind = match &node.product {
         Some(product) => SessionKind::Product(product.app.clone()),
@@ -164,12 +213,13 @@ pub async fn run(
         node_id: node_id.clone(),
         unregister: Port::new(node.registry.addr()),
         registry: node.registry,
-        session: Arc::new(config.session()),
+        session,
         cors: Cors::new(config.allowed_origins()),
         kind,
         product: node.product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
         draining: AtomicBool::new(false),
+        forward,
     });
     let server = serve(listener, state.clone(), registry_start, &config)?.run();
     let handle = server.handle();
@@ -186,6 +236,24 @@ pub async fn run(
     });
     info!(node = %node_id, conformance = config.conformance, "node started");
     Ok(server.await?)
+}
+
+/// The internal URL this node publishes for forwarding: only in cluster mode with forwarding on
+/// (`--forward-timeout-ms` > 0), and refused at start when it cannot be a reachable URL.
+fn advertise_url(config: &Config, listener: &TcpListener) -> Result<Option<String>, StartError> {
+    if config.conformance || config.redis_url.is_none() || config.forward_timeout_ms == 0 {
+        return Ok(None);
+    }
+    let listen = listener.local_addr()?;
+    let url = forward::advertised_url(config.advertise_url.as_deref(), listen, config::hostname())
+        .map_err(|why| StartError::Settings(format!("advertise-url: {why}")))?;
+    let loopback = switchboard_actors::directory::PeerAddr::parse(&url)
+        .and_then(|a| a.host.parse::<std::net::IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback());
+    if loopback && config.advertise_url.is_none() && listen.ip().is_unspecified() {
+        tracing::warn!(advertise_url = %url, "the hostname resolves to a loopback address: nodes on other hosts cannot forward to this one (set SWITCHBOARD_ADVERTISE_URL)");
+    }
+    Ok(Some(url))
 }
 
 fn unix_now_secs() -> i64 {

@@ -70,6 +70,15 @@ pub struct HookOutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Label set `{kind, outcome}` of a forwarded request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabel {
+    /// `poll_get`, `poll_post` or `websocket`.
+    pub kind: &'static str,
+    /// `ok` or why it was not served by its owner.
+    pub outcome: &'static str,
+}
+
 /// Label set `{actor, message}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActorMessageLabel {
@@ -185,7 +194,15 @@ metrics_table! {
     webhook_outbox_depth: Gauge, "webhook_outbox_depth", "Webhook events not yet delivered";
     webhook_deliveries: Family<OutcomeLabel, Counter>, "webhook_deliveries",
         "Webhook events by delivery outcome (delivered, failed, dead)";
+    forward_requests: Family<ForwardLabel, Counter>, "forward_requests",
+        "Requests for a session on another node, by kind (poll_get, poll_post, websocket) and \
+         outcome (ok, owner_unknown, owner_unreachable, timeout, too_large, bad_body, loop)";
+    forward_tunnels_active: Gauge, "forward_tunnels_active",
+        "Websockets this node bridges to the node that owns their session";
 }
+
+/// Kinds of forwarded requests (`forward_requests_total{kind}`).
+pub const FORWARD_KINDS: [&str; 3] = ["poll_get", "poll_post", "websocket"];
 
 /// Every actor type that is instrumented, for pre-registering their series at zero.
 pub const ACTORS: [&str; 10] = [
@@ -243,6 +260,12 @@ impl Metrics {
         let _ = m.disconnects.get_or_create(&ReasonLabel {
             reason: "slow_client",
         });
+        for kind in FORWARD_KINDS {
+            let _ = m.forward_requests.get_or_create(&ForwardLabel {
+                kind,
+                outcome: "ok",
+            });
+        }
         Metrics {
             registry,
             actor_handles,
@@ -267,6 +290,13 @@ impl Metrics {
     pub fn connection(&self, status: &'static str) {
         self.connections
             .get_or_create(&StatusLabel { status })
+            .inc();
+    }
+
+    /// Count one forwarded request of `kind` that ended with `outcome`.
+    pub fn forwarded(&self, kind: &'static str, outcome: &'static str) {
+        self.forward_requests
+            .get_or_create(&ForwardLabel { kind, outcome })
             .inc();
     }
 

@@ -18,7 +18,8 @@ use crate::store::{RedisPool, RedisSettings, StoreError, StoreFuture, cmd, now_m
 pub const SOCKET_TTL_SECS: u64 = 3600;
 /// `user:{id}:status` lives this long unless refreshed.
 pub const STATUS_TTL_SECS: u64 = 300;
-/// `node:{id}:alive` lives this long; a node that stops refreshing it is swept.
+/// `node:{id}:alive` (and `node:{id}:addr`) live this long; a node that stops refreshing it is
+/// swept.
 pub const NODE_ALIVE_TTL_SECS: u64 = 10;
 
 struct Scripts {
@@ -33,6 +34,8 @@ pub struct RedisPresenceStore {
     pool: RedisPool,
     keys: Keys,
     node_id: NodeId,
+    /// This node's internal base URL, published in `node:{id}:addr` (None: not published).
+    advertise: Option<Arc<str>>,
     scripts: Arc<Scripts>,
 }
 
@@ -43,12 +46,20 @@ impl RedisPresenceStore {
             pool,
             keys: settings.keys.clone(),
             node_id,
+            advertise: None,
             scripts: Arc::new(Scripts {
                 connect: Script::new(include_str!("connect.lua")),
                 disconnect: Script::new(include_str!("disconnect.lua")),
                 status: Script::new(include_str!("status.lua")),
             }),
         }
+    }
+
+    /// Publish `url` as this node's address (`node:{id}:addr`, refreshed with the liveness key),
+    /// so other nodes can forward requests for its sessions to it.
+    pub fn advertising(mut self, url: Option<String>) -> Self {
+        self.advertise = url.map(Arc::from);
+        self
     }
 
     async fn run_connect(
@@ -401,6 +412,15 @@ impl PresenceStore for RedisPresenceStore {
                 .arg("GET")
                 .query_async(&mut *conn)
                 .await?;
+            if let Some(url) = &this.advertise {
+                let _: () = cmd("SET")
+                    .arg(this.keys.node_addr(&this.node_id))
+                    .arg(&**url)
+                    .arg("EX")
+                    .arg(NODE_ALIVE_TTL_SECS)
+                    .query_async(&mut *conn)
+                    .await?;
+            }
             let _: i64 = cmd("SADD")
                 .arg(this.keys.nodes())
                 .arg(this.node_id.as_str())
@@ -423,6 +443,7 @@ impl PresenceStore for RedisPresenceStore {
                 .await?;
             let _: i64 = cmd("DEL")
                 .arg(this.keys.node_alive(&node))
+                .arg(this.keys.node_addr(&node))
                 .query_async(&mut *conn)
                 .await?;
             Ok(offline)
@@ -475,6 +496,7 @@ impl PresenceStore for RedisPresenceStore {
                         .await?;
                     let _: i64 = cmd("DEL")
                         .arg(this.keys.node_sweeping(&node))
+                        .arg(this.keys.node_addr(&node))
                         .query_async(&mut *conn)
                         .await?;
                 }

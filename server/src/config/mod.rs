@@ -129,6 +129,19 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "")]
     pub redis_prefix: String,
 
+    /// This node's internal base URL, published in Redis so that other nodes can forward to it
+    /// the requests of sessions it owns: `http://host:port`, or a bare host or IP (the
+    /// listener's port is added) [default: the listen address when it is a specific IP, else
+    /// the address the hostname resolves to (the pod IP in Kubernetes)].
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// Cluster mode: how long a request for a session on another node may wait for that node,
+    /// in ms, beyond what the request itself waits (a long-poll GET: up to the ping interval);
+    /// 0 turns forwarding off (the load balancer must then keep each session on its node).
+    #[arg(long, env = "SWITCHBOARD_FORWARD_TIMEOUT_MS", default_value_t = 5_000)]
+    pub forward_timeout_ms: u64,
+
     /// HS256 secret for client tokens [default: random, and a demo token is printed].
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -361,13 +374,7 @@ impl Config {
     pub fn node_id(&self) -> String {
         self.node_id
             .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_string())
-                    .filter(|h| !h.is_empty())
-            })
+            .or_else(hostname)
             .unwrap_or_else(|| "switchboard".to_string())
     }
 
@@ -483,6 +490,19 @@ impl Config {
             Some(list)
         }
     }
+}
+
+/// The machine's hostname (`$HOSTNAME`, else `/etc/hostname`): the pod name in Kubernetes.
+pub fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
 }
 
 #[cfg(test)]

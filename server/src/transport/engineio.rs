@@ -24,11 +24,12 @@ use switchboard_actors::session::{InitialTransport, Session, SessionInit, Sessio
 use switchboard_protocol::engineio::{ErrorCode, PROTOCOL};
 use tokio::sync::oneshot;
 
+use super::forward::{self, Refusal, Route};
 use super::ws::WsTransport;
 use crate::AppState;
 
 /// How long a polling POST body may take to arrive (Node: httpRequestBodyTimeout).
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An Engine.IO request that cannot be served.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +82,21 @@ impl From<PollError> for EioError {
     }
 }
 
+impl From<Refusal> for EioError {
+    fn from(why: Refusal) -> Self {
+        match why {
+            Refusal::TooLarge => EioError::TooLarge,
+            Refusal::BodyTimeout => EioError::BodyTimeout,
+            Refusal::BadBody => EioError::Coded(ErrorCode::BadRequest),
+            // The owner is gone or out of reach: to the client, its session is.
+            Refusal::OwnerUnknown
+            | Refusal::OwnerUnreachable
+            | Refusal::Timeout
+            | Refusal::Loop => EioError::Coded(ErrorCode::UnknownSid),
+        }
+    }
+}
+
 impl From<MailboxError> for EioError {
     fn from(_: MailboxError) -> Self {
         EioError::Gone
@@ -129,7 +145,14 @@ async fn serve(
         return Err(EioError::Coded(ErrorCode::BadRequest));
     }
     let session = match query.get("sid") {
-        Some(sid) => lookup(state, sid).await?,
+        Some(sid) => {
+            match forward::route(state, sid, req.headers(), forward::poll_kind(req.method())).await
+            {
+                Route::Local => lookup(state, sid).await?,
+                Route::Remote(owner) => return Ok(forward::poll(req, payload, state, owner).await?),
+                Route::Refused(why) => return Err(why.into()),
+            }
+        }
         None => {
             let session = open_session(req.head(), &query, state, kind, transport).await?;
             // The session queued its open packet: the first GET carries it.
@@ -184,7 +207,7 @@ async fn open_session(
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(EioError::Draining);
     }
-    let sid = Sid::random();
+    let sid = state.new_sid();
     let session = Session::start_with(SessionInit {
         sid: sid.clone(),
         config: state.session.clone(),
@@ -251,9 +274,19 @@ pub async fn upgrade(
     let accepted = match kind {
         None => Err(HttpResponse::NotFound().finish()),
         Some(_) if !origin_ok => Err(EioError::Coded(ErrorCode::Forbidden).response()),
-        Some(kind) => open_websocket(head, &state, kind)
-            .await
-            .map_err(EioError::response),
+        Some(kind) => match forward::route_upgrade(&state, head).await {
+            Route::Local => open_websocket(head, &state, kind)
+                .await
+                .map_err(EioError::response),
+            Route::Remote(owner) => match forward::tunnel(framed, head, &state, owner).await {
+                Ok(()) => return Ok(()),
+                Err((client, why)) => {
+                    framed = client;
+                    Err(EioError::from(why).response())
+                }
+            },
+            Route::Refused(why) => Err(EioError::from(why).response()),
+        },
     };
     let (session, upgrading) = match accepted {
         Ok(accepted) => accepted,

@@ -1,4 +1,6 @@
-//! The Engine.IO endpoint: request validation, the polling transport and the websocket transport.
+//! The Engine.IO endpoint: request validation, the polling transport and the websocket transport,
+//! and the forwarding of requests for sessions that live on another node.
 
 pub mod engineio;
+pub mod forward;
 pub mod ws;

@@ -73,6 +73,8 @@ const CONTRACT = [
   ["hook_cache_hits", "counter", []],
   ["webhook_outbox_depth", "gauge", []],
   ["webhook_deliveries", "counter", ["outcome"]],
+  ["forward_requests", "counter", ["kind", "outcome"]],
+  ["forward_tunnels_active", "gauge", []],
 ];
 
 /** Metrics that only have series in cluster mode (labelled families with no child until used). */
