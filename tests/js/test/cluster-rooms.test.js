@@ -12,9 +12,13 @@
 //     (and to a socket the user opens later); removed through node 1, it is gone everywhere;
 //     the members API answers the same from every node.
 //
-// A join is acknowledged before the node's Redis subscription to the room's channel is in place
-// (and before Redis holds the room presence), so before checking cross-node delivery the tests
-// wait until every node with a member subscribes to `sb:room:{room}` (PUBSUB NUMSUB).
+//   - a `room:join` is answered once the node receives what is sent to the room, and a CONNECT
+//     once it receives what is sent to the user and the token's rooms: an emit from another node
+//     right after the answer arrives, every time.
+//
+// Room presence in Redis may trail a join by a moment, so presence checks wait for it; a server-
+// API membership reaches other nodes' sockets after the API answers, so those tests wait until
+// every node with a member is subscribed to `sb:room:{room}` (PUBSUB NUMSUB).
 
 import { describe, test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
@@ -107,6 +111,8 @@ describe("cluster rooms", SUITE, () => {
     assert.equal(refused.error?.code, "forbidden", safeJson(refused));
 
     for (const s of [a, b, d]) assert.deepEqual(await ack(s, "room:join", { room }), { ok: true }, `room:join from ${s.log.label}`);
+    // No wait: the answers mean every node receives the room's events.
+    await assertEmit(a, room, [a, b, d], [idle], all);
 
     // Presence is cluster-wide: each node's members see all three.
     const everyone = { users: sorted([ua, ub, ud]), sockets: 3 };
@@ -114,8 +120,6 @@ describe("cluster rooms", SUITE, () => {
       await becomes(() => presence(s, room), everyone, `room:presence from ${s.log.label} lists ${everyone.users.join(", ")}`);
     }
 
-    await subscribed(room, 3);
-    await assertEmit(a, room, [a, b, d], [idle], all);
     await assertEmit(b, room, [a, b, d], [idle], all);
 
     // ben leaves on node 2.
@@ -180,5 +184,44 @@ describe("cluster rooms", SUITE, () => {
       const r = await ack(s, "room:emit", { room, data: "still in?" });
       assert.equal(r?.error?.code, "not_member", `${s.log.label}: ${safeJson(r)}`);
     }
+  });
+  test("an emit from another node right after a room:join answer, or right after a CONNECT answer, always arrives", T, async () => {
+    const [n1, n2] = c.nodes;
+    const ROUNDS = 25;
+    const sender = await docUser(n1, "sender");
+    const lost = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      // A fresh room each round: node 2 has never subscribed to it.
+      const room = `doc:${uid("race")}`;
+      const m = await docUser(n2, `joiner${i}`);
+      assert.deepEqual(await ack(m, "room:join", { room }), { ok: true });
+      assert.deepEqual(await ack(sender, "room:join", { room }), { ok: true });
+      assert.deepEqual(await ack(sender, "room:emit", { room, data: i }), { ok: true });
+      try {
+        await m.log.next("room:msg", { pred: (p) => p?.room === room, timeout: 3_000 });
+      } catch {
+        lost.push(`join round ${i}`);
+      }
+      m.disconnect();
+    }
+    for (let i = 0; i < ROUNDS; i++) {
+      // Connect on node 2 with a room in the token; the server API on node 1 emits to the room
+      // and to the user the moment the CONNECT is answered.
+      const room = uid("claimed");
+      const user = uid(`claimer${i}`);
+      const m = await connectUser(n2, user, { token: token(user, { rooms: [room] }), label: `claimer${i}@node-2` });
+      const emit = (to, event) => api(n1, "POST", "/api/v1/emit", { key: c.apiKey, body: { to, event, data: i } });
+      assertStatus(await emit({ room }, "to:room"), 202, "emit to the claimed room");
+      assertStatus(await emit({ user }, "to:user"), 202, "emit to the user");
+      for (const event of ["to:room", "to:user"]) {
+        try {
+          await m.log.next(event, { timeout: 3_000 });
+        } catch {
+          lost.push(`connect round ${i} (${event})`);
+        }
+      }
+      m.disconnect();
+    }
+    assert.deepEqual(lost, [], `events lost right after an answer: ${lost.join(", ")}`);
   });
 });
