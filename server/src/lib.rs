@@ -52,6 +52,8 @@ pub struct AppState {
     pub session: Arc<SessionConfig>,
     /// Browser origin policy.
     pub cors: Cors,
+    /// Whether Engine.IO v3 (`EIO=3`) clients are accepted.
+    pub allow_eio3: bool,
     /// What `/socket.io/` serves: conformance, or the product.
     pub kind: SessionKind,
     /// The product's actors (absent in conformance mode).
@@ -165,6 +167,7 @@ pub async fn run(
         registry: node.registry,
         session: Arc::new(config.session()),
         cors: Cors::new(config.allowed_origins()),
+        allow_eio3: config.allow_eio3,
         kind,
         product: node.product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
@@ -183,7 +186,12 @@ pub async fn run(
         );
         handle.stop(true).await;
     });
-    info!(node = %node_id, conformance = config.conformance, "node started");
+    info!(
+        node = %node_id,
+        conformance = config.conformance,
+        allow_eio3 = config.allow_eio3,
+        "node started"
+    );
     Ok(server.await?)
 }
 
