@@ -156,11 +156,11 @@ async fn serve(
         None => {
             let session = open_session(req.head(), &query, state, kind).await?;
             // The session queued its open packet: the first GET carries it.
-            return poll_get(&session).await;
+            return poll_get(&session, query.revision).await;
         }
     };
     match *req.method() {
-        Method::GET => poll_get(&session).await,
+        Method::GET => poll_get(&session, query.revision).await,
         Method::POST => poll_post(req, payload, state, &session, query.revision).await,
         _ => Err(EioError::Coded(ErrorCode::BadRequest)),
     }
@@ -355,13 +355,19 @@ async fn open_websocket(
     }
 }
 
-async fn poll_get(session: &SessionPort) -> Result<HttpResponse, EioError> {
+async fn poll_get(session: &SessionPort, revision: Revision) -> Result<HttpResponse, EioError> {
     let (reply, body) = oneshot::channel();
     session
         .send(ToSession::PollGet(PollGet { reply }))
         .await??;
     // A session that stops without answering behaves like a close packet.
-    let body = body.await.unwrap_or_else(|_| PollBody::text(b"1".to_vec()));
+    let body = body.await.unwrap_or_else(|_| {
+        let close = match revision {
+            Revision::V4 => &b"1"[..],
+            Revision::V3 => b"1:1",
+        };
+        PollBody::text(close.to_vec())
+    });
     let content_type = if body.binary {
         "application/octet-stream"
     } else {
