@@ -455,7 +455,7 @@ describe("Socket.IO v2 clients in conformance mode", T, () => {
     await node?.stop();
   });
 
-  test("`/` is implicit, `/custom` takes a CONNECT, unknown namespaces get the v2 error", async () => {
+  test("`/` is implicit, binary acks both ways, `/custom` takes a CONNECT, unknown namespaces get the v2 error", async () => {
     const root = v2Socket(node.url, { events: ["message-back"] });
     root.open();
     await root.log.next("connect");
@@ -464,6 +464,15 @@ describe("Socket.IO v2 clients in conformance mode", T, () => {
     assert.deepEqual([a, b, asBuffer(c.three)], [1, "two", Buffer.from([3])]);
     const acked = await new Promise((resolve) => root.emit("message-with-ack", { x: 1 }, "y", (...args) => resolve(args)));
     assert.deepEqual(acked, [{ x: 1 }, "y"]);
+    // Binary acks both ways: the server's (`6…`) to the client's event, the client's to the
+    // server's `ack-request` (reported back as `ack-response`).
+    const binAck = await new Promise((resolve) => root.emit("message-with-ack", Buffer.from([1, 2]), (...args) => resolve(args)));
+    assert.deepEqual(asBuffer(binAck[0]), Buffer.from([1, 2]));
+    root.on("ack-request", (...args) => args.at(-1)("got", Buffer.from([7, 7])));
+    const response = new Promise((resolve) => root.once("ack-response", (...args) => resolve(args)));
+    root.emit("server-ack-request", "q");
+    const [word, data] = await response;
+    assert.deepEqual([word, asBuffer(data)], ["got", Buffer.from([7, 7])]);
 
     const custom = root.io.socket("/custom", { query: { q: "1" } });
     custom.log = new V2Log(custom, ["connect", "error", "message-back"]);
