@@ -120,6 +120,9 @@ pub enum CloseReason {
     TokenExpired,
     /// The application disconnected the user (server API).
     ServerDisconnect,
+    /// A Socket.IO v4 (socket.io 2.x) client's implicit connection to `/` was refused (its
+    /// token, the backend, or presence): it was told why, and cannot stay on no namespace.
+    ConnectRefused,
 }
 
 impl CloseReason {
@@ -138,6 +141,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::ServerDisconnect => "server_disconnect",
+            CloseReason::ConnectRefused => "connect_refused",
         }
     }
 
@@ -153,6 +157,7 @@ impl CloseReason {
                 | CloseReason::ServerDisconnect
                 | CloseReason::TokenExpired
                 | CloseReason::ConnectTimeout
+                | CloseReason::ConnectRefused
         )
     }
 
@@ -166,7 +171,8 @@ impl CloseReason {
             | CloseReason::BadPollingRequest
             | CloseReason::UpgradeTimeout
             | CloseReason::TokenExpired
-            | CloseReason::ServerDisconnect => 1000,
+            | CloseReason::ServerDisconnect
+            | CloseReason::ConnectRefused => 1000,
             CloseReason::ServerShutdown => 1001,
             CloseReason::ProtocolViolation | CloseReason::TransportError => 1002,
             CloseReason::SlowClient => 1008,

@@ -7,7 +7,7 @@
 
 use switchboard_protocol::Bytes;
 use switchboard_protocol::cluster::ClusterFrame;
-use switchboard_protocol::engineio::{self, Frame, payload};
+use switchboard_protocol::engineio::{self, Frame, payload, v3};
 use switchboard_protocol::socketio::{self, Assembly, Decoded, Limits};
 
 /// Record limit for polling payloads, like a server's.
@@ -17,9 +17,10 @@ pub const MAX_RECORDS: usize = 256;
 pub type Check = fn(&[u8]);
 
 /// Every target, by the name of its `fuzz_targets/<name>.rs` file and corpus directory.
-pub const TARGETS: [(&str, Check); 4] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("engineio_packet", engineio_packet),
     ("engineio_payload", engineio_payload),
+    ("engineio_v3_payload", engineio_v3_payload),
     ("socketio_packet", socketio_packet),
     ("cluster_frame", cluster_frame),
 ];
@@ -46,6 +47,41 @@ pub fn engineio_payload(data: &[u8]) {
             payload::decode(&payload::encode(&frames), MAX_RECORDS),
             Ok(packets)
         );
+    }
+}
+
+/// Engine.IO v3 polling payload, read in both framings (text, then binary).
+///
+/// Whatever decodes re-encodes, in either framing, to a body that decodes the same; and every
+/// decoded packet survives the v3 websocket encoding, binary or base64.
+pub fn engineio_v3_payload(data: &[u8]) {
+    for binary in [false, true] {
+        let Ok(packets) = v3::payload::decode(data, binary, MAX_RECORDS) else {
+            continue;
+        };
+        assert!(packets.len() <= MAX_RECORDS);
+        let frames: Vec<Frame> = packets.iter().map(engineio::Packet::encode).collect();
+        let text = v3::payload::encode_text(&frames);
+        assert_eq!(
+            v3::payload::decode(text.as_bytes(), false, MAX_RECORDS),
+            Ok(packets.clone())
+        );
+        if !packets.is_empty() {
+            let bytes = v3::payload::encode_binary(&frames);
+            assert_eq!(
+                v3::payload::decode(&bytes, true, MAX_RECORDS),
+                Ok(packets.clone())
+            );
+        }
+        for packet in &packets {
+            for base64 in [false, true] {
+                let again = match v3::encode(packet, base64) {
+                    Frame::Text(text) => v3::decode_text(&text),
+                    Frame::Binary(data) => v3::decode_binary(data),
+                };
+                assert_eq!(again.as_ref(), Ok(packet));
+            }
+        }
     }
 }
 

@@ -3,15 +3,39 @@
 //!
 //! On a websocket every packet is one frame ([`Packet::encode`] /
 //! [`Packet::decode_text`] / [`Packet::from_binary`]). HTTP long-polling joins the
-//! same frames into one body, see [`payload`].
+//! same frames into one body, see [`payload`]. The older revision 3, which Socket.IO
+//! 1.x/2.x clients speak, carries the same packets in other framings: see [`v3`].
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub mod payload;
+pub mod v3;
 
 /// Engine.IO protocol revision this codec speaks (the `EIO` query parameter).
 pub const PROTOCOL: &str = "4";
+
+/// An Engine.IO protocol revision, as the `EIO` query parameter names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revision {
+    /// `EIO=3`: Socket.IO 1.x/2.x clients; the client pings, polling records are
+    /// length-prefixed ([`v3`]).
+    V3,
+    /// `EIO=4`: current clients; the server pings, polling records are joined by `\x1e`.
+    V4,
+}
+
+impl Revision {
+    /// The revision an `EIO` query value names, if this crate speaks it (`"3"` or `"4"`
+    /// exactly: no leading zeros, signs or spaces).
+    pub fn from_query(value: &str) -> Option<Revision> {
+        match value {
+            v3::PROTOCOL => Some(Revision::V3),
+            PROTOCOL => Some(Revision::V4),
+            _ => None,
+        }
+    }
+}
 
 /// Record separator between packets of a polling payload (ASCII RS).
 pub const SEPARATOR: u8 = 0x1e;
@@ -67,6 +91,16 @@ pub enum DecodeError {
     /// The polling payload holds more records than the caller allows.
     #[error("too many records in a polling payload")]
     TooManyRecords,
+    /// An Engine.IO v3 binary message does not start with the message type byte (4).
+    #[error("binary packet of type {0} (only messages may be binary)")]
+    UnknownBinaryType(u8),
+    /// An Engine.IO v3 polling record's length is missing, not decimal, too long, or does
+    /// not match the data that follows it.
+    #[error("invalid record length in a polling payload")]
+    InvalidLength,
+    /// An Engine.IO v3 binary polling record starts with neither 0 (text) nor 1 (binary).
+    #[error("invalid record marker {0} in a binary polling payload")]
+    InvalidMarker(u8),
 }
 
 impl Packet {
@@ -157,7 +191,8 @@ pub enum ErrorCode {
     BadRequest = 3,
     /// The request was refused by the server's admission check.
     Forbidden = 4,
-    /// `EIO` missing, not a number, or not `4`.
+    /// `EIO` missing, not a number, or a revision the server does not accept (`3` unless
+    /// allowed).
     UnsupportedProtocolVersion = 5,
 }
 
@@ -275,6 +310,15 @@ mod tests {
             serde_json::from_str::<Handshake>(&json).ok(),
             Some(handshake)
         );
+    }
+
+    #[test]
+    fn revisions_are_named_exactly() {
+        assert_eq!(Revision::from_query("4"), Some(Revision::V4));
+        assert_eq!(Revision::from_query("3"), Some(Revision::V3));
+        for other in ["", "2", "5", "04", "+4", " 3", "3 ", "4.0", "three"] {
+            assert_eq!(Revision::from_query(other), None, "{other:?}");
+        }
     }
 
     #[test]

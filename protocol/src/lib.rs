@@ -8,7 +8,8 @@
 //!
 //! * [`engineio`] — Engine.IO v4 packets ([`engineio::Packet`]), the websocket frame
 //!   they travel in ([`engineio::Frame`]), polling payloads ([`engineio::payload`]),
-//!   the handshake and the standard error codes.
+//!   the handshake and the standard error codes; [`engineio::v3`] carries the same
+//!   packets in the framings of Engine.IO v3 (Socket.IO 1.x/2.x clients).
 //! * [`socketio`] — Socket.IO v5 packets carried inside Engine.IO messages, with
 //!   strict validation and reassembly of binary attachments
 //!   ([`socketio::PartialPacket`]).

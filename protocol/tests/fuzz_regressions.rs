@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use switchboard_protocol::Bytes;
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
-use switchboard_protocol::engineio::{self, Frame, Handshake, payload};
+use switchboard_protocol::engineio::{self, Frame, Handshake, payload, v3};
 use switchboard_protocol::socketio::{self, PacketData};
 
 /// `protocol/fuzz`.
@@ -252,6 +252,11 @@ fn engineio_packet_seeds() -> Vec<Vec<u8>> {
         "5".to_owned(),
         "6".to_owned(),
     ];
+    for seed in engineio_v3_payload_seeds() {
+        let text = v3::payload::decode(&seed, false, checks::MAX_RECORDS);
+        let binary = v3::payload::decode(&seed, true, checks::MAX_RECORDS);
+        assert!(text.is_ok() || binary.is_ok(), "{seed:?}");
+    }
     for seed in socketio_seeds() {
         let text = seed.split(|&b| b == 0).next().unwrap_or_default();
         texts.push(format!("4{}", String::from_utf8_lossy(text)));
@@ -290,6 +295,55 @@ fn engineio_payload_seeds() -> Vec<Vec<u8>> {
         Frame::Text("2".to_owned()),
         Frame::Binary(Bytes::from_static(b"\x00\x01")),
         Frame::Binary(Bytes::from_static(b"abcde")),
+        Frame::Text("4x".to_owned()),
+    ]));
+    seeds
+}
+
+/// Engine.IO v3 bodies in both framings, as engine.io-parser 2 writes them.
+fn engineio_v3_payload_seeds() -> Vec<Vec<u8>> {
+    let open = v3::Handshake {
+        sid: "lv_VI97HAXpY6yYWAAAC".to_owned(),
+        upgrades: vec!["websocket".to_owned()],
+        ping_interval: 25000,
+        ping_timeout: 20000,
+    }
+    .packet()
+    .encode();
+    let mut seeds: Vec<Vec<u8>> = [
+        "19:42[\"message\",1,\"é\"]3:4😀1:2",
+        "0:",
+        "1:6",
+        "1:2",
+        "6:2probe",
+        "1:1",
+        "6:b4AQID",
+        "39:451-[\"m\",{\"_placeholder\":true,\"num\":0}]6:b4AQID",
+    ]
+    .iter()
+    .map(|seed| seed.as_bytes().to_vec())
+    .collect();
+    seeds
+        .push(v3::payload::encode_text(&[open.clone(), Frame::Text("40".to_owned())]).into_bytes());
+    seeds.push([&[0u8, 6, 0xFF][..], b"4hello", &[1, 5, 0xFF, 4, 1, 2, 3, 4]].concat());
+    let packets = [
+        socketio::Packet::event("/chat", "ev", vec![json!({"a": [1, "x", "é😀"]})]),
+        socketio::Packet::ack(
+            "/",
+            7,
+            vec![json!({"_placeholder": true, "num": 0})],
+            vec![Bytes::from_static(&[0, 0xff, 0x1e, b'b'])],
+        ),
+    ];
+    for packet in packets {
+        let frames = packet.to_frames();
+        seeds.push(v3::payload::encode_text(&frames).into_bytes());
+        seeds.push(v3::payload::encode_binary(&frames));
+    }
+    seeds.push(v3::payload::encode_binary(&[
+        open,
+        Frame::Text("2".to_owned()),
+        Frame::Binary(Bytes::from_static(b"\x00\x01")),
         Frame::Text("4x".to_owned()),
     ]));
     seeds
@@ -379,6 +433,7 @@ fn write_seeds() {
     let seeds = [
         ("engineio_packet", engineio_packet_seeds()),
         ("engineio_payload", engineio_payload_seeds()),
+        ("engineio_v3_payload", engineio_v3_payload_seeds()),
         ("socketio_packet", socketio_seeds()),
         ("cluster_frame", cluster_frames()),
     ];
@@ -400,6 +455,11 @@ fn seeds_decode() {
     }
     for seed in engineio_payload_seeds() {
         assert!(payload::decode(&seed, checks::MAX_RECORDS).is_ok());
+    }
+    for seed in engineio_v3_payload_seeds() {
+        let text = v3::payload::decode(&seed, false, checks::MAX_RECORDS);
+        let binary = v3::payload::decode(&seed, true, checks::MAX_RECORDS);
+        assert!(text.is_ok() || binary.is_ok(), "{seed:?}");
     }
     for seed in socketio_seeds() {
         let text = seed.split(|&b| b == 0).next().unwrap_or_default();

@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use switchboard_protocol::Bytes;
-use switchboard_protocol::engineio::{self, Frame, payload};
+use switchboard_protocol::engineio::{self, Frame, payload, v3};
 use switchboard_protocol::socketio::{
     self, Assembly, Decoded, Limits, PacketData, RESERVED_EVENTS,
 };
@@ -210,6 +210,23 @@ fn payload_like_body() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
 }
 
+/// Bodies built from the pieces of both Engine.IO v3 polling framings.
+fn v3_payload_like_body() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        // Text framing: a length that may or may not match what follows.
+        4 => ("[0-9]{1,3}", "[0-6b][a-zA-Z0-9+/=:é😀]{0,6}")
+            .prop_map(|(len, record)| format!("{len}:{record}").into_bytes()),
+        2 => Just(b"0:".to_vec()),
+        // Binary framing: marker, digit bytes, 0xFF, a record.
+        4 => (0u8..3, proptest::collection::vec(0u8..11, 0..3), proptest::collection::vec(any::<u8>(), 0..6))
+            .prop_map(|(marker, digits, record)| {
+                [&[marker][..], &digits, &[0xFF], &record].concat()
+            }),
+        1 => proptest::collection::vec(any::<u8>(), 0..4),
+    ];
+    proptest::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+}
+
 // ---------------------------------------------------------------- helpers
 
 fn decode_eio_frame(frame: Frame) -> Result<engineio::Packet, engineio::DecodeError> {
@@ -296,6 +313,91 @@ proptest! {
             })
             .collect::<Result<_, _>>()?;
         prop_assert_eq!(decode_sio(&text, &attachments), Ok(packet));
+    }
+
+    #[test]
+    fn engineio_v3_websocket_roundtrip(
+        packet in eio_packet(any::<String>().boxed()),
+        base64 in any::<bool>(),
+    ) {
+        let again = match v3::encode(&packet, base64) {
+            Frame::Text(text) => v3::decode_text(&text),
+            Frame::Binary(data) => v3::decode_binary(data),
+        };
+        prop_assert_eq!(again, Ok(packet));
+    }
+
+    #[test]
+    fn engineio_v3_payload_roundtrip(
+        packets in proptest::collection::vec(eio_packet(any::<String>().boxed()), 1..8)
+    ) {
+        // No separator to avoid in v3: any text survives its length prefix.
+        let frames: Vec<Frame> = packets.iter().map(engineio::Packet::encode).collect();
+        let text = v3::payload::encode_text(&frames);
+        let binary = v3::payload::encode_binary(&frames);
+        let n = packets.len();
+        prop_assert_eq!(v3::payload::decode(text.as_bytes(), false, n), Ok(packets.clone()));
+        prop_assert_eq!(v3::payload::decode(&binary, true, n), Ok(packets.clone()));
+        for binary_ok in [false, true] {
+            let body = v3::payload::encode(&frames, binary_ok);
+            let is_binary = body.is_binary();
+            prop_assert_eq!(is_binary, binary_ok && packets.iter().any(|p| matches!(p, engineio::Packet::Binary(_))));
+            prop_assert_eq!(v3::payload::decode(&body.into_bytes(), is_binary, n), Ok(packets.clone()));
+        }
+        if n > 1 {
+            prop_assert_eq!(
+                v3::payload::decode(text.as_bytes(), false, n - 1),
+                Err(engineio::DecodeError::TooManyRecords)
+            );
+            prop_assert_eq!(
+                v3::payload::decode(&binary, true, n - 1),
+                Err(engineio::DecodeError::TooManyRecords)
+            );
+        }
+    }
+
+    #[test]
+    fn socketio_over_v3_polling_roundtrip(packet in sio_packet(), binary_ok in any::<bool>()) {
+        // What a v2 client reads: socket.io → frames → v3 payload (either framing) → back.
+        let frames = packet.to_frames();
+        let body = v3::payload::encode(&frames, binary_ok);
+        let is_binary = body.is_binary();
+        let mut decoded = v3::payload::decode(&body.into_bytes(), is_binary, frames.len())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?
+            .into_iter();
+        let Some(engineio::Packet::Message(text)) = decoded.next() else {
+            return Err(TestCaseError::fail("expected a message first"));
+        };
+        let attachments: Vec<Bytes> = decoded
+            .map(|p| match p {
+                engineio::Packet::Binary(data) => Ok(data),
+                other => Err(TestCaseError::fail(format!("expected binary, got {other:?}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        prop_assert_eq!(decode_sio(&text, &attachments), Ok(packet));
+    }
+
+    #[test]
+    fn v3_payload_decode_never_panics(
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+        binary in any::<bool>(),
+    ) {
+        let _ = v3::payload::decode(&body, binary, 64);
+    }
+
+    #[test]
+    fn v3_payload_like_bodies_never_panic_and_reencode(body in v3_payload_like_body()) {
+        for binary in [false, true] {
+            if let Ok(packets) = v3::payload::decode(&body, binary, 64) {
+                let frames: Vec<Frame> = packets.iter().map(engineio::Packet::encode).collect();
+                let text = v3::payload::encode_text(&frames);
+                prop_assert_eq!(v3::payload::decode(text.as_bytes(), false, 64), Ok(packets.clone()));
+                if !packets.is_empty() {
+                    let again = v3::payload::encode_binary(&frames);
+                    prop_assert_eq!(v3::payload::decode(&again, true, 64), Ok(packets));
+                }
+            }
+        }
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct AppState {
     pub session: Arc<SessionConfig>,
     /// Browser origin policy.
     pub cors: Cors,
+    /// Whether Engine.IO v3 (`EIO=3`) clients are accepted.
+    pub allow_eio3: bool,
     /// What `/socket.io/` serves: conformance, or the product.
     pub kind: SessionKind,
     /// The product's actors (absent in conformance mode).
@@ -215,6 +217,7 @@ pub async fn run(
         registry: node.registry,
         session,
         cors: Cors::new(config.allowed_origins()),
+        allow_eio3: config.allow_eio3,
         kind,
         product: node.product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
@@ -234,7 +237,12 @@ pub async fn run(
         );
         handle.stop(true).await;
     });
-    info!(node = %node_id, conformance = config.conformance, "node started");
+    info!(
+        node = %node_id,
+        conformance = config.conformance,
+        allow_eio3 = config.allow_eio3,
+        "node started"
+    );
     Ok(server.await?)
 }
 

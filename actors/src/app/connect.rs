@@ -109,7 +109,7 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
                 "auth_failed",
                 json!({"reason": err.reason()}),
             );
-            conn.emit(&refusal);
+            conn.refuse_connect(&refusal);
             return;
         }
     };
@@ -260,7 +260,7 @@ pub(super) fn hooked(
     };
     s.admitting = None;
     let (message, reason) = refusal;
-    conn.emit(&Packet::connect_error_with_data(
+    conn.refuse_connect(&Packet::connect_error_with_data(
         &admission.nsp,
         message,
         json!({ "reason": reason }),
@@ -359,7 +359,7 @@ pub(super) fn admitted(
             "service_unavailable",
             json!({"reason": "service_unavailable"}),
         );
-        conn.emit(&refusal);
+        conn.refuse_connect(&refusal);
         return;
     }
     let app = s.app.clone();

@@ -216,6 +216,11 @@ pub trait Conn {
         let frames: Vec<Outgoing> = packet.to_frames().into_iter().map(Outgoing::from).collect();
         self.send(&frames, false);
     }
+
+    /// Refuse a CONNECT with this CONNECT_ERROR packet. A Socket.IO v4 (socket.io 2.x) client
+    /// is connected to `/` implicitly and cannot be left on no namespace: refusing that, the
+    /// connection also says DISCONNECT and closes.
+    fn refuse_connect(&mut self, refusal: &Packet);
 }
 
 /// An answer from another actor, or a timer, back at its socket.

@@ -120,13 +120,35 @@ pub struct WsClosed {
 /// A polling GET; the session answers on `reply` when it has packets.
 pub struct PollGet {
     /// The encoded payload body, sent once.
-    pub reply: tokio::sync::oneshot::Sender<Vec<u8>>,
+    pub reply: tokio::sync::oneshot::Sender<PollBody>,
+}
+
+/// The answer to a polling GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollBody {
+    /// The encoded payload.
+    pub body: Vec<u8>,
+    /// Whether it is in Engine.IO v3's binary framing (`application/octet-stream`) rather
+    /// than text (`text/plain; charset=UTF-8`).
+    pub binary: bool,
+}
+
+impl PollBody {
+    /// A text payload.
+    pub fn text(body: Vec<u8>) -> Self {
+        PollBody {
+            body,
+            binary: false,
+        }
+    }
 }
 
 /// The POST body, or why it could not be read.
 pub struct PollPostBody {
     /// The body, or the error that ended reading it.
     pub body: Result<Bytes, PollError>,
+    /// Whether it came as `application/octet-stream` (Engine.IO v3's binary framing).
+    pub binary: bool,
 }
 
 /// A polling request that broke the rules; maps to an Engine.IO error response.

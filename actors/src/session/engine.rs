@@ -1,6 +1,11 @@
 //! The Engine.IO state machine of one session: its transport (polling, websocket, the upgrade
 //! between them), the heartbeat, the connect timeout and the bounded outbox.
 //!
+//! A session speaks one Engine.IO revision ([`Protocol`]). In v4 the server pings and the
+//! client answers; in v3 the client pings, the server answers, and a client that has not
+//! pinged within `pingInterval + pingTimeout` is closed. v3 also has its own handshake and
+//! polling framing; its websocket framing belongs to the websocket transport.
+//!
 //! Pure: time comes in as `now`, deadlines go out as [`Engine::next_deadline`], and whatever
 //! must reach a transport or the layer above goes through [`Wire`]. The Session actor arms one
 //! timer at the next deadline and implements `Wire` over its real transports; the tests below
@@ -11,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_protocol::engineio::{self, Handshake, Packet};
+use switchboard_protocol::engineio::{self, Frame, Handshake, Packet, v3};
 
 use super::SessionConfig;
 use crate::ids::Sid;
-use crate::ports::session::PollError;
+use crate::ports::session::{PollBody, PollError};
 use crate::transport::{CloseReason, Outgoing};
 
 /// Most records one polling POST may hold (bounds work per request, not memory: the body is
@@ -32,6 +37,20 @@ pub enum InitialTransport {
     Polling,
     /// A websocket whose transport will attach right after the session starts.
     WebSocket,
+}
+
+/// The Engine.IO revision a session speaks (fixed by its handshake's `EIO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `EIO=4`: the server pings; polling records joined by `\x1e`.
+    V4,
+    /// `EIO=3`: the client pings; length-prefixed polling records. `base64` when the handshake
+    /// asked for binary as base64 (`b64=1`, as Node clients do): polling then never uses the
+    /// binary framing.
+    V3 {
+        /// The client cannot take the binary polling framing.
+        base64: bool,
+    },
 }
 
 /// Why a frame could not be written to a websocket transport.
@@ -72,7 +91,7 @@ pub trait Wire {
     /// Send websocket `link` a Close frame and forget it.
     fn ws_close(&mut self, link: u64, code: u16, reason: &'static str);
     /// Answer the pending polling GET with this body.
-    fn answer_get(&mut self, body: Vec<u8>);
+    fn answer_get(&mut self, body: PollBody);
     /// Tell the actor something happened.
     fn event(&mut self, event: Event);
 }
@@ -94,6 +113,7 @@ enum Transport {
 #[derive(Debug)]
 pub struct Engine {
     config: Arc<SessionConfig>,
+    protocol: Protocol,
     transport: Transport,
     /// A websocket probing an upgrade from polling.
     probe: Option<u64>,
@@ -101,10 +121,13 @@ pub struct Engine {
     probed: bool,
     /// Frames waiting for a polling GET (or for the websocket to attach).
     buffer: VecDeque<Outgoing>,
-    /// When the next ping is due.
+    /// v4: when the next ping is due.
     ping_at: Option<Instant>,
-    /// When an unanswered ping times out.
+    /// v4: when an unanswered ping times out.
     pong_by: Option<Instant>,
+    /// v3: when a client that has not pinged since is closed (`pingInterval + pingTimeout`
+    /// after its last ping, or after the handshake).
+    client_ping_by: Option<Instant>,
     /// When a client that has not joined a namespace is dropped.
     connect_by: Option<Instant>,
     /// When an unfinished upgrade is abandoned.
@@ -116,15 +139,33 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A fresh session; `awaits_connect` arms the connect timeout (Socket.IO sessions).
+    /// A fresh Engine.IO v4 session; `awaits_connect` arms the connect timeout (Socket.IO
+    /// sessions).
     pub fn new(
         config: Arc<SessionConfig>,
         initial: InitialTransport,
         awaits_connect: bool,
         now: Instant,
     ) -> Self {
+        Engine::with_protocol(config, Protocol::V4, initial, awaits_connect, now)
+    }
+
+    /// A fresh session of the given Engine.IO revision.
+    pub fn with_protocol(
+        config: Arc<SessionConfig>,
+        protocol: Protocol,
+        initial: InitialTransport,
+        awaits_connect: bool,
+        now: Instant,
+    ) -> Self {
+        let (ping_at, client_ping_by) = match protocol {
+            Protocol::V4 => (Some(now + config.ping_interval), None),
+            Protocol::V3 { .. } => (None, Some(now + client_ping_window(&config))),
+        };
         Engine {
-            ping_at: Some(now + config.ping_interval),
+            ping_at,
+            client_ping_by,
+            protocol,
             connect_by: awaits_connect.then(|| now + config.connect_timeout),
             config,
             transport: match initial {
@@ -150,20 +191,36 @@ impl Engine {
         &self.config
     }
 
+    /// The Engine.IO revision the session speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     /// Queue the handshake (the OPEN packet).
     pub fn open(&mut self, sid: &Sid, now: Instant, io: &mut impl Wire) {
         let upgrades = match self.transport {
             Transport::Polling { .. } => vec!["websocket".to_string()],
             _ => Vec::new(),
         };
-        let open = Handshake {
-            sid: sid.to_string(),
-            upgrades,
-            ping_interval: self.config.ping_interval.as_millis() as u64,
-            ping_timeout: self.config.ping_timeout.as_millis() as u64,
-            max_payload: self.config.max_payload as u64,
-        }
-        .packet();
+        let ping_interval = self.config.ping_interval.as_millis() as u64;
+        let ping_timeout = self.config.ping_timeout.as_millis() as u64;
+        let open = match self.protocol {
+            Protocol::V4 => Handshake {
+                sid: sid.to_string(),
+                upgrades,
+                ping_interval,
+                ping_timeout,
+                max_payload: self.config.max_payload as u64,
+            }
+            .packet(),
+            Protocol::V3 { .. } => v3::Handshake {
+                sid: sid.to_string(),
+                upgrades,
+                ping_interval,
+                ping_timeout,
+            }
+            .packet(),
+        };
         self.send_packet(&open, now, io);
     }
 
@@ -173,6 +230,11 @@ impl Engine {
             Transport::Polling { .. } => "polling",
             Transport::WsPending | Transport::WebSocket(_) => "websocket",
         }
+    }
+
+    /// Whether the session has a transport to answer on (a websocket session's attached).
+    pub fn attached(&self) -> bool {
+        self.transport != Transport::WsPending
     }
 
     /// The websocket the session is on, once it is.
@@ -201,6 +263,7 @@ impl Engine {
         [
             self.ping_at,
             self.pong_by,
+            self.client_ping_by,
             self.connect_by,
             self.upgrade_by,
             self.linger_until,
@@ -222,8 +285,9 @@ impl Engine {
             self.connect_by = None;
             self.close(CloseReason::ConnectTimeout, now, io);
         }
-        if due(self.pong_by) {
+        if due(self.pong_by) || due(self.client_ping_by) {
             self.pong_by = None;
+            self.client_ping_by = None;
             self.close(CloseReason::PingTimeout, now, io);
         }
         if due(self.upgrade_by) {
@@ -292,7 +356,21 @@ impl Engine {
         {
             *get = false;
             let frames: Vec<_> = self.buffer.drain(..).map(|f| f.to_frame()).collect();
-            io.answer_get(engineio::payload::encode(&frames));
+            io.answer_get(self.poll_body(&frames));
+        }
+    }
+
+    /// A GET response body in the session's polling framing.
+    fn poll_body(&self, frames: &[Frame]) -> PollBody {
+        match self.protocol {
+            Protocol::V4 => PollBody::text(engineio::payload::encode(frames)),
+            Protocol::V3 { base64 } => {
+                let body = v3::payload::encode(frames, !base64);
+                PollBody {
+                    binary: body.is_binary(),
+                    body: body.into_bytes(),
+                }
+            }
         }
     }
 
@@ -302,7 +380,8 @@ impl Engine {
             && *get
         {
             *get = false;
-            io.answer_get(engineio::payload::encode(&[packet.encode()]));
+            let body = self.poll_body(&[packet.encode()]);
+            io.answer_get(body);
         }
     }
 
@@ -359,7 +438,17 @@ impl Engine {
         }
         match packet {
             Packet::Close => self.close(CloseReason::ClientClose, now, io),
-            Packet::Ping(data) => self.send_packet(&Packet::Pong(data), now, io),
+            Packet::Ping(data) => {
+                if let Protocol::V3 { .. } = self.protocol {
+                    self.client_ping_by = Some(now + client_ping_window(&self.config));
+                }
+                self.send_packet(&Packet::Pong(data), now, io);
+            }
+            // In v3 only the client pings: a pong from it is out of place (Node: "invalid
+            // heartbeat direction").
+            Packet::Pong(_) if matches!(self.protocol, Protocol::V3 { .. }) => {
+                self.close(CloseReason::ProtocolViolation, now, io)
+            }
             Packet::Pong(_) => {
                 // A pong with no ping outstanding is ignored: it must not double the pings.
                 if self.pong_by.take().is_some() {
@@ -513,10 +602,12 @@ impl Engine {
     }
 
     /// A polling POST's body (or why it could not be read): its packets, to be handed to
-    /// [`Engine::on_packet`] one by one.
+    /// [`Engine::on_packet`] one by one. `binary`: it came as `application/octet-stream`,
+    /// which only v3's binary framing may.
     pub fn poll_post_body(
         &mut self,
         body: Result<Bytes, PollError>,
+        binary: bool,
         now: Instant,
         io: &mut impl Wire,
     ) -> Result<Vec<Packet>, PollError> {
@@ -525,17 +616,31 @@ impl Engine {
         };
         *posting = false;
         let body = match body {
+            // EIO4 polling bodies are text; Node refuses binary ones and closes the session.
+            Ok(_) if binary && self.protocol == Protocol::V4 => Err(PollError::BadPayload),
+            body => body,
+        };
+        let body = match body {
             Ok(body) => body,
             Err(err) => {
                 self.close(CloseReason::BadPollingRequest, now, io);
                 return Err(err);
             }
         };
-        engineio::payload::decode(&body, MAX_POST_RECORDS).map_err(|_| {
+        let decoded = match self.protocol {
+            Protocol::V4 => engineio::payload::decode(&body, MAX_POST_RECORDS),
+            Protocol::V3 { .. } => v3::payload::decode(&body, binary, MAX_POST_RECORDS),
+        };
+        decoded.map_err(|_| {
             self.close(CloseReason::ProtocolViolation, now, io);
             PollError::BadPayload
         })
     }
+}
+
+/// How long a v3 client may go without pinging (Node: `pingInterval + pingTimeout`).
+fn client_ping_window(config: &SessionConfig) -> Duration {
+    config.ping_interval + config.ping_timeout
 }
 
 #[cfg(test)]
@@ -548,6 +653,8 @@ mod tests {
         ws: Vec<(u64, String)>,
         ws_closed: Vec<(u64, u16, &'static str)>,
         gets: Vec<String>,
+        /// GETs answered in v3's binary framing.
+        binary_gets: Vec<Vec<u8>>,
         events: Vec<Event>,
         /// Websocket links whose queue is full.
         full: Vec<u64>,
@@ -570,8 +677,12 @@ mod tests {
         fn ws_close(&mut self, link: u64, code: u16, reason: &'static str) {
             self.ws_closed.push((link, code, reason));
         }
-        fn answer_get(&mut self, body: Vec<u8>) {
-            self.gets.push(String::from_utf8(body).unwrap());
+        fn answer_get(&mut self, body: PollBody) {
+            if body.binary {
+                self.binary_gets.push(body.body);
+            } else {
+                self.gets.push(String::from_utf8(body.body).unwrap());
+            }
         }
         fn event(&mut self, event: Event) {
             self.events.push(event);
@@ -764,7 +875,7 @@ mod tests {
         let mut e = polling(t0, &mut io);
         e.poll_post_start(t0, &mut io).unwrap();
         let packets = e
-            .poll_post_body(Ok(Bytes::from_static(b"4hi\x1e2")), t0, &mut io)
+            .poll_post_body(Ok(Bytes::from_static(b"4hi\x1e2")), false, t0, &mut io)
             .unwrap();
         assert_eq!(
             packets,
@@ -777,7 +888,7 @@ mod tests {
         let mut io = Rec::default();
         let mut e = polling(t0, &mut io);
         e.poll_post_start(t0, &mut io).unwrap();
-        let bad = e.poll_post_body(Ok(Bytes::from_static(b"9??")), t0, &mut io);
+        let bad = e.poll_post_body(Ok(Bytes::from_static(b"9??")), false, t0, &mut io);
         assert_eq!(bad, Err(PollError::BadPayload));
         assert_eq!(io.closing(), vec![CloseReason::ProtocolViolation]);
     }
@@ -917,5 +1028,142 @@ mod tests {
                 Event::Closing(CloseReason::ProtocolViolation),
             ]
         );
+    }
+
+    /// A v3 polling session whose handshake the first GET collected.
+    fn polling_v3(t0: Instant, base64: bool, io: &mut Rec) -> Engine {
+        let protocol = Protocol::V3 { base64 };
+        let mut e = Engine::with_protocol(config(), protocol, InitialTransport::Polling, true, t0);
+        e.open(&Sid::from("sid3"), t0, io);
+        e.poll_get(t0, io).unwrap();
+        e.get_waiting(io);
+        let open =
+            r#"0{"sid":"sid3","upgrades":["websocket"],"pingInterval":1000,"pingTimeout":500}"#;
+        assert_eq!(io.gets.remove(0), format!("{}:{open}", open.len()));
+        e
+    }
+
+    #[test]
+    fn a_v3_server_never_pings_and_answers_the_clients_pings() {
+        let t0 = Instant::now();
+        let mut io = Rec::default();
+        let mut e = polling_v3(t0, true, &mut io);
+        e.joined();
+        // The client must ping within pingInterval + pingTimeout of the handshake.
+        assert_eq!(e.next_deadline(), Some(ms(t0, 1500)));
+        e.on_timer(ms(t0, 1000), &mut io);
+        e.poll_get(ms(t0, 1000), &mut io).unwrap();
+        e.get_waiting(&mut io);
+        assert!(io.gets.is_empty(), "no server ping at the interval");
+        e.on_packet(Packet::Ping(String::new()), ms(t0, 1200), &mut io);
+        assert_eq!(io.gets, vec!["1:3"], "the pong goes to the waiting GET");
+        assert_eq!(e.next_deadline(), Some(ms(t0, 2700)), "the window restarts");
+        // Pinging every interval keeps it open well past several windows.
+        for at in [2200, 3200, 4200, 5200] {
+            e.on_timer(ms(t0, at - 1), &mut io);
+            e.on_packet(Packet::Ping(String::new()), ms(t0, at), &mut io);
+        }
+        assert!(io.closing().is_empty());
+        assert_eq!(e.next_deadline(), Some(ms(t0, 6700)));
+    }
+
+    #[test]
+    fn a_v3_client_that_stops_pinging_is_closed_after_interval_plus_timeout() {
+        let t0 = Instant::now();
+        let mut io = Rec::default();
+        let mut e = Engine::with_protocol(
+            config(),
+            Protocol::V3 { base64: false },
+            InitialTransport::WebSocket,
+            false,
+            t0,
+        );
+        e.attach_ws(5, false, t0, &mut io);
+        e.on_packet(Packet::Ping(String::new()), ms(t0, 400), &mut io);
+        assert_eq!(io.ws.last(), Some(&(5, "3".to_string())));
+        // Messages are no heartbeat: only a ping moves the deadline (as in engine.io 6).
+        e.on_packet(Packet::Message("x".into()), ms(t0, 1800), &mut io);
+        e.on_timer(ms(t0, 1899), &mut io);
+        assert!(io.closing().is_empty());
+        e.on_timer(ms(t0, 1900), &mut io);
+        assert_eq!(io.closing(), vec![CloseReason::PingTimeout]);
+        assert_eq!(io.ws_closed, vec![(5, 1000, "timeout")]);
+        assert!(e.done());
+    }
+
+    #[test]
+    fn a_pong_from_a_v3_client_is_a_violation() {
+        let t0 = Instant::now();
+        let mut io = Rec::default();
+        let mut e = polling_v3(t0, true, &mut io);
+        e.on_packet(Packet::Pong(String::new()), t0, &mut io);
+        assert_eq!(io.closing(), vec![CloseReason::ProtocolViolation]);
+    }
+
+    #[test]
+    fn v3_polling_uses_the_binary_framing_only_for_binary_and_when_allowed() {
+        let t0 = Instant::now();
+        let binary = Outgoing::Binary(Bytes::from_static(&[1, 2, 3]));
+        // A base64 client (Node, `b64=1`) gets `b4<base64>` records.
+        let mut io = Rec::default();
+        let mut e = polling_v3(t0, true, &mut io);
+        e.send(text("51-[]"), false, t0, &mut io);
+        e.send(binary.clone(), false, t0, &mut io);
+        e.poll_get(t0, &mut io).unwrap();
+        e.get_waiting(&mut io);
+        assert_eq!(io.gets, vec!["6:451-[]6:b4AQID"]);
+        // An XHR2 client gets the binary framing, but text stays text.
+        let mut io = Rec::default();
+        let mut e = polling_v3(t0, false, &mut io);
+        e.send(text("hi"), false, t0, &mut io);
+        e.poll_get(t0, &mut io).unwrap();
+        e.get_waiting(&mut io);
+        assert_eq!(io.gets, vec!["3:4hi"]);
+        e.send(text("51-[]"), false, t0, &mut io);
+        e.send(binary, false, t0, &mut io);
+        e.poll_get(t0, &mut io).unwrap();
+        e.get_waiting(&mut io);
+        assert_eq!(
+            io.binary_gets,
+            vec![[&[0, 6, 0xFF][..], b"451-[]", &[1, 4, 0xFF, 4, 1, 2, 3]].concat()]
+        );
+    }
+
+    #[test]
+    fn v3_posts_decode_in_either_framing_and_v4_refuses_binary_bodies() {
+        let t0 = Instant::now();
+        let mut io = Rec::default();
+        let mut e = polling_v3(t0, false, &mut io);
+        e.poll_post_start(t0, &mut io).unwrap();
+        let packets = e.poll_post_body(Ok(Bytes::from_static(b"1:26:b4AQID")), false, t0, &mut io);
+        assert_eq!(
+            packets,
+            Ok(vec![
+                Packet::Ping(String::new()),
+                Packet::Binary(Bytes::from_static(&[1, 2, 3])),
+            ])
+        );
+        e.poll_post_start(t0, &mut io).unwrap();
+        let body = Bytes::from_static(&[0, 1, 0xFF, b'2', 1, 2, 0xFF, 4, 9]);
+        let packets = e.poll_post_body(Ok(body), true, t0, &mut io);
+        assert_eq!(
+            packets,
+            Ok(vec![
+                Packet::Ping(String::new()),
+                Packet::Binary(Bytes::from_static(&[9])),
+            ])
+        );
+        // The v4 separator framing is not v3's.
+        e.poll_post_start(t0, &mut io).unwrap();
+        let bad = e.poll_post_body(Ok(Bytes::from_static(b"2\x1e2")), false, t0, &mut io);
+        assert_eq!(bad, Err(PollError::BadPayload));
+        assert_eq!(io.closing(), vec![CloseReason::ProtocolViolation]);
+
+        let mut io = Rec::default();
+        let mut e = polling(t0, &mut io);
+        e.poll_post_start(t0, &mut io).unwrap();
+        let bad = e.poll_post_body(Ok(Bytes::from_static(b"2")), true, t0, &mut io);
+        assert_eq!(bad, Err(PollError::BadPayload));
+        assert_eq!(io.closing(), vec![CloseReason::BadPollingRequest]);
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use switchboard_protocol::engineio::Packet as EioPacket;
-use switchboard_protocol::socketio::Limits;
+use switchboard_protocol::socketio::{Limits, Packet};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
@@ -33,12 +33,12 @@ use crate::metrics::{
 };
 use crate::ports::Port;
 use crate::ports::registry::Unregister;
-use crate::ports::session::{PollError, SessionPort, ToSession};
+use crate::ports::session::{PollBody, PollError, SessionPort, ToSession};
 use crate::transport::{CloseReason, Outgoing, WsOut, WsOutbound};
-pub use engine::InitialTransport;
 use engine::{Engine, Event, Message, Wire, WsError};
+pub use engine::{InitialTransport, Protocol};
 pub use socketio::SocketIoMode;
-use socketio::{Output, SocketIo};
+use socketio::{Output, Revision, SocketIo, Violation};
 
 /// Longest a binary packet may wait for its attachments.
 const ATTACHMENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +100,8 @@ pub struct SessionInit {
     pub kind: SessionKind,
     /// The transport of the handshake.
     pub transport: InitialTransport,
+    /// The Engine.IO revision of the handshake (Socket.IO v4 goes with v3, v5 with v4).
+    pub protocol: Protocol,
     /// What the handshake request said about the client.
     pub handshake: HandshakeInfo,
 }
@@ -155,7 +157,7 @@ impl Links {
 /// The engine's [`Wire`] over the session's real transports.
 struct Io<'a> {
     links: &'a mut Links,
-    get: &'a mut Option<oneshot::Sender<Vec<u8>>>,
+    get: &'a mut Option<oneshot::Sender<PollBody>>,
     events: &'a mut Vec<Event>,
 }
 
@@ -175,7 +177,7 @@ impl Wire for Io<'_> {
         }
     }
 
-    fn answer_get(&mut self, body: Vec<u8>) {
+    fn answer_get(&mut self, body: PollBody) {
         if let Some(reply) = self.get.take() {
             // A client that went away mid-GET loses nothing it could still have read.
             let _ = reply.send(body);
@@ -194,12 +196,14 @@ pub struct Session {
     upper: Upper,
     links: Links,
     /// The pending polling GET's reply.
-    get: Option<oneshot::Sender<Vec<u8>>>,
+    get: Option<oneshot::Sender<PollBody>>,
     registry: Port<Unregister>,
     /// `engineio_sessions_active{transport}` this session counts under.
     transport_label: &'static str,
     /// The one timer, armed at the engine's next deadline.
     timer: Option<(Instant, SpawnHandle)>,
+    /// The layer above was told the session is open (once a transport can carry its answer).
+    upper_open: bool,
 }
 
 impl Session {
@@ -216,22 +220,33 @@ impl Session {
 
     fn new(init: SessionInit) -> Self {
         let limits = init.config.limits;
+        let revision = match init.protocol {
+            Protocol::V4 => Revision::V5,
+            Protocol::V3 { .. } => Revision::V4,
+        };
         let upper = match init.kind {
             SessionKind::EngineEcho => Upper::Echo,
             SessionKind::Conformance => Upper::SocketIo(Box::new(SocketIoUpper {
-                sio: SocketIo::new(SocketIoMode::Conformance, limits),
+                sio: SocketIo::new(SocketIoMode::Conformance, limits).with_revision(revision),
                 attachments_by: None,
                 app: None,
             })),
             SessionKind::Product(app) => Upper::SocketIo(Box::new(SocketIoUpper {
                 sio: SocketIo::new(SocketIoMode::Product, limits)
+                    .with_revision(revision)
                     .with_event_cap(app.limits.max_event_bytes),
                 attachments_by: None,
                 app: Some(crate::app::Socket::new(app, init.handshake)),
             })),
         };
         let awaits_connect = matches!(upper, Upper::SocketIo(_));
-        let engine = Engine::new(init.config, init.transport, awaits_connect, Instant::now());
+        let engine = Engine::with_protocol(
+            init.config,
+            init.protocol,
+            init.transport,
+            awaits_connect,
+            Instant::now(),
+        );
         Session {
             sid: init.sid,
             transport_label: engine.transport_name(),
@@ -241,6 +256,7 @@ impl Session {
             get: None,
             registry: init.registry,
             timer: None,
+            upper_open: false,
         }
     }
 
@@ -318,6 +334,33 @@ impl Session {
             (true, None) => Some(Instant::now() + ATTACHMENT_TIMEOUT),
             (true, by) => by,
         };
+        self.apply(outputs, result, ctx);
+    }
+
+    /// The Engine.IO session is open: a Socket.IO v4 client is now on `/` (see
+    /// [`SocketIo::open`]).
+    fn open_upper(&mut self, ctx: &mut Context<Self>) {
+        // A websocket session waits for its transport: what `/` answers (even a refusal that
+        // closes the session) must reach the client.
+        if self.upper_open || !self.engine.attached() {
+            return;
+        }
+        self.upper_open = true;
+        let Upper::SocketIo(up) = &mut self.upper else {
+            return;
+        };
+        let mut outputs = Vec::new();
+        up.sio.open(&mut outputs);
+        self.apply(outputs, Ok(()), ctx);
+    }
+
+    /// Carry out what the Socket.IO layer asked for, then close on a violation.
+    fn apply(
+        &mut self,
+        outputs: Vec<Output>,
+        result: Result<(), Violation>,
+        ctx: &mut Context<Self>,
+    ) {
         for output in outputs {
             match output {
                 Output::Reply(packet) => self.with_conn(ctx, |_, conn| conn.emit(&packet)),
@@ -473,6 +516,7 @@ impl Session {
             ToSession::AttachWebSocket(attach) => {
                 self.links.add(attach.id, attach.out);
                 self.run(ctx, |e, io| e.attach_ws(attach.id, attach.upgrade, now, io));
+                self.open_upper(ctx);
             }
             ToSession::WsInbound(inbound) => {
                 self.run(ctx, |e, io| {
@@ -491,7 +535,9 @@ impl Session {
             }
             ToSession::PollPostStart => self.run(ctx, |e, io| e.poll_post_start(now, io))?,
             ToSession::PollPostBody(post) => {
-                let packets = self.run(ctx, |e, io| e.poll_post_body(post.body, now, io))?;
+                let packets = self.run(ctx, |e, io| {
+                    e.poll_post_body(post.body, post.binary, now, io)
+                })?;
                 for packet in packets {
                     self.run(ctx, |e, io| e.on_packet(packet, now, io));
                 }
@@ -580,6 +626,20 @@ impl Conn for SessionConn<'_> {
         self.ctx
             .run_later(after, move |act, ctx| act.app_done(done, ctx));
     }
+
+    fn emit(&mut self, packet: &Packet) {
+        let packet = self.sio.for_client(packet);
+        let frames: Vec<Outgoing> = packet.to_frames().into_iter().map(Outgoing::from).collect();
+        self.send(&frames, false);
+    }
+
+    fn refuse_connect(&mut self, refusal: &Packet) {
+        self.emit(refusal);
+        if self.sio.implicit(&refusal.nsp) {
+            self.emit(&Packet::disconnect(&refusal.nsp));
+            self.close(CloseReason::ConnectRefused);
+        }
+    }
 }
 
 impl Actor for Session {
@@ -590,6 +650,7 @@ impl Actor for Session {
         metrics().sessions(self.transport_label, 1);
         let (sid, now) = (self.sid.clone(), Instant::now());
         self.run(ctx, |e, io| e.open(&sid, now, io));
+        self.open_upper(ctx);
         self.settle(ctx);
     }
 

@@ -1,13 +1,16 @@
 //! The Socket.IO layer of a session: namespaces, binary reassembly and the per-mode event rules.
 //!
 //! Pure state machine: packets in, packets out (or a violation). The Session actor wraps it.
+//! It speaks the Socket.IO revision that goes with the session's Engine.IO revision
+//! ([`Revision`]): v5, or v4 for Socket.IO 1.x/2.x clients, whose connection to `/` is implicit.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use serde_json::Value;
 use switchboard_protocol::socketio::{
-    Assembly, Decoded, Limits, Packet, PacketData, PartialPacket,
+    Assembly, DEFAULT_NAMESPACE, Decoded, Limits, Packet, PacketData, PartialPacket,
 };
 
 use crate::ids::random_id;
@@ -30,6 +33,19 @@ impl SocketIoMode {
             SocketIoMode::Product => nsp == "/",
         }
     }
+}
+
+/// The Socket.IO protocol revision of a session (fixed by its Engine.IO revision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revision {
+    /// Socket.IO v5, on Engine.IO v4: every namespace, `/` included, is joined with a CONNECT
+    /// that may carry an `auth` object, and the answer carries the socket id.
+    V5,
+    /// Socket.IO v4, on Engine.IO v3 (socket.io 1.x/2.x clients): the client is on `/` as soon
+    /// as the Engine.IO session opens ([`SocketIo::open`]); other namespaces are joined with a
+    /// bare CONNECT whose namespace may carry a query (`40/admin?x=1,`); CONNECT answers carry
+    /// no socket id, and refusals are plain `ERROR` packets (`44"…"`).
+    V4,
 }
 
 /// A broken Socket.IO rule; the whole connection is closed for it.
@@ -98,6 +114,7 @@ pub enum Output {
 #[derive(Debug)]
 pub struct SocketIo {
     mode: SocketIoMode,
+    revision: Revision,
     limits: Limits,
     /// Joined namespace → socket id (the public id, distinct from the private Engine.IO sid).
     namespaces: HashMap<String, String>,
@@ -122,6 +139,7 @@ impl SocketIo {
     pub fn new(mode: SocketIoMode, limits: Limits) -> Self {
         SocketIo {
             mode,
+            revision: Revision::V5,
             limits,
             namespaces: HashMap::new(),
             partial: None,
@@ -130,6 +148,50 @@ impl SocketIo {
             discarding: 0,
             pending_acks: HashSet::new(),
             next_ack: 0,
+        }
+    }
+
+    /// Speak `revision` (v5 unless told otherwise).
+    pub fn with_revision(mut self, revision: Revision) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    /// The revision it speaks.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// The Engine.IO session opened. In v4 that connects the client to `/`: in conformance
+    /// mode at once (`40`), in product mode through the session's authentication
+    /// ([`Output::Connect`] with no `auth`: the token comes from the handshake request).
+    pub fn open(&mut self, out: &mut Vec<Output>) {
+        if self.revision == Revision::V5 {
+            return;
+        }
+        let nsp = DEFAULT_NAMESPACE.to_string();
+        match self.mode {
+            SocketIoMode::Product => out.push(Output::Connect { nsp, auth: None }),
+            SocketIoMode::Conformance => {
+                out.push(Output::Reply(Packet::new(&nsp, PacketData::Connect(None))));
+                self.namespaces.insert(nsp, random_id());
+            }
+        }
+    }
+
+    /// Whether `nsp` is the namespace a v4 client is connected to implicitly (`/`), so that
+    /// refusing it must end the connection rather than leave it open on no namespace.
+    pub fn implicit(&self, nsp: &str) -> bool {
+        self.revision == Revision::V4 && nsp == DEFAULT_NAMESPACE
+    }
+
+    /// `packet` as this session's revision writes it: a v4 CONNECT answer carries no payload.
+    pub fn for_client<'a>(&self, packet: &'a Packet) -> Cow<'a, Packet> {
+        match (&packet.data, self.revision) {
+            (PacketData::Connect(Some(_)), Revision::V4) => {
+                Cow::Owned(Packet::new(&packet.nsp, PacketData::Connect(None)))
+            }
+            _ => Cow::Borrowed(packet),
         }
     }
 
@@ -229,14 +291,32 @@ impl SocketIo {
         let Packet { nsp, data } = packet;
         match data {
             PacketData::Connect(auth) => {
+                let nsp = match self.revision {
+                    Revision::V5 => nsp,
+                    // `/admin?token=x`: the query is the v4 client's only way to pass auth
+                    // data; no namespace here takes any.
+                    Revision::V4 => match nsp.split_once('?') {
+                        Some((name, _query)) => name.to_string(),
+                        None => nsp,
+                    },
+                };
+                if self.implicit(&nsp) {
+                    // The v4 client is on `/` already (or being authenticated for it).
+                    return Ok(());
+                }
                 if self.namespaces.contains_key(&nsp) {
                     return Err(Violation::AlreadyJoined);
                 }
                 if !self.mode.allows(&nsp) {
-                    out.push(Output::Reply(Packet::connect_error(
-                        &nsp,
-                        "Invalid namespace",
-                    )));
+                    let refusal = match self.revision {
+                        Revision::V5 => Packet::connect_error(&nsp, "Invalid namespace"),
+                        // What socket.io 2 sends, a bare string.
+                        Revision::V4 => Packet::new(
+                            &nsp,
+                            PacketData::ConnectError(Value::from("Invalid namespace")),
+                        ),
+                    };
+                    out.push(Output::Reply(refusal));
                     return Ok(());
                 }
                 if self.mode == SocketIoMode::Product {
@@ -245,8 +325,10 @@ impl SocketIo {
                 }
                 let id = random_id();
                 out.push(Output::Reply(Packet::connect_ok(&nsp, &id)));
-                let auth = auth.unwrap_or_else(|| Value::Object(Default::default()));
-                out.push(Output::Reply(Packet::event(&nsp, "auth", vec![auth])));
+                if self.revision == Revision::V5 {
+                    let auth = auth.unwrap_or_else(|| Value::Object(Default::default()));
+                    out.push(Output::Reply(Packet::event(&nsp, "auth", vec![auth])));
+                }
                 self.namespaces.insert(nsp, id);
                 Ok(())
             }
@@ -538,6 +620,82 @@ mod tests {
             )
             .map(|_| ()),
             Ok(())
+        );
+    }
+
+    fn v4(mode: SocketIoMode) -> SocketIo {
+        SocketIo::new(mode, Limits::default()).with_revision(Revision::V4)
+    }
+
+    /// Replies as a v4 session writes them.
+    fn v4_replies(sio: &SocketIo, out: &[Output]) -> Vec<String> {
+        out.iter()
+            .map(|o| match o {
+                Output::Reply(p) => sio.for_client(p).encode().0,
+                other => panic!("expected a reply, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_v4_client_is_on_the_default_namespace_as_soon_as_the_session_opens() {
+        let mut sio = v4(SocketIoMode::Conformance);
+        let mut out = Vec::new();
+        sio.open(&mut out);
+        assert_eq!(v4_replies(&sio, &out), vec!["0".to_string()]);
+        assert!(sio.connected());
+        // A CONNECT for `/` changes nothing; events flow at once.
+        assert_eq!(run(&mut sio, "0"), Ok(vec![]));
+        assert_eq!(
+            run(&mut sio, r#"2["message",1]"#),
+            Ok(vec![r#"2["message-back",1]"#.to_string()])
+        );
+        // v5 sessions wait for their CONNECT.
+        let mut sio = SocketIo::new(SocketIoMode::Conformance, Limits::default());
+        sio.open(&mut out);
+        assert!(!sio.connected());
+    }
+
+    #[test]
+    fn v4_product_mode_authenticates_the_implicit_connection() {
+        let mut sio = v4(SocketIoMode::Product);
+        let mut out = Vec::new();
+        sio.open(&mut out);
+        assert!(matches!(&out[..], [Output::Connect { nsp, auth: None }] if nsp == "/"));
+        assert!(sio.implicit("/"));
+        assert!(!sio.implicit("/admin"));
+        assert!(!SocketIo::new(SocketIoMode::Product, Limits::default()).implicit("/"));
+        // Before it is accepted, nothing but CONNECTs may come.
+        assert_eq!(run(&mut sio, r#"2["typing"]"#), Err(Violation::NotJoined));
+        // The answer the application writes loses its payload on the way to a v4 client.
+        let answer = Packet::connect_ok("/", "sock1");
+        assert_eq!(sio.for_client(&answer).encode().0, "0");
+        assert_eq!(
+            SocketIo::new(SocketIoMode::Product, Limits::default())
+                .for_client(&answer)
+                .encode()
+                .0,
+            r#"0{"sid":"sock1"}"#
+        );
+    }
+
+    #[test]
+    fn v4_namespaces_take_a_query_and_are_refused_the_v2_way() {
+        let mut sio = v4(SocketIoMode::Conformance);
+        let mut out = Vec::new();
+        sio.open(&mut out);
+        out.clear();
+        sio.on_text("0/custom?token=abc&x=1,", &mut out).unwrap();
+        assert_eq!(v4_replies(&sio, &out), vec!["0/custom,".to_string()]);
+        assert_eq!(
+            sio.socket_id("/custom").map(str::len),
+            Some(random_id().len())
+        );
+        assert_eq!(run(&mut sio, "0/custom"), Err(Violation::AlreadyJoined));
+        let mut sio = v4(SocketIoMode::Product);
+        assert_eq!(
+            run(&mut sio, "0/admin?token=abc,"),
+            Ok(vec![r#"4/admin,"Invalid namespace""#.to_string()])
         );
     }
 }

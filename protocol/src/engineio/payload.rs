@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::{DecodeError, Frame, Packet, SEPARATOR};
 
 /// Standard alphabet; padding written on encode, optional on decode (clients differ).
-const BASE64: GeneralPurpose = GeneralPurpose::new(
+pub(super) const BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()
         .with_encode_padding(true)

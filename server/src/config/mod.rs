@@ -102,6 +102,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_FRAMES", default_value_t = 1024)]
     pub max_buffered_frames: usize,
 
+    /// Also accept Engine.IO v3 / Socket.IO v2 clients (`EIO=3`, socket.io-client 1.x and 2.x,
+    /// like socket.io's `allowEIO3`); when off they get 400 "Unsupported protocol version".
+    #[arg(long, env = "SWITCHBOARD_ALLOW_EIO3")]
+    pub allow_eio3: bool,
+
     /// Comma-separated list of allowed browser origins, or `*` for any.
     #[arg(long, env = "SWITCHBOARD_CORS_ORIGINS", default_value = "*")]
     pub cors_origins: String,

@@ -1,5 +1,10 @@
 //! HTTP side of Engine.IO: query validation, handshakes, long-polling GET/POST and the websocket
 //! handshake. Every protocol error is mapped to its HTTP response in [`EioError::response`] only.
+//!
+//! `EIO=4` is always served; `EIO=3` (Socket.IO 1.x/2.x clients) only with `--allow-eio3`, and
+//! anything else is 400 "Unsupported protocol version". A v3 client that cannot take binary asks
+//! for base64 with `b64` (on its polling handshake, or on its websocket request); the others
+//! get the binary polling framing (`application/octet-stream`) when a GET carries binary.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,14 +23,14 @@ use switchboard_actors::Sid;
 use switchboard_actors::app::HandshakeInfo;
 use switchboard_actors::ports::registry::{Lookup, Register};
 use switchboard_actors::ports::session::{
-    PollError, PollGet, PollPostBody, SessionPort, ToSession,
+    PollBody, PollError, PollGet, PollPostBody, SessionPort, ToSession,
 };
-use switchboard_actors::session::{InitialTransport, Session, SessionInit, SessionKind};
-use switchboard_protocol::engineio::{ErrorCode, PROTOCOL};
+use switchboard_actors::session::{InitialTransport, Protocol, Session, SessionInit, SessionKind};
+use switchboard_protocol::engineio::{ErrorCode, Revision};
 use tokio::sync::oneshot;
 
 use super::forward::{self, Refusal, Route};
-use super::ws::WsTransport;
+use super::ws::{WsFraming, WsTransport};
 use crate::AppState;
 
 /// How long a polling POST body may take to arrive (Node: httpRequestBodyTimeout).
@@ -109,6 +114,24 @@ enum TransportName {
     WebSocket,
 }
 
+/// A valid Engine.IO request's query.
+struct EioQuery {
+    /// Every parameter (`sid`, `token`, `b64`, …).
+    params: HashMap<String, String>,
+    /// The transport it names.
+    transport: TransportName,
+    /// The Engine.IO revision it names.
+    revision: Revision,
+}
+
+impl EioQuery {
+    /// A v3 client that cannot take binary frames or bodies says `b64` (any non-empty value,
+    /// as engine.io reads it).
+    fn base64(&self) -> bool {
+        self.params.get("b64").is_some_and(|v| !v.is_empty())
+    }
+}
+
 /// Route `/socket.io/` (or `/engine.io/`) requests for sessions of `kind`. Websocket
 /// handshakes do not come here: they are answered by [`upgrade`].
 pub async fn handle(
@@ -139,12 +162,12 @@ async fn serve(
     state: &AppState,
     kind: SessionKind,
 ) -> Result<HttpResponse, EioError> {
-    let (query, transport) = parse_query(req.head())?;
-    if transport == TransportName::WebSocket {
+    let query = parse_query(req.head(), state.allow_eio3)?;
+    if query.transport == TransportName::WebSocket {
         // A websocket handshake with its upgrade headers goes to `upgrade`, not here.
         return Err(EioError::Coded(ErrorCode::BadRequest));
     }
-    let session = match query.get("sid") {
+    let session = match query.params.get("sid") {
         Some(sid) => {
             match forward::route(state, sid, req.headers(), forward::poll_kind(req.method())).await
             {
@@ -154,32 +177,38 @@ async fn serve(
             }
         }
         None => {
-            let session = open_session(req.head(), &query, state, kind, transport).await?;
+            let session = open_session(req.head(), &query, state, kind).await?;
             // The session queued its open packet: the first GET carries it.
-            return poll_get(&session).await;
+            return poll_get(&session, query.revision).await;
         }
     };
     match *req.method() {
-        Method::GET => poll_get(&session).await,
-        Method::POST => poll_post(req, payload, state, &session).await,
+        Method::GET => poll_get(&session, query.revision).await,
+        Method::POST => poll_post(req, payload, state, &session, query.revision).await,
         _ => Err(EioError::Coded(ErrorCode::BadRequest)),
     }
 }
 
-/// The transport and query of an Engine.IO request, if its query is valid.
-fn parse_query(head: &RequestHead) -> Result<(HashMap<String, String>, TransportName), EioError> {
-    let query = web::Query::<HashMap<String, String>>::from_query(head.uri.query().unwrap_or(""))
+/// The query of an Engine.IO request, if it is valid: `EIO=4`, or `EIO=3` when `allow_eio3`.
+fn parse_query(head: &RequestHead, allow_eio3: bool) -> Result<EioQuery, EioError> {
+    let params = web::Query::<HashMap<String, String>>::from_query(head.uri.query().unwrap_or(""))
         .map_err(|_| EioError::Coded(ErrorCode::BadRequest))?
         .into_inner();
-    let transport = match query.get("transport").map(String::as_str) {
+    let transport = match params.get("transport").map(String::as_str) {
         Some("polling") => TransportName::Polling,
         Some("websocket") => TransportName::WebSocket,
         _ => return Err(EioError::Coded(ErrorCode::UnknownTransport)),
     };
-    if query.get("EIO").map(String::as_str) != Some(PROTOCOL) {
-        return Err(EioError::Coded(ErrorCode::UnsupportedProtocolVersion));
+    let revision = match params.get("EIO").and_then(|v| Revision::from_query(v)) {
+        Some(Revision::V3) if !allow_eio3 => None,
+        revision => revision,
     }
-    Ok((query, transport))
+    .ok_or(EioError::Coded(ErrorCode::UnsupportedProtocolVersion))?;
+    Ok(EioQuery {
+        params,
+        transport,
+        revision,
+    })
 }
 
 /// The running session `sid` names.
@@ -196,10 +225,9 @@ async fn lookup(state: &AppState, sid: &str) -> Result<SessionPort, EioError> {
 /// Start and register a session for a handshake request (one without a sid).
 async fn open_session(
     head: &RequestHead,
-    query: &HashMap<String, String>,
+    query: &EioQuery,
     state: &AppState,
     kind: SessionKind,
-    transport: TransportName,
 ) -> Result<SessionPort, EioError> {
     if head.method != Method::GET {
         return Err(EioError::Coded(ErrorCode::BadHandshakeMethod));
@@ -213,11 +241,17 @@ async fn open_session(
         config: state.session.clone(),
         registry: state.unregister.clone(),
         kind,
-        transport: match transport {
+        transport: match query.transport {
             TransportName::Polling => InitialTransport::Polling,
             TransportName::WebSocket => InitialTransport::WebSocket,
         },
-        handshake: handshake_info(head, query),
+        protocol: match query.revision {
+            Revision::V4 => Protocol::V4,
+            Revision::V3 => Protocol::V3 {
+                base64: query.base64(),
+            },
+        },
+        handshake: handshake_info(head, &query.params),
     });
     state
         .registry
@@ -288,7 +322,7 @@ pub async fn upgrade(
             Route::Refused(why) => Err(EioError::from(why).response()),
         },
     };
-    let (session, upgrading) = match accepted {
+    let (session, upgrading, framing) = match accepted {
         Ok(accepted) => accepted,
         Err(mut response) => {
             if origin_ok {
@@ -319,43 +353,63 @@ pub async fn upgrade(
         parts.read_buf,
         session,
         upgrading,
+        framing,
         session_config.max_payload,
         session_config.max_buffered_frames,
     ));
     Ok(())
 }
 
-/// The session a valid websocket handshake attaches to, and whether it upgrades from polling.
+/// The session a valid websocket handshake attaches to, whether it upgrades from polling, and
+/// the websocket framing of its Engine.IO revision.
 async fn open_websocket(
     head: &RequestHead,
     state: &AppState,
     kind: SessionKind,
-) -> Result<(SessionPort, bool), EioError> {
-    let (query, transport) = parse_query(head)?;
+) -> Result<(SessionPort, bool, WsFraming), EioError> {
+    let query = parse_query(head, state.allow_eio3)?;
     // A websocket handshake that cannot succeed must not leave a session behind.
-    if transport != TransportName::WebSocket || ws::verify_handshake(head).is_err() {
+    if query.transport != TransportName::WebSocket || ws::verify_handshake(head).is_err() {
         return Err(EioError::Coded(ErrorCode::BadRequest));
     }
-    match query.get("sid") {
-        Some(sid) => Ok((lookup(state, sid).await?, true)),
+    let framing = match query.revision {
+        Revision::V4 => WsFraming::V4,
+        Revision::V3 => WsFraming::V3 {
+            base64: query.base64(),
+        },
+    };
+    match query.params.get("sid") {
+        Some(sid) => Ok((lookup(state, sid).await?, true, framing)),
         None => Ok((
-            open_session(head, &query, state, kind, transport).await?,
+            open_session(head, &query, state, kind).await?,
             false,
+            framing,
         )),
     }
 }
 
-async fn poll_get(session: &SessionPort) -> Result<HttpResponse, EioError> {
+async fn poll_get(session: &SessionPort, revision: Revision) -> Result<HttpResponse, EioError> {
     let (reply, body) = oneshot::channel();
     session
         .send(ToSession::PollGet(PollGet { reply }))
         .await??;
     // A session that stops without answering behaves like a close packet.
-    let body = body.await.unwrap_or_else(|_| b"1".to_vec());
+    let body = body.await.unwrap_or_else(|_| {
+        let close = match revision {
+            Revision::V4 => &b"1"[..],
+            Revision::V3 => b"1:1",
+        };
+        PollBody::text(close.to_vec())
+    });
+    let content_type = if body.binary {
+        "application/octet-stream"
+    } else {
+        "text/plain; charset=UTF-8"
+    };
     Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=UTF-8")
+        .content_type(content_type)
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(body))
+        .body(body.body))
 }
 
 async fn poll_post(
@@ -363,6 +417,7 @@ async fn poll_post(
     mut payload: web::Payload,
     state: &AppState,
     session: &SessionPort,
+    revision: Revision,
 ) -> Result<HttpResponse, EioError> {
     session.send(ToSession::PollPostStart).await??;
     let binary_body = req
@@ -370,7 +425,7 @@ async fn poll_post(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/octet-stream"));
-    let body = if binary_body {
+    let body = if binary_body && revision == Revision::V4 {
         // EIO4 polling bodies are text; Node refuses binary ones and closes the session.
         Err(PollError::BadPayload)
     } else {
@@ -391,13 +446,17 @@ async fn poll_post(
             Err(_) => {
                 session.do_send(ToSession::PollPostBody(PollPostBody {
                     body: Err(PollError::BadPayload),
+                    binary: binary_body,
                 }));
                 return Err(EioError::BodyTimeout);
             }
         }
     };
     session
-        .send(ToSession::PollPostBody(PollPostBody { body }))
+        .send(ToSession::PollPostBody(PollPostBody {
+            body,
+            binary: binary_body,
+        }))
         .await??;
     Ok(HttpResponse::Ok().content_type("text/html").body("ok"))
 }

@@ -6,6 +6,10 @@
 //! outlives the handshake. Frames to the client arrive on a bounded [`WsOut`] queue; while the
 //! client does not read, the task stops taking from it, so the queue fills and the writer
 //! sees a slow client. Metrics keep the `ws_transport` actor name.
+//!
+//! The transport also owns the Engine.IO revision's websocket framing ([`WsFraming`]): a v3
+//! binary message carries its type byte, or travels as base64 text, while the Session and the
+//! fan-out deal in v4 frames only.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -25,7 +29,7 @@ use switchboard_actors::ports::session::{
 use switchboard_actors::transport::{
     Outgoing, WsOutReceiver, WsOutbound, next_transport_id, ws_out,
 };
-use switchboard_protocol::engineio::Packet;
+use switchboard_protocol::engineio::{self, Packet, v3};
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
@@ -35,6 +39,48 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 const READ_CHUNK: usize = 4 * 1024;
 /// How long a closing websocket waits for its last bytes to drain and for the client's end.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// How Engine.IO packets map to websocket frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsFraming {
+    /// Engine.IO v4: a binary frame is a binary message, as is.
+    V4,
+    /// Engine.IO v3: a binary frame is the type byte `4` and the message; with `base64` (the
+    /// client's `b64=1`) binary messages are sent as `b4<base64>` text frames instead.
+    V3 {
+        /// The client cannot take binary frames.
+        base64: bool,
+    },
+}
+
+impl WsFraming {
+    /// The packet of a text frame.
+    fn decode_text(self, text: &str) -> Result<Packet, engineio::DecodeError> {
+        match self {
+            WsFraming::V4 => Packet::decode_text(text),
+            WsFraming::V3 { .. } => v3::decode_text(text),
+        }
+    }
+
+    /// The packet of a binary frame.
+    fn decode_binary(self, data: Bytes) -> Result<Packet, engineio::DecodeError> {
+        match self {
+            WsFraming::V4 => Ok(Packet::from_binary(data)),
+            WsFraming::V3 { .. } => v3::decode_binary(data),
+        }
+    }
+
+    /// The frame that carries a binary message.
+    fn binary_message(self, data: Bytes) -> Message {
+        match self {
+            WsFraming::V4 => Message::Binary(data),
+            WsFraming::V3 { base64 } => match v3::binary_frame(&data, base64) {
+                engineio::Frame::Text(text) => Message::Text(text.into()),
+                engineio::Frame::Binary(data) => Message::Binary(data),
+            },
+        }
+    }
+}
 
 /// One client websocket (see the module docs).
 pub struct WsTransport {
@@ -52,6 +98,8 @@ pub struct WsTransport {
     max_payload: usize,
     /// A fragmented message being reassembled: (is text, bytes so far).
     fragments: Option<(bool, BytesMut)>,
+    /// The Engine.IO revision's framing.
+    framing: WsFraming,
 }
 
 /// How the websocket ended.
@@ -77,6 +125,7 @@ impl WsTransport {
         read: BytesMut,
         session: SessionPort,
         upgrade: bool,
+        framing: WsFraming,
         max_payload: usize,
         mailbox: usize,
     ) {
@@ -92,6 +141,7 @@ impl WsTransport {
             taken: VecDeque::new(),
             max_payload,
             fragments: None,
+            framing,
         };
         metrics::actor_started("ws_transport");
         transport
@@ -205,7 +255,7 @@ impl WsTransport {
                     false
                 }
                 WsOutbound::Frame(Outgoing::Binary(data)) => {
-                    self.encode(Message::Binary(data));
+                    self.encode(self.framing.binary_message(data));
                     false
                 }
                 WsOutbound::Close { code, reason } => {
@@ -270,10 +320,7 @@ impl WsTransport {
                 "data frame inside a fragmented message".into(),
             )),
             Frame::Text(data) => self.on_text(data),
-            Frame::Binary(data) => {
-                self.on_binary(data);
-                None
-            }
+            Frame::Binary(data) => self.on_binary(data),
             Frame::Continuation(item) => self.on_fragment(item),
             Frame::Ping(data) => {
                 self.encode(Message::Pong(data));
@@ -292,7 +339,18 @@ impl WsTransport {
         let Ok(text) = std::str::from_utf8(&data) else {
             return Some(End::Fail(CloseCode::Invalid, "invalid utf-8".into()));
         };
-        match Packet::decode_text(text) {
+        let packet = self.framing.decode_text(text);
+        self.inbound(packet)
+    }
+
+    fn on_binary(&mut self, data: Bytes) -> Option<End> {
+        let packet = self.framing.decode_binary(data);
+        self.inbound(packet)
+    }
+
+    /// Hand a decoded packet to the session; a frame that did not decode ends the websocket.
+    fn inbound(&mut self, packet: Result<Packet, engineio::DecodeError>) -> Option<End> {
+        match packet {
             Ok(packet) => {
                 self.session.do_send(ToSession::WsInbound(WsInbound {
                     id: self.id,
@@ -305,13 +363,6 @@ impl WsTransport {
                 "invalid engine.io packet".into(),
             )),
         }
-    }
-
-    fn on_binary(&mut self, data: Bytes) {
-        self.session.do_send(ToSession::WsInbound(WsInbound {
-            id: self.id,
-            packet: Packet::from_binary(data),
-        }));
     }
 
     fn on_fragment(&mut self, item: Item) -> Option<End> {
@@ -350,8 +401,7 @@ impl WsTransport {
         if is_text {
             self.on_text(data)
         } else {
-            self.on_binary(data);
-            None
+            self.on_binary(data)
         }
     }
 
