@@ -124,7 +124,8 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
     let user = UserId::from(identity.user_id.as_str());
     s.admitting = Some((user.clone(), socket.clone()));
     // socket.io-client sends `{pid, offset}` (beside the app's own auth) when it reconnects.
-    let attempt = match (&s.app.recovery, auth.get("pid"), auth.get("offset")) {
+    let recovery = s.app.recovery.as_ref().filter(|_| !s.handshake.legacy);
+    let attempt = match (recovery, auth.get("pid"), auth.get("offset")) {
         (Some(_), Some(Value::String(pid)), Some(Value::String(offset))) => offset
             .parse::<Offset>()
             .ok()
@@ -383,7 +384,8 @@ pub(super) fn admitted(
         })),
         _ => None,
     };
-    let pid = app.recovery.as_ref().map(|_| match &recovering {
+    let recovery = app.recovery.as_ref().filter(|_| !s.handshake.legacy);
+    let pid = recovery.map(|_| match &recovering {
         Some(r) => r.pid.clone(),
         None => crate::ids::random_id(),
     });
@@ -430,6 +432,7 @@ pub(super) fn admitted(
         rooms: rooms.clone(),
         direct,
         held,
+        offsets: pid.is_some(),
     });
     let expires_in = identity
         .expires_at

@@ -187,6 +187,8 @@ pub struct HandshakeInfo {
     pub remote_addr: Option<String>,
     /// `Origin` (browsers).
     pub origin: Option<String>,
+    /// A Socket.IO v2 client (Engine.IO v3): it cannot recover, so it gets no pid or offsets.
+    pub legacy: bool,
 }
 
 /// Work for another actor; its answer comes back to the socket as a [`Done`].

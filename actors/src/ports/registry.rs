@@ -69,6 +69,8 @@ pub struct Authenticated {
     /// The session held its channels at the bridge while its CONNECT waited: release them
     /// once the registry needs them.
     pub held: bool,
+    /// Recoverable events carry their offset (recovery on, a client that can recover).
+    pub offsets: bool,
 }
 
 /// A session's websocket transport, written into directly by the registry.

@@ -46,6 +46,8 @@ pub struct Socket {
     pub device: String,
     /// Its websocket, when deliveries may be written into it directly.
     pub direct: Option<DirectLink>,
+    /// Recoverable events carry their offset (recovery on, a client that can recover).
+    pub offsets: bool,
 }
 
 /// The node's sessions and their indexes (see the module docs).
@@ -327,6 +329,7 @@ mod tests {
             user: user.into(),
             device: device.into(),
             direct: None,
+            offsets: true,
         }
     }
 

@@ -196,18 +196,23 @@ impl SessionRegistry {
         event: &'static str,
         offset: Option<Offset>,
     ) {
-        let frames = match offset {
+        let stamped = match offset {
             Some(offset) => match with_offset(frames, &offset) {
-                Some(frames) => frames,
+                Some(frames) => Some(frames),
                 None => return,
             },
-            None => frames.clone(),
+            None => None,
         };
         let mut sent = 0;
         let mut visit = |_: &Sid, entry: &Entry<SessionPort>| {
-            let excepted =
-                except.is_some_and(|x| entry.socket.as_ref().is_some_and(|s| s.id == *x));
-            if !excepted && push(entry, &frames, volatile, event, offset) {
+            let socket = entry.socket.as_ref();
+            let excepted = except.is_some_and(|x| socket.is_some_and(|s| s.id == *x));
+            // A client that cannot recover (Socket.IO v2) gets the event without its offset.
+            let frames = match &stamped {
+                Some(stamped) if socket.is_none_or(|s| s.offsets) => stamped,
+                _ => frames,
+            };
+            if !excepted && push(entry, frames, volatile, event, offset) {
                 sent += 1;
             }
         };
@@ -463,6 +468,7 @@ impl Handler<Authenticated> for SessionRegistry {
             user: msg.user,
             device: msg.device,
             direct: msg.direct,
+            offsets: msg.offsets,
         };
         let (reconnected, needed) =
             self.index

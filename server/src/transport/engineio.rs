@@ -251,7 +251,10 @@ async fn open_session(
                 base64: query.base64(),
             },
         },
-        handshake: handshake_info(head, &query.params),
+        handshake: HandshakeInfo {
+            legacy: query.revision == Revision::V3,
+            ..handshake_info(head, &query.params)
+        },
     });
     state
         .registry
@@ -285,6 +288,7 @@ fn handshake_info(head: &RequestHead, query: &HashMap<String, String>) -> Handsh
         user_agent: header("user-agent"),
         remote_addr: head.peer_addr.map(|a| a.ip().to_string()),
         origin: header("origin"),
+        legacy: false,
     }
 }
 
