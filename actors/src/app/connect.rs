@@ -153,7 +153,10 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
     }
     match (&s.app.recovery, &admission.attempt) {
         (Some(recovery), Some((pid, _))) => {
-            let take = recovery.take.send(TakeSession { pid: pid.clone() });
+            let take = recovery.take.send(TakeSession {
+                pid: pid.clone(),
+                user: admission.user.to_string(),
+            });
             s.pending_auth = Some(auth);
             conn.spawn(work(async move {
                 let saved = match take.await {
@@ -653,8 +656,12 @@ pub(super) fn stopped(s: &mut Socket, sid: &Sid, reason: Option<CloseReason>) {
         disconnected_at: SystemTime::now(),
     });
     if let (Some(recovery), Some(pid)) = (&app.recovery, &user.pid) {
-        // socket.io's rule: a socket that did not choose to leave may come back.
+        // socket.io's rule: a socket that did not choose to leave may come back. An Engine.IO
+        // close packet alone (the engine closed under the socket) is not leaving.
         let recoverable = matches!(
+            reason,
+            CloseReason::ClientClose if !s.left
+        ) || matches!(
             reason,
             CloseReason::TransportClose
                 | CloseReason::TransportError
@@ -669,7 +676,10 @@ pub(super) fn stopped(s: &mut Socket, sid: &Sid, reason: Option<CloseReason>) {
                 ttl_secs: recovery.window.as_secs().max(1),
             });
         } else {
-            recovery.take.do_send(TakeSession { pid: pid.clone() });
+            recovery.take.do_send(TakeSession {
+                pid: pid.clone(),
+                user: user.user.to_string(),
+            });
         }
     }
     app.ports.presence_disconnect.do_send(PresenceDisconnect {

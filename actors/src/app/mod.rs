@@ -343,6 +343,8 @@ pub struct Socket {
     /// The (user, socket) of a CONNECT waiting for presence to admit it; if the session ends
     /// first, the socket is withdrawn from presence again.
     admitting: Option<(UserId, SocketId)>,
+    /// The client left with a Socket.IO DISCONNECT (its state is not kept for recovery).
+    left: bool,
     /// The authenticated user, once admitted.
     user: Option<User>,
     /// A recovering CONNECT's auth payload while its saved state is looked up (for the
@@ -427,6 +429,7 @@ impl Socket {
             app,
             handshake,
             admitting: None,
+            left: false,
             user: None,
             pending_auth: None,
         }
@@ -592,6 +595,11 @@ impl Socket {
         }
         user.sent.fetch_add(1, Ordering::Relaxed);
         Some(push)
+    }
+
+    /// The client said Socket.IO DISCONNECT: it chose to leave.
+    pub fn left(&mut self) {
+        self.left = true;
     }
 
     /// The session is gone (`reason` is `None` when the node stopped it without a close).

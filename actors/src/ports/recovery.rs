@@ -48,12 +48,14 @@ pub struct SaveSession {
     pub ttl_secs: u64,
 }
 
-/// Take a kept state (at most once: it is removed).
+/// Take a kept state of `user` (at most once: it is removed); another user's is left alone.
 #[derive(Message)]
 #[rtype(result = "Result<Option<SavedSession>, StoreError>")]
 pub struct TakeSession {
     /// The private recovery id the client sent.
     pub pid: String,
+    /// The user the token names.
+    pub user: String,
 }
 
 /// Single-node mode: record a recoverable event of `stream` (the registry sends these in the

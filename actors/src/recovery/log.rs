@@ -94,8 +94,11 @@ impl RecoveryLog {
             .insert(pid, (now_ms.saturating_add(ttl_ms), session));
     }
 
-    /// Take a kept session (once).
-    pub fn take(&mut self, pid: &str, now_ms: u64) -> Option<SavedSession> {
+    /// Take a kept session of `user` (once); another user's stays where it is.
+    pub fn take(&mut self, pid: &str, user: &str, now_ms: u64) -> Option<SavedSession> {
+        if self.sessions.get(pid)?.1.user != user {
+            return None;
+        }
         let (expires, session) = self.sessions.remove(pid)?;
         (expires > now_ms).then_some(session)
     }
@@ -180,9 +183,14 @@ mod tests {
             watching: vec![],
         };
         log.save("p".into(), s.clone(), 0, 10_000);
-        assert_eq!(log.take("p", 9_999), Some(s.clone()));
-        assert_eq!(log.take("p", 9_999), None, "taken once");
+        assert_eq!(log.take("p", "v", 9_999), None, "another user's pid");
+        assert_eq!(
+            log.take("p", "u", 9_999),
+            Some(s.clone()),
+            "still there for its user"
+        );
+        assert_eq!(log.take("p", "u", 9_999), None, "taken once");
         log.save("q".into(), s, 0, 10_000);
-        assert_eq!(log.take("q", 10_000), None, "expired");
+        assert_eq!(log.take("q", "u", 10_000), None, "expired");
     }
 }

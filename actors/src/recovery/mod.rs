@@ -82,7 +82,7 @@ impl Handler<TakeSession> for Recovery {
     type Result = ResponseFuture<Result<Option<crate::ports::recovery::SavedSession>, StoreError>>;
 
     fn handle(&mut self, msg: TakeSession, _ctx: &mut Context<Self>) -> Self::Result {
-        self.store.take(msg.pid)
+        self.store.take(msg.pid, msg.user)
     }
 }
 

@@ -29,6 +29,8 @@ pub struct RedisRecoveryStore {
     pool: RedisPool,
     keys: Keys,
     window: Duration,
+    /// `take.lua`.
+    take: Arc<redis::Script>,
 }
 
 impl RedisRecoveryStore {
@@ -38,6 +40,7 @@ impl RedisRecoveryStore {
             pool,
             keys: settings.keys.clone(),
             window,
+            take: Arc::new(redis::Script::new(include_str!("take.lua"))),
         }
     }
 }
@@ -75,13 +78,15 @@ impl RecoveryStore for RedisRecoveryStore {
         })
     }
 
-    fn take(&self, pid: String) -> StoreFuture<Option<SavedSession>> {
+    fn take(&self, pid: String, user: String) -> StoreFuture<Option<SavedSession>> {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
-            let json: Option<String> = cmd("GETDEL")
-                .arg(this.keys.recovery_session(&pid))
-                .query_async(&mut *conn)
+            let json: Option<String> = this
+                .take
+                .key(this.keys.recovery_session(&pid))
+                .arg(user)
+                .invoke_async(&mut *conn)
                 .await?;
             Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
         })

@@ -15,8 +15,8 @@ use crate::store::StoreFuture;
 pub trait RecoveryStore: Send + Sync + 'static {
     /// Keep a session for `ttl` under `pid`.
     fn save(&self, pid: String, session: SavedSession, ttl: Duration) -> StoreFuture<()>;
-    /// Take a kept session, once.
-    fn take(&self, pid: String) -> StoreFuture<Option<SavedSession>>;
+    /// Take a kept session of `user`, once (another user's stays).
+    fn take(&self, pid: String, user: String) -> StoreFuture<Option<SavedSession>>;
     /// The events of `streams` after `after`; `None` when some are gone.
     fn replay(&self, streams: Vec<Channel>, after: Offset) -> StoreFuture<Option<Vec<Recorded>>>;
     /// Single node: record an event (cluster nodes record with the publish).
@@ -61,8 +61,8 @@ impl RecoveryStore for MemoryRecoveryStore {
         self.with(move |log| log.save(pid, session, now_ms(), ttl.as_millis() as u64))
     }
 
-    fn take(&self, pid: String) -> StoreFuture<Option<SavedSession>> {
-        self.with(move |log| log.take(&pid, now_ms()))
+    fn take(&self, pid: String, user: String) -> StoreFuture<Option<SavedSession>> {
+        self.with(move |log| log.take(&pid, &user, now_ms()))
     }
 
     fn replay(&self, streams: Vec<Channel>, after: Offset) -> StoreFuture<Option<Vec<Recorded>>> {

@@ -379,7 +379,10 @@ impl Session {
                 Output::TooLarge { id } => {
                     self.with_app(ctx, |socket, conn| socket.too_large(conn, id))
                 }
-                Output::Disconnected { .. } => self.close(CloseReason::ClientClose, ctx),
+                Output::Disconnected { .. } => {
+                    self.with_app(ctx, |socket, _| socket.left());
+                    self.close(CloseReason::ClientClose, ctx)
+                }
             }
         }
         match result {
