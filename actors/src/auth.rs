@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use switchboard_protocol::events::check_id;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -79,6 +80,8 @@ pub struct Identity {
     /// The prefix patterns of the `rooms` claim (`"doc:*"` → `"doc:"`): rooms the client may
     /// join with `room:join`.
     pub room_patterns: Vec<String>,
+    /// The `did` claim: the one device id this token may connect as.
+    pub device: Option<String>,
     /// Every claim of the token (for the backend's `connect` hook).
     pub claims: serde_json::Map<String, Value>,
 }
@@ -127,6 +130,9 @@ pub enum AuthError {
     /// Longer than [`MAX_TOKEN_BYTES`].
     #[error("token too large")]
     TokenTooLarge,
+    /// `sub` is not a valid user id (over 255 bytes, or control characters).
+    #[error("the subject is not a valid user id")]
+    InvalidSubject,
 }
 
 impl AuthError {
@@ -143,6 +149,7 @@ impl AuthError {
             Self::InvalidAudience => "invalid_audience",
             Self::MissingClaim => "missing_claim",
             Self::TokenTooLarge => "token_too_large",
+            Self::InvalidSubject => "invalid_subject",
         }
     }
 }
@@ -298,6 +305,8 @@ struct RawClaims {
     exp: Option<Value>,
     #[serde(default)]
     rooms: Option<Value>,
+    #[serde(default)]
+    did: Option<Value>,
 }
 
 impl RawClaims {
@@ -305,6 +314,13 @@ impl RawClaims {
         let user_id = match self.sub {
             Some(Value::String(sub)) if !sub.is_empty() => sub,
             _ => return Err(AuthError::MissingClaim),
+        };
+        // Checked, never cleaned: "bob\u{7}" must not become bob.
+        check_id(&user_id).map_err(|_| AuthError::InvalidSubject)?;
+        let device = match self.did {
+            None | Some(Value::Null) => None,
+            Some(Value::String(did)) if check_id(&did).is_ok() => Some(did),
+            Some(_) => return Err(AuthError::Malformed),
         };
         // jsonwebtoken already validated `exp` as a non-negative number (it rounds floats).
         let expires_at = match &self.exp {
@@ -323,6 +339,9 @@ impl RawClaims {
                     let Value::String(room) = item else {
                         return Err(AuthError::Malformed);
                     };
+                    if check_id(&room).is_err() {
+                        return Err(AuthError::Malformed);
+                    }
                     let list = match room.strip_suffix('*') {
                         Some(prefix) => {
                             // Bounded by the token size, so the quadratic check stays small.
@@ -345,6 +364,7 @@ impl RawClaims {
             expires_at,
             rooms,
             room_patterns,
+            device,
             claims,
         })
     }
@@ -533,6 +553,34 @@ mod tests {
         assert_eq!(id.user_id, "demo");
         assert_eq!(id.rooms, rooms);
         assert!(id.expires_at >= now() + 3590);
+    }
+
+    #[test]
+    fn ids_in_claims_are_checked_never_cleaned() {
+        let auth = hs_auth();
+        for sub in ["bob\u{7}", "bob\u{0}", "\u{1b}[31mbob"] {
+            let claims = json!({ "sub": sub, "exp": now() + 60 });
+            assert_eq!(
+                auth.verify(&hs_token(&claims)),
+                Err(AuthError::InvalidSubject)
+            );
+        }
+        let claims = json!({ "sub": "x".repeat(256), "exp": now() + 60 });
+        assert_eq!(
+            auth.verify(&hs_token(&claims)),
+            Err(AuthError::InvalidSubject)
+        );
+        let claims = json!({ "sub": "a", "exp": now() + 60, "rooms": ["ok", "b\u{7}d"] });
+        assert_eq!(auth.verify(&hs_token(&claims)), Err(AuthError::Malformed));
+        let claims = json!({ "sub": "a", "exp": now() + 60, "did": "phone" });
+        assert_eq!(
+            auth.verify(&hs_token(&claims)).unwrap().device.as_deref(),
+            Some("phone")
+        );
+        for did in [json!(7), json!("p\u{0}"), json!("")] {
+            let claims = json!({ "sub": "a", "exp": now() + 60, "did": did });
+            assert_eq!(auth.verify(&hs_token(&claims)), Err(AuthError::Malformed));
+        }
     }
 
     #[test]

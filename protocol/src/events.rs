@@ -16,6 +16,21 @@ pub const MAX_SYNC_LIMIT: usize = 500;
 /// Page size of `message:sync` when the client names none.
 pub const DEFAULT_SYNC_LIMIT: usize = 100;
 
+/// The one rule for every id (user ids, room names, device ids) wherever it comes from (a token,
+/// an event, the server API): 1 to [`MAX_ID_LEN`] bytes, no control characters. Ids are checked,
+/// never cleaned: a cleaned id would name someone else.
+pub fn check_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        Err("an id may not be empty")
+    } else if id.len() > MAX_ID_LEN {
+        Err("an id is at most 255 bytes")
+    } else if id.chars().any(char::is_control) {
+        Err("an id may not contain control characters")
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks a decoded payload beyond its types.
 pub trait Validate {
     /// `Err(message)` when the payload is unacceptable.
@@ -23,11 +38,7 @@ pub trait Validate {
 }
 
 fn valid_id(id: &str, what: &'static str) -> Result<(), &'static str> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        Err(what)
-    } else {
-        Ok(())
-    }
+    check_id(id).map_err(|_| what)
 }
 
 /// `message:send`
@@ -41,7 +52,10 @@ pub struct MessageSend {
 
 impl Validate for MessageSend {
     fn validate(&self) -> Result<(), &'static str> {
-        valid_id(&self.to, "`to` must be a user id of 1 to 255 bytes")?;
+        valid_id(
+            &self.to,
+            "`to` must be a user id of 1 to 255 bytes without control characters",
+        )?;
         if sanitize_text(&self.text).trim().is_empty() {
             return Err("`text` must not be empty");
         }
@@ -83,7 +97,10 @@ pub struct Typing {
 
 impl Validate for Typing {
     fn validate(&self) -> Result<(), &'static str> {
-        valid_id(&self.to, "`to` must be a user id of 1 to 255 bytes")
+        valid_id(
+            &self.to,
+            "`to` must be a user id of 1 to 255 bytes without control characters",
+        )
     }
 }
 
@@ -99,7 +116,10 @@ pub struct Signal {
 
 impl Validate for Signal {
     fn validate(&self) -> Result<(), &'static str> {
-        valid_id(&self.to, "`to` must be a user id of 1 to 255 bytes")
+        valid_id(
+            &self.to,
+            "`to` must be a user id of 1 to 255 bytes without control characters",
+        )
     }
 }
 
@@ -118,7 +138,10 @@ pub struct RoomEmit {
 
 impl Validate for RoomEmit {
     fn validate(&self) -> Result<(), &'static str> {
-        valid_id(&self.room, "`room` must be a room name of 1 to 255 bytes")
+        valid_id(
+            &self.room,
+            "`room` must be a room name of 1 to 255 bytes without control characters",
+        )
     }
 }
 
@@ -131,7 +154,10 @@ pub struct RoomName {
 
 impl Validate for RoomName {
     fn validate(&self) -> Result<(), &'static str> {
-        valid_id(&self.room, "`room` must be a room name of 1 to 255 bytes")
+        valid_id(
+            &self.room,
+            "`room` must be a room name of 1 to 255 bytes without control characters",
+        )
     }
 }
 
@@ -149,7 +175,10 @@ impl Validate for PresenceUsers {
             return Err("`userIds` may name at most 1000 users");
         }
         for id in &self.user_ids {
-            valid_id(id, "each of `userIds` must be a user id of 1 to 255 bytes")?;
+            valid_id(
+                id,
+                "each of `userIds` must be a user id of 1 to 255 bytes without control characters",
+            )?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use switchboard_actors::ports::registry::{Deliver, DisconnectUser, RoomMembershi
 use switchboard_actors::transport::encode_event_with;
 use switchboard_actors::{Room, UserId};
 use switchboard_protocol::binary;
-use switchboard_protocol::events::{EventName, MAX_ID_LEN, MAX_USER_IDS};
+use switchboard_protocol::events::{self, EventName, MAX_ID_LEN, MAX_USER_IDS};
 use switchboard_protocol::socketio::RESERVED_EVENTS;
 
 use crate::AppState;
@@ -143,12 +143,11 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> 
 }
 
 fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(ApiError::bad_request(format!(
-            "{what} must be 1 to 255 bytes"
-        )));
-    }
-    Ok(())
+    events::check_id(id).map_err(|why| {
+        ApiError::bad_request(format!(
+            "{what} must be 1 to 255 bytes without control characters ({why})"
+        ))
+    })
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use switchboard_protocol::events::EventName;
+use switchboard_protocol::events::{EventName, check_id};
 use switchboard_protocol::socketio::Packet;
 use tracing::{info, warn};
 
@@ -36,9 +36,6 @@ use crate::transport::Outgoing;
 
 /// Longest a socket's token timer runs (ten years); later expiries are treated as this.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
-
-/// Longest device id or platform name kept from a client.
-const MAX_DEVICE_LEN: usize = 128;
 
 /// Longest the durable room memberships may take to load at connect; past it the socket
 /// connects without them (logged), rather than waiting on a slow database.
@@ -80,11 +77,6 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn bounded(s: Option<&str>) -> Option<String> {
-    s.filter(|s| !s.is_empty() && s.len() <= MAX_DEVICE_LEN)
-        .map(str::to_string)
-}
-
 /// Authenticate a CONNECT to `nsp` and ask presence to admit it, or refuse it with
 /// `auth_failed`.
 pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Option<Value>) {
@@ -99,28 +91,40 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
         Some(token) => s.app.auth.verify(&token),
         None => Err(AuthError::MissingToken),
     };
+    let refuse = |conn: &mut dyn Conn, reason: &'static str| {
+        info!(sid = %conn.sid(), reason, "auth_failed");
+        metrics().connection("auth_failed");
+        let refusal =
+            Packet::connect_error_with_data(&nsp, "auth_failed", json!({ "reason": reason }));
+        conn.refuse_connect(&refusal);
+    };
     let identity = match identity {
         Ok(identity) => identity,
-        Err(err) => {
-            info!(sid = %conn.sid(), reason = err.reason(), "auth_failed");
-            metrics().connection("auth_failed");
-            let refusal = Packet::connect_error_with_data(
-                &nsp,
-                "auth_failed",
-                json!({"reason": err.reason()}),
-            );
-            conn.refuse_connect(&refusal);
-            return;
-        }
+        Err(err) => return refuse(conn, err.reason()),
     };
+    // The device the client names (auth, else the header): checked like every id, and bound
+    // to the token's `did` when it has one.
+    let named = match auth.get("deviceId") {
+        Some(Value::String(d)) => Some(d.clone()),
+        Some(Value::Null) | None => s.handshake.device_id.clone(),
+        Some(_) => return refuse(conn, "invalid_device_id"),
+    };
+    // An empty one is no device id (the socket id stands in), as before.
+    let named = named.filter(|d| !d.is_empty());
+    if named.as_deref().is_some_and(|d| check_id(d).is_err()) {
+        return refuse(conn, "invalid_device_id");
+    }
+    if let Some(did) = &identity.device
+        && named.as_deref() != Some(did.as_str())
+    {
+        return refuse(conn, "device_mismatch");
+    }
     if s.admitting.is_some() {
         // A second CONNECT while the first is still being admitted.
         return;
     }
     let socket = SocketId::random();
-    let device = bounded(auth.get("deviceId").and_then(Value::as_str))
-        .or_else(|| bounded(s.handshake.device_id.as_deref()))
-        .unwrap_or_else(|| socket.to_string());
+    let device = named.unwrap_or_else(|| socket.to_string());
     let user = UserId::from(identity.user_id.as_str());
     s.admitting = Some((user.clone(), socket.clone()));
     // socket.io-client sends `{pid, offset}` (beside the app's own auth) when it reconnects.

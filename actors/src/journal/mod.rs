@@ -57,6 +57,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::ids::{Room, UserId};
+use crate::metrics::metrics;
 use crate::ports::journal::{
     AckWebhooks, AcquireWebhookLease, AddMembership, CheckDatabase, CloseStaleConnections,
     ConnectionClosed, ConnectionOpened, DeadLetterWebhooks, FailWebhooks, Flush, JournalError,
@@ -558,15 +559,10 @@ impl Handler<StoreMessage> for Journal {
     type Result = ResponseFuture<Result<StoredMessage, JournalError>>;
 
     fn handle(&mut self, msg: StoreMessage, ctx: &mut Context<Self>) -> Self::Result {
-        let from = clean(&msg.from, limits::UNBOUNDED);
-        let to = clean(&msg.to, limits::UNBOUNDED);
-        let refused = if from.is_empty() || to.is_empty() {
-            Some(JournalError::Invalid("empty user id"))
-        } else if from.chars().count() > limits::USER_ID || to.chars().count() > limits::USER_ID {
-            // Cutting an id would file the message under someone else: refuse instead.
-            Some(JournalError::Invalid(
-                "user ids are limited to 255 characters",
-            ))
+        // Ids are checked, never cleaned or cut: either would file the message under someone
+        // else.
+        let refused = if let Err(err) = check_ids(&[&msg.from, &msg.to]) {
+            Some(err)
         } else if self.pending.len() >= self.config.message_queue_limit {
             Some(JournalError::Unavailable("message backlog full".into()))
         } else {
@@ -578,8 +574,8 @@ impl Handler<StoreMessage> for Journal {
         let (reply, answer) = oneshot::channel();
         self.pending.push_back(PendingStore {
             message: NewMessage {
-                from,
-                to,
+                from: msg.from.to_string(),
+                to: msg.to.to_string(),
                 text: clean(&msg.text, limits::UNBOUNDED),
             },
             reply,
@@ -597,7 +593,10 @@ impl Handler<SyncMessages> for Journal {
     type Result = ResponseFuture<Result<SyncPage, JournalError>>;
 
     fn handle(&mut self, msg: SyncMessages, _ctx: &mut Context<Self>) -> Self::Result {
-        let user = clean(&msg.user, limits::UNBOUNDED);
+        if let Err(err) = check_ids(&[&msg.user]) {
+            return refused(err);
+        }
+        let user = msg.user.to_string();
         let after = i64::try_from(msg.after).unwrap_or(i64::MAX);
         // One more than asked for tells whether more follow.
         let fetch = i64::try_from(msg.limit.saturating_add(1)).unwrap_or(i64::MAX);
@@ -619,11 +618,17 @@ impl Handler<ConnectionOpened> for Journal {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionOpened, ctx: &mut Context<Self>) {
+        if let Err(err) = check_ids(&[&msg.user_id, &msg.device_id]) {
+            // Login checks these ids; a row that names no one is not written.
+            warn!(%err, "connection row refused");
+            metrics().error("journal_invalid_row");
+            return;
+        }
         let mut row = OpenedRow {
             id: Uuid::new_v4(),
             socket_id: clean(&msg.socket_id, limits::SOCKET_ID),
-            user_id: clean(&msg.user_id, limits::USER_ID),
-            device_id: clean(&msg.device_id, limits::USER_ID),
+            user_id: msg.user_id.to_string(),
+            device_id: msg.device_id.clone(),
             server_instance: clean(&msg.server_instance, limits::SERVER_INSTANCE),
             ip_address: clean(&msg.ip_address, limits::IP_ADDRESS),
             user_agent: msg.user_agent.map(|ua| clean(&ua, limits::UNBOUNDED)),
@@ -668,10 +673,16 @@ impl Handler<PresenceLogged> for Journal {
     type Result = ();
 
     fn handle(&mut self, msg: PresenceLogged, ctx: &mut Context<Self>) {
+        let device = msg.device_id.as_deref().unwrap_or("-");
+        if let Err(err) = check_ids(&[&msg.user_id, device]) {
+            warn!(%err, "presence row refused");
+            metrics().error("journal_invalid_row");
+            return;
+        }
         let mut row = PresenceRow {
-            user_id: clean(&msg.user_id, limits::USER_ID),
+            user_id: msg.user_id.to_string(),
             status: clean(&msg.status, limits::STATUS),
-            device_id: msg.device_id.map(|d| clean(&d, limits::USER_ID)),
+            device_id: msg.device_id,
             at: db_time(msg.at),
             event: None,
         };

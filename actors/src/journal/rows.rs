@@ -43,19 +43,9 @@ pub(super) fn clean(text: &str, max_chars: usize) -> String {
     clean
 }
 
-/// Why an id given to a membership request is refused: ids are checked, never cleaned (a
-/// cleaned id would name another room or user).
-pub(super) fn check_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
-        Err("empty id")
-    } else if id.len() > limits::USER_ID {
-        Err("ids are limited to 255 bytes")
-    } else if id.chars().any(char::is_control) {
-        Err("ids may not contain control characters")
-    } else {
-        Ok(())
-    }
-}
+/// Why an id is refused: ids are checked, never cleaned (a cleaned id would name another room
+/// or user); the rule is the protocol's, the same everywhere.
+pub(super) use switchboard_protocol::events::check_id;
 
 /// A socket authenticated (a new `socket_connections` row).
 #[derive(Debug, Clone, PartialEq, Eq)]

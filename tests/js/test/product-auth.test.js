@@ -231,6 +231,50 @@ describe("HS256 node", T, () => {
     await expectAuthFailed(userSocket(node, "x", { token: hs256(claims({ sub: undefined }), SECRET) }), "missing_claim");
   });
 
+  test("a subject that is not a valid user id → invalid_subject: checked, never cleaned (bob\\u0007 is not bob)", async () => {
+    const bob = uid("bob");
+    const b = await connectUser(node, bob, { label: "bob" });
+    for (const sub of [`${bob}\u0007`, `${bob}\u0000`, `\u001b[31m${bob}`, "x".repeat(256)]) {
+      await expectAuthFailed(userSocket(node, "x", { token: token(sub) }), "invalid_subject");
+    }
+    // Nothing of bob's reached an impostor, and bob is still himself.
+    await b.log.none("message:received", 200);
+    const alice = await connectUser(node, uid("alice"));
+    for (const to of [`${bob}\u0007`, "", "x".repeat(256)]) {
+      const res = await ack(alice, "message:send", { to, text: "hi" });
+      assert.equal(res?.error?.code, "invalid_payload", `message:send to ${safeJson(to)}: ${safeJson(res)}`);
+    }
+    await b.log.none("message:received", 200, { why: "a control character does not make another user bob" });
+    assert.equal(alice.connected, true);
+  });
+
+  test("rooms claim with a control character → malformed", async () => {
+    await expectAuthFailed(userSocket(node, "x", { token: token(uid("r"), { rooms: ["ok", "bad\u0007"] }) }), "malformed");
+  });
+
+  test("a deviceId with control characters, over 255 bytes or not a string → invalid_device_id; an empty one stands for none", async () => {
+    for (const deviceId of ["ph\u0000one", "x".repeat(256), 42]) {
+      const s = userSocket(node, uid("d"), { auth: { deviceId } });
+      await expectAuthFailed(s, "invalid_device_id");
+    }
+    const u = uid("d");
+    const s = userSocket(node, u, { auth: { deviceId: "" } });
+    const info = await connectAuthed(s);
+    assert.equal(info.deviceId, s.id, "the socket id stands in for an empty device id");
+  });
+
+  test("device binding: a token with `did` connects only as that device (device_mismatch otherwise); tokens without it as any", async () => {
+    const u = uid("bound");
+    const bound = token(u, { did: "phone-1" });
+    const ok = userSocket(node, u, { token: bound, device: "phone-1" });
+    assert.equal((await connectAuthed(ok)).deviceId, "phone-1");
+    await expectAuthFailed(userSocket(node, u, { token: bound, device: "laptop" }), "device_mismatch");
+    await expectAuthFailed(userSocket(node, u, { token: bound }), "device_mismatch");
+    await expectAuthFailed(userSocket(node, u, { token: token(u, { did: 7 }), device: "7" }), "malformed");
+    const free = userSocket(node, u, { device: "laptop" });
+    assert.equal((await connectAuthed(free)).deviceId, "laptop");
+  });
+
   test("a 300 KB token → token_too_large (contract names the reason but not the limit)", async () => {
     const t = hs256(claims({ sub: uid("big"), pad: "x".repeat(300_000) }), SECRET);
     await expectAuthFailed(userSocket(node, "x", { token: t }), "token_too_large");
