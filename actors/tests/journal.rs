@@ -411,19 +411,35 @@ async fn control_characters_do_not_fail_a_batch(backend: Backend) {
         .unwrap();
     assert_eq!(synced.messages[0].text, "nulhere\nline\ttab");
 
-    // One batch with a clean row and rows full of NULs and over-long values.
+    // One batch: clean rows with dirty free-text columns, and rows whose ids hold control
+    // characters (refused, never cleaned into someone else's id).
     journal.do_send(opened("clean", "alice", "node-a", SystemTime::now()));
     journal.do_send(ConnectionOpened {
         socket_id: "dirty\u{0}".into(),
-        user_id: user("al\u{0}ice"),
-        device_id: "d\u{0}".into(),
+        user_id: user("alice"),
+        device_id: "d1".into(),
         server_instance: "node-a".into(),
         ip_address: "1".repeat(100),
         user_agent: Some("agent\u{0}".into()),
         connected_at: SystemTime::now(),
     });
+    journal.do_send(ConnectionOpened {
+        socket_id: "forged".into(),
+        user_id: user("al\u{0}ice"),
+        device_id: "d1".into(),
+        server_instance: "node-a".into(),
+        ip_address: "127.0.0.1".into(),
+        user_agent: None,
+        connected_at: SystemTime::now(),
+    });
     journal.do_send(PresenceLogged {
         user_id: user("bob\u{0}"),
+        status: "online".into(),
+        device_id: None,
+        at: SystemTime::now(),
+    });
+    journal.do_send(PresenceLogged {
+        user_id: user("bob"),
         status: "online\u{0}-and-a-very-long-status".into(),
         device_id: None,
         at: SystemTime::now(),
@@ -440,14 +456,17 @@ async fn control_characters_do_not_fail_a_batch(backend: Backend) {
     assert_eq!(dirty.user_id, "alice");
     assert_eq!(dirty.ip_address.len(), 45);
     assert_eq!(dirty.user_agent.as_deref(), Some("agent"));
-    let presence = presence_log::Entity::find()
-        .one(&db)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(presence.user_id, "bob");
+    let rows = socket_connection::Entity::find().all(&db).await.unwrap();
     assert_eq!(
-        presence.status, "online-and-a-very-lo",
+        rows.len(),
+        2,
+        "the row with a forged user id is not written"
+    );
+    let presence = presence_log::Entity::find().all(&db).await.unwrap();
+    assert_eq!(presence.len(), 1, "the row for a forged bob is not written");
+    assert_eq!(presence[0].user_id, "bob");
+    assert_eq!(
+        presence[0].status, "online-and-a-very-lo",
         "cut to VARCHAR(20)"
     );
 }

@@ -35,11 +35,40 @@ fn sock(user: &str, socket: &str, device: &str) -> SocketPresence {
 async fn presence_behaviour(store: Arc<dyn PresenceStore>) {
     let dave = UserId::from("dave");
     assert!(
-        store.connect(sock("dave", "s1", "phone")).await.unwrap(),
+        store.connect(sock("dave", "s1", "phone"), 0).await.unwrap() == Some(true),
         "first socket → online"
     );
-    assert!(!store.connect(sock("dave", "s2", "laptop")).await.unwrap());
-    assert!(!store.connect(sock("dave", "s3", "laptop")).await.unwrap());
+    assert_eq!(
+        store
+            .connect(sock("dave", "s2", "laptop"), 0)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .connect(sock("dave", "s3", "laptop"), 3)
+            .await
+            .unwrap(),
+        Some(false),
+        "the third of three allowed"
+    );
+    assert_eq!(
+        store
+            .connect(sock("dave", "s4", "laptop"), 3)
+            .await
+            .unwrap(),
+        None,
+        "a fourth is refused, and not recorded"
+    );
+    assert_eq!(
+        store
+            .connect(sock("dave", "s3", "laptop"), 3)
+            .await
+            .unwrap(),
+        Some(false),
+        "a known socket is never refused"
+    );
     assert_eq!(
         store.devices("dave".into()).await.unwrap(),
         vec!["laptop", "phone"]
@@ -78,7 +107,7 @@ async fn presence_behaviour(store: Arc<dyn PresenceStore>) {
     // Online listing pages in id order.
     for u in ["carol", "alice", "bob"] {
         store
-            .connect(sock(u, &format!("{u}-s"), "d"))
+            .connect(sock(u, &format!("{u}-s"), "d"), 0)
             .await
             .unwrap();
     }
@@ -109,9 +138,9 @@ async fn room_behaviour(store: Arc<dyn PresenceStore>) {
     let room = Room::from("doc:1");
     let mut in_room = sock("rita", "r1", "d");
     in_room.rooms = vec![room.clone(), Room::from("other")];
-    store.connect(in_room).await.unwrap();
-    store.connect(sock("rita", "r2", "d")).await.unwrap();
-    store.connect(sock("sam", "sa1", "d")).await.unwrap();
+    store.connect(in_room, 0).await.unwrap();
+    store.connect(sock("rita", "r2", "d"), 0).await.unwrap();
+    store.connect(sock("sam", "sa1", "d"), 0).await.unwrap();
     let online = |store: Arc<dyn PresenceStore>, room: Room| async move {
         store.room_online(room).await.unwrap()
     };
@@ -229,8 +258,8 @@ async fn redis_sweep_removes_a_dead_nodes_sockets() {
     let alive = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("alive"));
     dead.heartbeat_node().await.unwrap();
     alive.heartbeat_node().await.unwrap();
-    dead.connect(sock("frank", "f1", "d")).await.unwrap();
-    alive.connect(sock("gina", "g1", "d")).await.unwrap();
+    dead.connect(sock("frank", "f1", "d"), 0).await.unwrap();
+    alive.connect(sock("gina", "g1", "d"), 0).await.unwrap();
     // Nothing is swept while the node is alive.
     assert!(
         alive
@@ -272,8 +301,8 @@ async fn redis_reconcile_reasserts_after_data_loss() {
     let settings = redis_settings();
     let pool = store::pool(&settings).unwrap();
     let store = RedisPresenceStore::new(pool.clone(), &settings, NodeId::from("n1"));
-    store.connect(sock("hana", "h1", "d")).await.unwrap();
-    store.connect(sock("ivan", "i1", "d")).await.unwrap();
+    store.connect(sock("hana", "h1", "d"), 0).await.unwrap();
+    store.connect(sock("ivan", "i1", "d"), 0).await.unwrap();
     // Redis "loses" hana's keys.
     let mut conn = pool.get().await.unwrap();
     for key in ["user:hana:sockets", "socket:h1:user", "user:hana:status"] {

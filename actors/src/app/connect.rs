@@ -25,7 +25,7 @@ use crate::ports::hooks::FailurePolicy;
 use crate::ports::hooks::{AskConnect, ConnectAnswer, ConnectRequest, HookFailure};
 use crate::ports::journal::MembershipsOf;
 use crate::ports::journal::{ConnectionClosed, ConnectionOpened};
-use crate::ports::presence::{PresenceConnect, PresenceDisconnect, SocketPresence};
+use crate::ports::presence::{Admit, PresenceConnect, PresenceDisconnect, SocketPresence};
 use crate::ports::recovery::{Recorded, SaveSession, SavedSession, TakeSession};
 use crate::ports::registry::{Authenticated, DirectLink};
 use crate::ports::registry::{Recover, Watch};
@@ -285,6 +285,7 @@ fn admit(s: &mut Socket, conn: &mut dyn Conn, mut admission: Box<Admission>) {
     let presence = ports.presence_connect.clone();
     let hold = ports.hold.clone();
     let sid = conn.sid().clone();
+    let max_sockets = s.app.limits.max_sockets_per_user;
     conn.spawn(work(async move {
         match tokio::time::timeout(MEMBERSHIPS_TIMEOUT, memberships).await {
             Ok(Ok(Ok(rooms))) => {
@@ -311,12 +312,13 @@ fn admit(s: &mut Socket, conn: &mut dyn Conn, mut admission: Box<Admission>) {
                 device: admission.device.clone(),
                 rooms: admission.rooms.clone(),
             },
+            max_sockets,
         });
         let result = settle_quietly(admitted.await);
         // Cluster mode: the CONNECT is answered once the socket's channels are subscribed, so
         // what is sent to it after the answer reaches it. (A bridge that cannot tell does not
         // hold the socket up: frames meanwhile are lost to it as to every socket.)
-        if let (Some(hold), Ok(())) = (hold, &result) {
+        if let (Some(hold), Ok(Admit::Yes)) = (hold, &result) {
             let mut channels = vec![Channel::User(admission.user.clone())];
             channels.extend(admission.rooms.iter().cloned().map(Channel::Room));
             let held = hold.send(Hold { sid, channels });
@@ -334,7 +336,7 @@ pub(super) fn admitted(
     s: &mut Socket,
     conn: &mut dyn Conn,
     admission: Admission,
-    result: Result<(), Refusal>,
+    result: Result<Admit, Refusal>,
 ) {
     s.admitting = None;
     let Admission {
@@ -351,7 +353,7 @@ pub(super) fn admitted(
     } = admission;
     if conn.closing() {
         release(s, conn.sid(), held);
-        if result.is_ok() {
+        if result == Ok(Admit::Yes) {
             s.app
                 .ports
                 .presence_disconnect
@@ -359,14 +361,20 @@ pub(super) fn admitted(
         }
         return;
     }
-    if result.is_err() {
-        warn!(sid = %conn.sid(), "presence unavailable; connection refused");
+    let (message, reason) = match result {
+        Ok(Admit::Yes) => ("", ""),
+        Ok(Admit::TooManySockets) => {
+            info!(sid = %conn.sid(), userId = %user, "too many sockets; connection refused");
+            ("connect_refused", "too_many_sockets")
+        }
+        Err(_) => {
+            warn!(sid = %conn.sid(), "presence unavailable; connection refused");
+            ("service_unavailable", "service_unavailable")
+        }
+    };
+    if !message.is_empty() {
         metrics().connection("rejected");
-        let refusal = Packet::connect_error_with_data(
-            &nsp,
-            "service_unavailable",
-            json!({"reason": "service_unavailable"}),
-        );
+        let refusal = Packet::connect_error_with_data(&nsp, message, json!({ "reason": reason }));
         conn.refuse_connect(&refusal);
         return;
     }
@@ -457,6 +465,8 @@ pub(super) fn admitted(
             sid: conn.sid().clone(),
             users: watching.iter().cloned().collect(),
             watch: true,
+            // What the socket watched before it comes back whole.
+            max_per_user: 0,
         });
     }
     if let (Some(recovery), Some((_, after))) = (&app.recovery, &attempt)

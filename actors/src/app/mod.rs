@@ -58,7 +58,7 @@ use crate::ports::journal::{
     SyncPage, WebhookEvent,
 };
 use crate::ports::presence::{
-    PresenceConnect, PresenceDisconnect, QueryStatuses, RoomOnline, SetStatus, Status,
+    Admit, PresenceConnect, PresenceDisconnect, QueryStatuses, RoomOnline, SetStatus, Status,
 };
 use crate::ports::ratelimiter::CheckMessage;
 use crate::ports::recovery::{Recorded, SaveSession, SavedSession, TakeSession};
@@ -77,6 +77,10 @@ pub struct AppLimits {
     pub socket_events: u32,
     /// The per-socket window.
     pub socket_window: Duration,
+    /// Most sockets one user may have across the cluster (0: no limit).
+    pub max_sockets_per_user: usize,
+    /// Most users one user's sockets on a node may watch together (0: no limit).
+    pub max_watches_per_user: usize,
 }
 
 /// The actors the application talks to, one port per message it sends.
@@ -230,7 +234,7 @@ pub enum Done {
     /// The backend's `connect` hook answered.
     ConnectHooked(Box<connect::Admission>, Result<ConnectAnswer, HookFailure>),
     /// Presence answered the admission of a CONNECT.
-    Admitted(Box<connect::Admission>, Result<(), Refusal>),
+    Admitted(Box<connect::Admission>, Result<Admit, Refusal>),
     /// The backend's `authorize` hook answered for an event waiting at the gate.
     Gated {
         /// The event.
@@ -306,6 +310,15 @@ pub enum Done {
         denied: Vec<String>,
         /// The statuses, in the order asked.
         result: Result<Vec<(UserId, Status)>, Refusal>,
+    },
+    /// The registry refused a `presence:subscribe`: over the user's watch budget.
+    WatchRefused {
+        /// Its ack id.
+        id: Option<u64>,
+        /// The users the socket had added for it.
+        added: Vec<UserId>,
+        /// Why.
+        refusal: Refusal,
     },
     /// An action is done (`status:set` stored, `room:join` in place): `{ok: true}` or the
     /// refusal.
@@ -549,6 +562,11 @@ impl Socket {
                 Err(refusal) => fail(conn, id, refusal),
             },
             Done::Statuses { id, denied, result } => presence::statuses(conn, id, denied, result),
+            Done::WatchRefused { id, added, refusal } => {
+                if let Some(user) = self.user.as_mut() {
+                    presence::watch_refused(&app, user, conn, id, added, refusal);
+                }
+            }
             Done::Settled { id, result } => match result {
                 Ok(()) => ack(conn, id, json!({"ok": true})),
                 Err(refusal) => fail(conn, id, refusal),

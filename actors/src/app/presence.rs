@@ -25,9 +25,14 @@ pub(super) fn watch(
     id: Option<u64>,
 ) {
     let users: Vec<UserId> = users.into_iter().map(UserId::from).collect();
+    let mut added = Vec::new();
     if on {
-        let added = users.iter().filter(|u| !user.watching.contains(*u)).count();
-        if user.watching.len() + added > MAX_WATCHED {
+        added = users
+            .iter()
+            .filter(|u| !user.watching.contains(*u))
+            .cloned()
+            .collect();
+        if user.watching.len() + added.len() > MAX_WATCHED {
             let message = format!("a socket may watch at most {MAX_WATCHED} users");
             return fail(conn, id, Refusal::invalid(message));
         }
@@ -44,12 +49,24 @@ pub(super) fn watch(
         sid: conn.sid().clone(),
         users: users.clone(),
         watch: on,
+        max_per_user: app.limits.max_watches_per_user,
     };
     if on {
         let watched = app.ports.watch.send(watch);
-        ask_statuses(app, conn, users, denied, id, async move {
-            let _ = watched.await;
-        });
+        let port = app.ports.query_statuses.clone();
+        let max = app.limits.max_watches_per_user;
+        conn.spawn(work(async move {
+            if let Ok(false) = watched.await {
+                let message = format!("one user's sockets on a node may watch at most {max} users");
+                return Done::WatchRefused {
+                    id,
+                    added,
+                    refusal: Refusal::invalid(message),
+                };
+            }
+            let result = settle_quietly(port.send(QueryStatuses { users }).await);
+            Done::Statuses { id, denied, result }
+        }));
     } else {
         app.ports.watch.do_send(watch);
         ack(conn, id, json!({"ok": true}));
@@ -70,7 +87,6 @@ pub(super) fn query(
         users.into_iter().map(UserId::from).collect(),
         denied,
         id,
-        async {},
     );
 }
 
@@ -80,15 +96,30 @@ fn ask_statuses(
     users: Vec<UserId>,
     denied: Vec<String>,
     id: Option<u64>,
-    after: impl Future<Output = ()> + 'static,
 ) {
     let port = app.ports.query_statuses.clone();
     conn.spawn(work(async move {
-        after.await;
         let query = port.send(QueryStatuses { users });
         let result = settle_quietly(query.await);
         Done::Statuses { id, denied, result }
     }));
+}
+
+/// The registry refused a `presence:subscribe` (the user's watch budget): the socket does not
+/// watch the users it added after all.
+pub(super) fn watch_refused(
+    app: &App,
+    user: &mut User,
+    conn: &mut dyn Conn,
+    id: Option<u64>,
+    added: Vec<UserId>,
+    refusal: Refusal,
+) {
+    for u in &added {
+        user.watching.remove(u);
+    }
+    user.keep(app);
+    fail(conn, id, refusal);
 }
 
 /// Presence answered a query: `{ok, statuses: {user: status}}`, plus `denied: [..]` when the

@@ -65,10 +65,21 @@ pub struct OnlinePage {
 
 /// A socket connected; answers once presence has it (or why it could not).
 #[derive(Message)]
-#[rtype(result = "Result<(), StoreError>")]
+#[rtype(result = "Result<Admit, StoreError>")]
 pub struct PresenceConnect {
     /// The socket.
     pub socket: SocketPresence,
+    /// Most sockets its user may have across the cluster (0: no limit).
+    pub max_sockets: usize,
+}
+
+/// Whether presence took a connecting socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// It is in.
+    Yes,
+    /// Its user already has the most sockets allowed.
+    TooManySockets,
 }
 
 /// A socket of `user` is gone.

@@ -81,9 +81,10 @@ pub struct DirectLink {
     pub sent: Arc<AtomicU32>,
 }
 
-/// Start or stop watching users' presence for a session.
+/// Start or stop watching users' presence for a session; answers false (and changes nothing)
+/// when the session's user would watch more than `max_per_user` users on this node.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Watch {
     /// The watching session.
     pub sid: Sid,
@@ -91,6 +92,8 @@ pub struct Watch {
     pub users: Vec<UserId>,
     /// True to watch, false to stop.
     pub watch: bool,
+    /// Most users one user's sessions on this node may watch together (0: no limit).
+    pub max_per_user: usize,
 }
 
 /// Who a delivery is for.

@@ -28,11 +28,11 @@ use crate::ids::UserId;
 use crate::metrics::MeteredActor;
 use crate::ports::Port;
 use crate::ports::journal::{CloseStaleConnections, NODE_LOST, PresenceLogged};
+use crate::ports::presence::{Admit, RoomOnline, RoomsChanged};
 use crate::ports::presence::{
     Leave, OnlinePage, OnlineUsers, PresenceConnect, PresenceDisconnect, QueryStatuses, SetStatus,
     Status,
 };
-use crate::ports::presence::{RoomOnline, RoomsChanged};
 use crate::ports::registry::{LiveSockets, PresenceChange, PresenceChanged};
 use crate::store::StoreError;
 pub use store::{MemoryPresenceStore, PresenceStore};
@@ -208,18 +208,21 @@ impl Supervised for Presence {
 }
 
 impl Handler<PresenceConnect> for Presence {
-    type Result = AtomicResponse<Self, Result<(), StoreError>>;
+    type Result = AtomicResponse<Self, Result<Admit, StoreError>>;
 
     fn handle(&mut self, msg: PresenceConnect, _ctx: &mut Context<Self>) -> Self::Result {
         let user = msg.socket.user.clone();
         let device = msg.socket.device.clone();
-        let fut = self.store.connect(msg.socket);
+        let fut = self.store.connect(msg.socket, msg.max_sockets);
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
-            move |result, act, _ctx| {
-                if result.clone()? {
-                    act.changed_on(user, PresenceChange::Online, Some(device));
+            move |result, act, _ctx| match result? {
+                None => Ok(Admit::TooManySockets),
+                Some(first) => {
+                    if first {
+                        act.changed_on(user, PresenceChange::Online, Some(device));
+                    }
+                    Ok(Admit::Yes)
                 }
-                Ok(())
             },
         )))
     }

@@ -62,11 +62,14 @@ impl RedisPresenceStore {
         self
     }
 
+    /// Add a socket (refused, `None`, when its user already has `max_sockets`; 0: no limit);
+    /// `Some(true)` when it is the user's first.
     async fn run_connect(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         s: &SocketPresence,
-    ) -> Result<bool, StoreError> {
+        max_sockets: usize,
+    ) -> Result<Option<bool>, StoreError> {
         let keys = self.keys.transition(&s.user, &s.socket, &self.node_id);
         redis_command("EVALSHA");
         let first: i64 = self
@@ -80,10 +83,14 @@ impl RedisPresenceStore {
             .arg(now_ms())
             .arg(SOCKET_TTL_SECS)
             .arg(STATUS_TTL_SECS)
+            .arg(max_sockets)
             .invoke_async(conn)
             .await?;
+        if first < 0 {
+            return Ok(None);
+        }
         self.join_rooms(conn, &s.user, &s.socket, &s.rooms).await?;
-        Ok(first == 1)
+        Ok(Some(first == 1))
     }
 
     /// Put a socket in rooms: `room:{r}:sockets` maps it to its user, `socket:{s}:rooms`
@@ -214,11 +221,11 @@ impl RedisPresenceStore {
 }
 
 impl PresenceStore for RedisPresenceStore {
-    fn connect(&self, socket: SocketPresence) -> StoreFuture<bool> {
+    fn connect(&self, socket: SocketPresence, max_sockets: usize) -> StoreFuture<Option<bool>> {
         let this = self.clone();
         Box::pin(async move {
             let mut conn = this.pool.get().await?;
-            this.run_connect(&mut conn, &socket).await
+            this.run_connect(&mut conn, &socket, max_sockets).await
         })
     }
 
@@ -388,7 +395,11 @@ impl PresenceStore for RedisPresenceStore {
             let results = join_all(live.iter().map(|s| {
                 let mut c = conn_ref.clone();
                 let this = &this;
-                async move { this.run_connect(&mut c, s).await }
+                async move {
+                    this.run_connect(&mut c, s, 0)
+                        .await
+                        .map(|first| first == Some(true))
+                }
             }))
             .await;
             for (socket, first) in live.iter().zip(results) {

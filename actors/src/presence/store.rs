@@ -12,7 +12,8 @@ use crate::store::StoreFuture;
 /// Presence operations; every transition answer is exact even with many nodes.
 pub trait PresenceStore: Send + Sync + 'static {
     /// Add a socket; true when it is the user's first.
-    fn connect(&self, socket: SocketPresence) -> StoreFuture<bool>;
+    /// (`None`: refused, its user already has `max_sockets`, 0 meaning no limit.)
+    fn connect(&self, socket: SocketPresence, max_sockets: usize) -> StoreFuture<Option<bool>>;
     /// Remove a socket; true when it was the user's last.
     fn disconnect(&self, user: UserId, socket: SocketId) -> StoreFuture<bool>;
     /// Set an online user's status; true when it changed.
@@ -85,11 +86,11 @@ impl MemoryPresenceStore {
 }
 
 impl PresenceStore for MemoryPresenceStore {
-    fn connect(&self, s: SocketPresence) -> StoreFuture<bool> {
+    fn connect(&self, s: SocketPresence, max_sockets: usize) -> StoreFuture<Option<bool>> {
         self.with(move |t| {
-            let first = t.connect(&s.user, &s.socket, &s.device);
+            let first = t.connect(&s.user, &s.socket, &s.device, max_sockets)?;
             t.rooms(&s.user, &s.socket, &s.rooms, true);
-            first
+            Some(first)
         })
     }
 

@@ -24,8 +24,15 @@ pub struct PresenceTable {
 }
 
 impl PresenceTable {
-    /// Add a socket; true when it is the user's first (the user comes online).
-    pub fn connect(&mut self, user: &UserId, socket: &str, device: &str) -> bool {
+    /// Add a socket; `Some(true)` when it is the user's first (the user comes online), `None`
+    /// when the user already has `max_sockets` (0: no limit) and nothing changed.
+    pub fn connect(
+        &mut self,
+        user: &UserId,
+        socket: &str,
+        device: &str,
+        max_sockets: usize,
+    ) -> Option<bool> {
         let entry = self
             .users
             .entry(user.clone())
@@ -33,9 +40,15 @@ impl PresenceTable {
                 sockets: HashMap::new(),
                 status: Status::Online,
             });
+        let full = max_sockets > 0
+            && entry.sockets.len() >= max_sockets
+            && !entry.sockets.contains_key(socket);
+        if full {
+            return None;
+        }
         let first = entry.sockets.is_empty();
         entry.sockets.insert(socket.to_string(), device.to_string());
-        first
+        Some(first)
     }
 
     /// A socket joins (or leaves) rooms.
@@ -165,8 +178,8 @@ mod tests {
     fn first_and_last_socket_are_the_transitions() {
         let mut t = PresenceTable::default();
         let dave = uid("dave");
-        assert!(t.connect(&dave, "s1", "phone"));
-        assert!(!t.connect(&dave, "s2", "laptop"));
+        assert_eq!(t.connect(&dave, "s1", "phone", 0), Some(true));
+        assert_eq!(t.connect(&dave, "s2", "laptop", 0), Some(false));
         assert_eq!(t.devices("dave"), vec!["laptop", "phone"]);
         assert!(!t.disconnect(&dave, "s1"));
         assert_eq!(t.status("dave"), Status::Online);
@@ -183,9 +196,9 @@ mod tests {
         let mut t = PresenceTable::default();
         let (a, b) = (uid("a"), uid("b"));
         let room = Room::from("r");
-        t.connect(&a, "a1", "d");
-        t.connect(&a, "a2", "d");
-        t.connect(&b, "b1", "d");
+        t.connect(&a, "a1", "d", 0);
+        t.connect(&a, "a2", "d", 0);
+        t.connect(&b, "b1", "d", 0);
         t.rooms(&a, "a1", std::slice::from_ref(&room), true);
         t.rooms(&a, "a2", std::slice::from_ref(&room), true);
         t.rooms(&b, "b1", std::slice::from_ref(&room), true);
@@ -202,7 +215,7 @@ mod tests {
         let mut t = PresenceTable::default();
         let a = uid("a");
         assert!(!t.set_status(&a, Status::Away));
-        t.connect(&a, "s", "d");
+        t.connect(&a, "s", "d", 0);
         assert!(t.set_status(&a, Status::Away));
         assert!(!t.set_status(&a, Status::Away));
         assert_eq!(t.status("a"), Status::Away);
@@ -212,7 +225,7 @@ mod tests {
     fn online_users_page_in_order() {
         let mut t = PresenceTable::default();
         for u in ["c", "a", "b", "d"] {
-            t.connect(&uid(u), "s", "d");
+            t.connect(&uid(u), "s", "d", 0);
         }
         let p1 = t.online(3, None);
         assert_eq!(p1.count, 4);
@@ -221,5 +234,28 @@ mod tests {
         let p2 = t.online(3, p1.next_cursor.as_deref());
         assert_eq!(p2.users, vec!["d"]);
         assert_eq!(p2.next_cursor, None);
+    }
+
+    #[test]
+    fn sockets_per_user_are_capped_and_a_known_socket_is_never_refused() {
+        let mut t = PresenceTable::default();
+        let u = uid("u");
+        assert_eq!(t.connect(&u, "s1", "d", 2), Some(true));
+        assert_eq!(t.connect(&u, "s2", "d", 2), Some(false));
+        assert_eq!(
+            t.connect(&u, "s3", "d", 2),
+            None,
+            "a third socket is refused"
+        );
+        assert_eq!(
+            t.connect(&u, "s2", "d", 2),
+            Some(false),
+            "re-asserting one is not"
+        );
+        assert_eq!(
+            t.connect(&uid("v"), "s4", "d", 2),
+            Some(true),
+            "others are not affected"
+        );
     }
 }

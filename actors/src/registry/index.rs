@@ -191,6 +191,33 @@ impl<H> Index<H> {
         (true, last.then(|| Channel::Room(room.clone())))
     }
 
+    /// Whether `sid` may watch `users` as well while its user's sessions watch at most `max`
+    /// users together (0: no limit); counts what each session watches.
+    pub fn may_watch(&self, sid: &Sid, users: &[UserId], max: usize) -> bool {
+        let Some(entry) = self.sessions.get(sid) else {
+            return true;
+        };
+        let Some(owner) = entry.socket.as_ref().map(|s| &s.user) else {
+            return true;
+        };
+        if max == 0 {
+            return true;
+        }
+        let added = users
+            .iter()
+            .filter(|u| !entry.watching.contains(*u))
+            .count();
+        let now: usize = self
+            .users
+            .get(owner.as_str())
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.sessions.get(s))
+            .map(|e| e.watching.len())
+            .sum();
+        now + added <= max
+    }
+
     /// Start or stop watching `users` for a session; answers the channels whose need changed
     /// (`true`: now needed).
     pub fn watch(&mut self, sid: &Sid, users: Vec<UserId>, on: bool) -> Vec<(Channel, bool)> {

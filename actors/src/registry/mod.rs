@@ -485,16 +485,23 @@ impl Handler<Authenticated> for SessionRegistry {
 }
 
 impl Handler<Watch> for SessionRegistry {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, msg: Watch, _ctx: &mut Context<Self>) -> Self::Result {
+        if msg.watch && !self.index.may_watch(&msg.sid, &msg.users, msg.max_per_user) {
+            return Box::pin(async { false });
+        }
         let channels: Vec<Channel> = match msg.watch {
             true => msg.users.iter().cloned().map(Channel::Watch).collect(),
             false => Vec::new(),
         };
         let changed = self.index.watch(&msg.sid, msg.users, msg.watch);
         self.need(changed);
-        self.ready(channels)
+        let ready = self.ready(channels);
+        Box::pin(async move {
+            ready.await;
+            true
+        })
     }
 }
 

@@ -176,6 +176,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MAX_EVENT_BYTES", default_value_t = 65_536)]
     pub max_event_bytes: usize,
 
+    /// Most sockets one user may have open across the cluster; more are refused with
+    /// `connect_refused` / `too_many_sockets` (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_MAX_SOCKETS_PER_USER", default_value_t = 50)]
+    pub max_sockets_per_user: usize,
+
+    /// Most users the sockets of one user on a node may watch together with
+    /// `presence:subscribe` (0: no limit; each socket may watch at most 1000).
+    #[arg(long, env = "SWITCHBOARD_MAX_WATCHES_PER_USER", default_value_t = 5000)]
+    pub max_watches_per_user: usize,
+
     /// Events one socket may send per `--socket-event-window-ms`.
     #[arg(long, env = "SWITCHBOARD_SOCKET_EVENT_LIMIT", default_value_t = 100)]
     pub socket_event_limit: u32,
@@ -477,6 +487,8 @@ impl Config {
             max_event_bytes: self.max_event_bytes,
             socket_events: self.socket_event_limit.max(1),
             socket_window: Duration::from_millis(self.socket_event_window_ms.max(1)),
+            max_sockets_per_user: self.max_sockets_per_user,
+            max_watches_per_user: self.max_watches_per_user,
         }
     }
 
