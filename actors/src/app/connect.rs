@@ -12,7 +12,7 @@ use switchboard_protocol::socketio::Packet;
 use tracing::{info, warn};
 
 use super::errors::Refusal;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use switchboard_protocol::offset::{Offset, append_offset};
 
@@ -598,25 +598,32 @@ pub(super) fn replayed(s: &mut Socket, conn: &mut dyn Conn, events: Option<Vec<R
     };
     user.pid = Some(pid.clone());
     answer_connect(conn, &nsp, &user.socket, Some(&pid), hello, recovered);
-    let mut last = None;
+    // The streams are read one after another, so a held delivery may be newer than one stream's
+    // read and older than the next one's: merge by offset (one clock orders every stream), each
+    // offset once, rather than dropping what is older than the last replayed event.
+    let mut ordered: BTreeMap<Offset, Option<Vec<Outgoing>>> = BTreeMap::new();
     for recorded in events.unwrap_or_default() {
-        last = Some(recorded.offset);
-        if recorded.except.as_ref() == Some(&user.socket) {
-            continue;
+        let frames = (recorded.except.as_ref() != Some(&user.socket))
+            .then(|| with_offset(&recorded.frames, &recorded.offset))
+            .flatten();
+        ordered.insert(recorded.offset, frames);
+    }
+    let mut unordered = Vec::new();
+    for push in held {
+        match push.offset {
+            Some(offset) => {
+                ordered
+                    .entry(offset)
+                    .or_insert_with(|| Some(push.frames.to_vec()));
+            }
+            None => unordered.push(push),
         }
-        let Some(frames) = with_offset(&recorded.frames, &recorded.offset) else {
-            continue;
-        };
+    }
+    for frames in ordered.into_values().flatten() {
         user.sent.fetch_add(1, Ordering::Relaxed);
         conn.send(&frames, false);
     }
-    for push in held {
-        if push
-            .offset
-            .is_some_and(|o| last.is_some_and(|last| o <= last))
-        {
-            continue;
-        }
+    for push in unordered {
         user.sent.fetch_add(1, Ordering::Relaxed);
         crate::metrics::message_sent(push.event);
         conn.send(&push.frames, push.volatile);
