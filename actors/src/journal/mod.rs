@@ -47,6 +47,8 @@ mod rows;
 mod store;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -67,8 +69,8 @@ use crate::ports::journal::{
 };
 use entities::message;
 use rows::{
-    ClosedRow, LogPlan, LogQueue, LogRow, MessageBatch, NewMessage, OpenedRow, PresenceRow,
-    check_id, clean, limits,
+    ClosedRow, LogPlan, LogQueue, LogRow, MessageBatch, NewMessage, OpenedRow, Outcome,
+    PresenceRow, check_id, clean, limits,
 };
 use store::OutboxChange;
 
@@ -277,50 +279,84 @@ impl Journal {
             batch.event_ids = Some(batch.messages.iter().map(|_| Uuid::new_v4()).collect());
         }
         self.storing = true;
+        let committing = Arc::new(AtomicBool::new(false));
         let op = store::bounded(
             self.config.db_timeout,
-            store::insert_messages(self.db.clone(), batch),
+            store::insert_messages(self.db.clone(), batch, committing.clone()),
         );
         ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
             act.storing = false;
             match result {
-                Ok((batch, ids)) => {
+                Ok((batch, outcomes)) => {
                     act.stats.message_batches += 1;
-                    act.stats.messages_stored += ids.len() as u64;
-                    let created_at = u64::try_from(created_at.timestamp_millis()).unwrap_or(0);
-                    let mut stored = batch.messages.into_iter().zip(ids);
+                    let created_at_ms =
+                        |t: DateTimeUtc| u64::try_from(t.timestamp_millis()).unwrap_or(0);
+                    let mut stored = batch.messages.into_iter().zip(outcomes);
                     for (reply, dropped) in slots {
-                        let (message, id) = match dropped {
-                            Some(message) => (
-                                message,
-                                FAKE_ID_BASE
-                                    + i64::try_from(act.stats.messages_stored).unwrap_or(0),
-                            ),
-                            // Same length: checked in the transaction.
-                            None => stored.next().unwrap_or_default(),
-                        };
-                        let stored = StoredMessage {
-                            message_id: u64::try_from(id).unwrap_or(0),
-                            from: message.from,
-                            to: message.to,
-                            text: message.text,
-                            created_at,
+                        let stored = match dropped {
+                            Some(message) => {
+                                act.stats.messages_stored += 1;
+                                StoredMessage {
+                                    message_id: u64::try_from(
+                                        FAKE_ID_BASE
+                                            + i64::try_from(act.stats.messages_stored).unwrap_or(0),
+                                    )
+                                    .unwrap_or(0),
+                                    from: message.from,
+                                    to: message.to,
+                                    text: message.text,
+                                    created_at: created_at_ms(created_at),
+                                    duplicate: false,
+                                }
+                            }
+                            // Same length: one outcome per message.
+                            None => match stored.next() {
+                                Some((message, Outcome::New(id))) => {
+                                    act.stats.messages_stored += 1;
+                                    StoredMessage {
+                                        message_id: u64::try_from(id).unwrap_or(0),
+                                        from: message.from,
+                                        to: message.to,
+                                        text: message.text,
+                                        created_at: created_at_ms(created_at),
+                                        duplicate: false,
+                                    }
+                                }
+                                Some((_, Outcome::Earlier(row))) => StoredMessage {
+                                    duplicate: true,
+                                    ..to_stored(row)
+                                },
+                                None => continue,
+                            },
                         };
                         // A requester that gave up is no reason to worry.
                         let _ = reply.send(Ok(stored));
                     }
                 }
                 Err(err) => {
+                    // Lost during COMMIT: the rows may be in. A retry with the same
+                    // `clientMsgId` finds them.
+                    let err = match err {
+                        JournalError::Unavailable(why) if committing.load(Ordering::SeqCst) => {
+                            JournalError::InDoubt(why)
+                        }
+                        other => other,
+                    };
                     warn!(%err, messages = slots.len(), "message store failed");
                     // The stores queued behind this one would meet the same outage: fail them
                     // now rather than one timeout per batch later.
-                    let behind: Vec<_> = if err.is_unavailable() {
+                    let behind: Vec<_> = if err.is_unavailable() || err.is_in_doubt() {
                         act.pending.drain(..).map(|p| p.reply).collect()
                     } else {
                         Vec::new()
                     };
-                    for reply in slots.into_iter().map(|(reply, _)| reply).chain(behind) {
+                    let unavailable = JournalError::Unavailable(err.to_string());
+                    for reply in slots.into_iter().map(|(reply, _)| reply) {
                         let _ = reply.send(Err(err.clone()));
+                    }
+                    // Never sent to the database: plainly unavailable.
+                    for reply in behind {
+                        let _ = reply.send(Err(unavailable.clone()));
                     }
                 }
             }
@@ -510,6 +546,7 @@ fn to_stored(m: message::Model) -> StoredMessage {
         to: m.to_user,
         text: m.body,
         created_at: u64::try_from(m.created_at.timestamp_millis()).unwrap_or(0),
+        duplicate: false,
     }
 }
 
@@ -561,7 +598,8 @@ impl Handler<StoreMessage> for Journal {
     fn handle(&mut self, msg: StoreMessage, ctx: &mut Context<Self>) -> Self::Result {
         // Ids are checked, never cleaned or cut: either would file the message under someone
         // else.
-        let refused = if let Err(err) = check_ids(&[&msg.from, &msg.to]) {
+        let client_id = msg.client_msg_id.as_deref().unwrap_or("-");
+        let refused = if let Err(err) = check_ids(&[&msg.from, &msg.to, client_id]) {
             Some(err)
         } else if self.pending.len() >= self.config.message_queue_limit {
             Some(JournalError::Unavailable("message backlog full".into()))
@@ -577,6 +615,7 @@ impl Handler<StoreMessage> for Journal {
                 from: msg.from.to_string(),
                 to: msg.to.to_string(),
                 text: clean(&msg.text, limits::UNBOUNDED),
+                client_msg_id: msg.client_msg_id,
             },
             reply,
         });
