@@ -26,7 +26,7 @@ use crate::ports::journal::{CloseStaleConnections, JournalError, NODE_LOST};
 use crate::ports::registry::{AttachCluster, AttachPresence, AttachRecovery};
 use crate::presence::redis_store::RedisPresenceStore;
 use crate::presence::{Presence, PresencePorts};
-use crate::ratelimiter::{RateLimiter, RedisRateStore};
+use crate::ratelimiter::{MemoryRateStore, RateLimiter, RedisRateStore};
 use crate::recovery::Recovery;
 use crate::recovery::redis_store::RedisRecoveryStore;
 use crate::recovery::store::{MemoryRecoveryStore, SharedRecoveryStore};
@@ -53,6 +53,8 @@ pub struct NodeConfig {
     pub user_message_limit: u32,
     /// The per-user window.
     pub user_message_window: Duration,
+    /// Bytes of message text one user may store per UTC day (0: no quota).
+    pub user_daily_bytes: u64,
     /// Per-socket and per-event limits.
     pub limits: AppLimits,
     /// The application's backend hooks, when a hook URL is configured.
@@ -156,7 +158,8 @@ impl Node {
                 let store = RedisPresenceStore::new(pool.clone(), settings, config.node_id.clone())
                     .advertising(config.advertise_url.clone());
                 let presence = Presence::new(Arc::new(store), presence_ports, true);
-                let rates = RedisRateStore::new(pool.clone(), settings, limit, window);
+                let rates = RedisRateStore::new(pool.clone(), settings, limit, window)
+                    .with_daily_bytes(config.user_daily_bytes);
                 (
                     supervise(presence),
                     supervise(RateLimiter::new(Arc::new(rates))),
@@ -166,7 +169,9 @@ impl Node {
             }
             None => (
                 supervise(Presence::in_memory(presence_ports)),
-                supervise(RateLimiter::in_memory(limit, window)),
+                supervise(RateLimiter::new(Arc::new(
+                    MemoryRateStore::new(limit, window).with_daily_bytes(config.user_daily_bytes),
+                ))),
                 None,
                 None,
             ),

@@ -564,15 +564,51 @@ async fn retention_deletes_only_old_rows(backend: Backend) {
         });
     }
     flush(&journal).await;
+    // Messages: one stored now, one a year old.
+    let recent = store(&journal, "alice", "bob", "recent").await;
+    message::Entity::insert(message::ActiveModel {
+        id: NotSet,
+        from_user: Set("alice".into()),
+        to_user: Set("bob".into()),
+        body: Set("a year old".into()),
+        created_at: Set(ago(365 * DAY).into()),
+        client_msg_id: Set(None),
+    })
+    .exec_without_returning(&test_db.inspect().await)
+    .await
+    .unwrap();
     let deleted = journal
         .send(RetentionSweep {
             connections_older_than: Duration::from_secs(7 * DAY),
             presence_older_than: Duration::from_secs(30 * DAY),
+            messages_older_than: None,
         })
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(deleted, (2, 1));
+    assert_eq!(
+        deleted,
+        (2, 1, 0),
+        "messages are kept without a message retention"
+    );
+    let deleted = journal
+        .send(RetentionSweep {
+            connections_older_than: Duration::from_secs(7 * DAY),
+            presence_older_than: Duration::from_secs(30 * DAY),
+            messages_older_than: Some(Duration::from_secs(30 * DAY)),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted, (0, 0, 1), "the year-old message goes");
+    let left: Vec<i64> = message::Entity::find()
+        .all(&test_db.inspect().await)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(left, [recent.message_id as i64]);
     let db = test_db.inspect().await;
     let mut sockets: Vec<String> = socket_connection::Entity::find()
         .all(&db)
@@ -1298,6 +1334,7 @@ async fn outbox_rows_are_taken_in_order_acked_failed_and_dead_lettered(backend: 
     let sweep = |age: Duration| RetentionSweep {
         connections_older_than: age,
         presence_older_than: age,
+        messages_older_than: None,
     };
     journal
         .send(sweep(Duration::from_secs(3600)))

@@ -161,6 +161,7 @@ fn node_config(
         advertise_url,
         user_message_limit: config.user_message_limit,
         user_message_window: Duration::from_millis(config.user_message_window_ms),
+        user_daily_bytes: config.user_daily_message_bytes,
         limits: config.product_limits(),
         hooks: config.hooks().map_err(StartError::Settings)?,
         recovery: (config.recovery_secs > 0).then(|| Duration::from_secs(config.recovery_secs)),

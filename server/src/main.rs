@@ -110,10 +110,11 @@ async fn retention_sweep(config: &Config) -> ExitCode {
     let sweep = RetentionSweep {
         connections_older_than: journal_config.retention_connections,
         presence_older_than: journal_config.retention_presence,
+        messages_older_than: journal_config.retention_messages,
     };
     match journal.send(sweep).await {
-        Ok(Ok((connections, presence))) => {
-            info!(connections, presence, "retention sweep done");
+        Ok(Ok((connections, presence, messages))) => {
+            info!(connections, presence, messages, "retention sweep done");
             ExitCode::SUCCESS
         }
         other => {

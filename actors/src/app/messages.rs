@@ -99,6 +99,7 @@ pub(super) fn authorized(
 fn limit(app: &App, user: &mut User, conn: &mut dyn Conn, msg: MessageSend, id: Option<u64>) {
     let check = app.ports.check_message.send(CheckMessage {
         user: user.user.clone(),
+        bytes: msg.text.len() as u64,
     });
     conn.spawn(work(async move {
         let verdict = settle(check.await, "rate limiter")

@@ -102,6 +102,8 @@ pub struct JournalConfig {
     pub retention_connections: Duration,
     /// How long `presence_logs` rows are kept (default 30 days).
     pub retention_presence: Duration,
+    /// How long `messages` are kept (default `None`: for ever).
+    pub retention_messages: Option<Duration>,
     /// How often the retention sweep runs (default 1 hour; the first run is one interval, at
     /// most a minute, after start).
     pub sweep_interval: Duration,
@@ -125,6 +127,7 @@ impl Default for JournalConfig {
             message_queue_limit: 10_000,
             retention_connections: Duration::from_secs(7 * 24 * 3600),
             retention_presence: Duration::from_secs(30 * 24 * 3600),
+            retention_messages: None,
             sweep_interval: Duration::from_secs(3600),
             db_timeout: Duration::from_secs(5),
             max_connections: 10,
@@ -493,16 +496,22 @@ impl Journal {
         self.sweeping = true;
         let op = retention(
             self.db.clone(),
-            self.config.retention_connections,
-            self.config.retention_presence,
+            RetentionSweep {
+                connections_older_than: self.config.retention_connections,
+                presence_older_than: self.config.retention_presence,
+                messages_older_than: self.config.retention_messages,
+            },
         );
         ctx.spawn(op.into_actor(self).map(|result, act, _| {
             act.sweeping = false;
             match result {
-                Ok((connections, presence, dead_webhooks)) => {
+                Ok(swept) => {
                     info!(
-                        connections,
-                        presence, dead_webhooks, "journal retention sweep"
+                        connections = swept.connections,
+                        presence = swept.presence,
+                        messages = swept.messages,
+                        dead_webhooks = swept.dead_webhooks,
+                        "journal retention sweep"
                     )
                 }
                 Err(err) => warn!(%err, "journal retention sweep failed"),
@@ -515,17 +524,17 @@ impl Journal {
 /// connections' age.
 async fn retention(
     db: DatabaseConnection,
-    connections_older_than: Duration,
-    presence_older_than: Duration,
-) -> Result<(u64, u64, u64), JournalError> {
+    ages: RetentionSweep,
+) -> Result<store::Swept, JournalError> {
     let now = SystemTime::now();
     let before = |age: Duration| db_time(now.checked_sub(age).unwrap_or(UNIX_EPOCH));
     store::bounded(
         SWEEP_TIMEOUT,
         store::retention(
             db,
-            before(connections_older_than),
-            before(presence_older_than),
+            before(ages.connections_older_than),
+            before(ages.presence_older_than),
+            ages.messages_older_than.map(before),
         ),
     )
     .await
@@ -768,17 +777,13 @@ impl Handler<CloseStaleConnections> for Journal {
 }
 
 impl Handler<RetentionSweep> for Journal {
-    type Result = ResponseFuture<Result<(u64, u64), JournalError>>;
+    type Result = ResponseFuture<Result<(u64, u64, u64), JournalError>>;
 
     fn handle(&mut self, msg: RetentionSweep, _ctx: &mut Context<Self>) -> Self::Result {
-        let op = retention(
-            self.db.clone(),
-            msg.connections_older_than,
-            msg.presence_older_than,
-        );
+        let op = retention(self.db.clone(), msg);
         Box::pin(async move {
-            let (connections, presence, _dead_webhooks) = op.await?;
-            Ok((connections, presence))
+            let swept = op.await?;
+            Ok((swept.connections, swept.presence, swept.messages))
         })
     }
 }

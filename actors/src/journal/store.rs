@@ -343,11 +343,21 @@ pub(super) async fn close_stale(
 /// Delete connections closed before `connections_before`, presence rows older than
 /// `presence_before`, and dead outbox rows written before `connections_before`; the three
 /// counts.
+/// Rows deleted by one retention sweep.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Swept {
+    pub connections: u64,
+    pub presence: u64,
+    pub messages: u64,
+    pub dead_webhooks: u64,
+}
+
 pub(super) async fn retention(
     db: DatabaseConnection,
     connections_before: DateTimeUtc,
     presence_before: DateTimeUtc,
-) -> Result<(u64, u64, u64), DbErr> {
+    messages_before: Option<DateTimeUtc>,
+) -> Result<Swept, DbErr> {
     let connections = socket_connection::Entity::delete_many()
         .filter(socket_connection::Column::DisconnectedAt.lt(connections_before))
         .exec(&db)
@@ -361,11 +371,22 @@ pub(super) async fn retention(
         .filter(webhook_outbox::Column::CreatedAt.lt(connections_before))
         .exec(&db)
         .await?;
-    Ok((
-        connections.rows_affected,
-        presence.rows_affected,
-        dead.rows_affected,
-    ))
+    let messages = match messages_before {
+        Some(before) => {
+            message::Entity::delete_many()
+                .filter(message::Column::CreatedAt.lt(before))
+                .exec(&db)
+                .await?
+                .rows_affected
+        }
+        None => 0,
+    };
+    Ok(Swept {
+        connections: connections.rows_affected,
+        presence: presence.rows_affected,
+        messages,
+        dead_webhooks: dead.rows_affected,
+    })
 }
 
 // --- room memberships -----------------------------------------------------------------------

@@ -339,12 +339,14 @@ pub struct CloseStaleConnections {
 /// Dead webhook outbox rows older than `connections_older_than` go too (not counted here).
 /// The Journal also runs this every `JournalConfig::sweep_interval`.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(u64, u64), JournalError>")]
+#[rtype(result = "Result<(u64, u64, u64), JournalError>")]
 pub struct RetentionSweep {
     /// Delete `socket_connections` rows disconnected longer ago than this.
     pub connections_older_than: Duration,
     /// Delete `presence_logs` rows older than this.
     pub presence_older_than: Duration,
+    /// Delete `messages` older than this (`None`: keep every message).
+    pub messages_older_than: Option<Duration>,
 }
 
 /// A cheap round trip to the database (for `/health`).

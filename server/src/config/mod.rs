@@ -223,6 +223,15 @@ pub struct Config {
     )]
     pub user_message_window_ms: u64,
 
+    /// Bytes of `message:send` text one user may store per UTC day, across the cluster; past
+    /// it sends get `rate_limited` with the time until midnight UTC (0: no quota).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_USER_DAILY_MESSAGE_BYTES",
+        default_value_t = 50 * 1024 * 1024
+    )]
+    pub user_daily_message_bytes: u64,
+
     /// Graceful shutdown budget in seconds: after SIGTERM the node warns its clients, closes
     /// them (they reconnect elsewhere), flushes its logs and exits within this time.
     #[arg(long, env = "SWITCHBOARD_DRAIN_SECS", default_value_t = 30)]
@@ -252,6 +261,11 @@ pub struct Config {
         default_value_t = 30
     )]
     pub retention_presence_days: u64,
+
+    /// Days a durable message is kept; older ones are deleted by the retention sweep and no
+    /// longer returned by `message:sync` (0: kept for ever).
+    #[arg(long, env = "SWITCHBOARD_RETENTION_MESSAGES_DAYS", default_value_t = 0)]
+    pub retention_messages_days: u64,
 
     /// Connection state recovery window, in seconds: a client that lost its connection and
     /// comes back within it gets its rooms back and every event it missed (0 turns recovery
@@ -430,6 +444,8 @@ impl Config {
             queue_limit: self.journal_queue_limit.max(1),
             retention_connections: DAY * self.retention_connections_days.max(1) as u32,
             retention_presence: DAY * self.retention_presence_days.max(1) as u32,
+            retention_messages: (self.retention_messages_days > 0)
+                .then(|| Duration::from_secs(self.retention_messages_days.saturating_mul(86_400))),
             webhooks: self.webhook_url.is_some(),
             ..Default::default()
         }

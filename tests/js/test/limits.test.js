@@ -187,3 +187,30 @@ describe("logins", T, () => {
     first.close();
   });
 });
+
+// Storage (issue #17, finding 10): a user's message text per UTC day is capped
+// (SWITCHBOARD_USER_DAILY_MESSAGE_BYTES); past it message:send is rate_limited until midnight.
+describe("daily message bytes", T, () => {
+  let node;
+  before(async () => {
+    node = await startProductNode({ name: "quota", nodeId: "quota-node", flags: ["--user-daily-message-bytes", "100"] });
+  });
+  after(async () => {
+    await node?.stop();
+  });
+  afterEach(() => closeAll());
+
+  test("a user's 100 bytes a day: 60 stored, 60 more refused rate_limited until midnight UTC, 40 fit; other users unaffected", async () => {
+    const a = await connectUser(node, uid("writer"));
+    const to = uid("reader");
+    const ok = await ack(a, "message:send", { to, text: "x".repeat(60) });
+    assert.equal(ok?.ok, true, safeJson(ok));
+    const refused = await ack(a, "message:send", { to, text: "y".repeat(60) });
+    assert.equal(refused?.error?.code, "rate_limited", safeJson(refused));
+    const untilMidnight = 86_400_000 - (Date.now() % 86_400_000);
+    assert.ok(Math.abs(refused.error.retryAfterMs - untilMidnight) < 60_000, `retryAfterMs ${refused.error.retryAfterMs} vs ${untilMidnight}`);
+    assert.equal((await ack(a, "message:send", { to, text: "z".repeat(40) }))?.ok, true, "the refused bytes were not counted");
+    const b = await connectUser(node, uid("other-writer"));
+    assert.equal((await ack(b, "message:send", { to, text: "w".repeat(60) }))?.ok, true);
+  });
+});
