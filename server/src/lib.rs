@@ -40,6 +40,7 @@ use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
 
 pub use config::Config;
+use transport::addresses::{AddressLimits, TrustedProxies};
 use transport::engineio::{self, Cors};
 use transport::forward::{self, Forwarder};
 
@@ -67,6 +68,10 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Cluster mode with forwarding on: where requests for other nodes' sessions go.
     pub forward: Option<Forwarder>,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub proxies: TrustedProxies,
+    /// Handshakes and open sessions per client address.
+    pub addresses: Arc<AddressLimits>,
 }
 
 impl AppState {
@@ -232,6 +237,8 @@ pub async fn run(
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
         draining: AtomicBool::new(false),
         forward,
+        proxies: config.trusted_proxies().map_err(StartError::Settings)?,
+        addresses: AddressLimits::new(config.handshakes_per_ip_per_min, config.max_sessions_per_ip),
     });
     let server = serve(listener, state.clone(), registry_start, &config)?.run();
     let handle = server.handle();

@@ -104,6 +104,9 @@ pub struct SessionInit {
     pub protocol: Protocol,
     /// What the handshake request said about the client.
     pub handshake: HandshakeInfo,
+    /// Held for the session's life and dropped with it (its client address's place in the
+    /// per-address session count).
+    pub slot: Option<Box<dyn Send>>,
 }
 
 enum Upper {
@@ -204,6 +207,8 @@ pub struct Session {
     timer: Option<(Instant, SpawnHandle)>,
     /// The layer above was told the session is open (once a transport can carry its answer).
     upper_open: bool,
+    /// Given back when the session is dropped (see [`SessionInit::slot`]).
+    _slot: Option<Box<dyn Send>>,
 }
 
 impl Session {
@@ -257,6 +262,7 @@ impl Session {
             registry: init.registry,
             timer: None,
             upper_open: false,
+            _slot: init.slot,
         }
     }
 

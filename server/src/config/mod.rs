@@ -23,6 +23,8 @@ use switchboard_actors::app::AppLimits;
 use switchboard_actors::hooks::{FailurePolicy, HooksConfig};
 use switchboard_actors::ports::hooks::Action;
 use switchboard_actors::signing::ClusterKeys;
+
+use crate::transport::addresses::TrustedProxies;
 use switchboard_actors::webhooks::WebhooksConfig;
 
 mod effective;
@@ -192,6 +194,26 @@ pub struct Config {
     /// `presence:subscribe` (0: no limit; each socket may watch at most 1000).
     #[arg(long, env = "SWITCHBOARD_MAX_WATCHES_PER_USER", default_value_t = 5000)]
     pub max_watches_per_user: usize,
+
+    /// Handshakes (new Engine.IO sessions) one client address may open per minute on a node;
+    /// past it they get `429` (0: no limit).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HANDSHAKES_PER_IP_PER_MIN",
+        default_value_t = 0
+    )]
+    pub handshakes_per_ip_per_min: u32,
+
+    /// Sessions one client address may hold open at once on a node, logged in or not; past it
+    /// handshakes get `429` (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS_PER_IP", default_value_t = 0)]
+    pub max_sessions_per_ip: u32,
+
+    /// Proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the
+    /// client: the per-address limits and logs then use the last address in it that is not
+    /// one of them. Unset: the peer address, whatever the header says.
+    #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
 
     /// Failed logins (refused tokens) one client address may make per minute on a node; past
     /// it the address's CONNECTs are refused with `too_many_attempts` unchecked (0: no limit).
@@ -449,6 +471,11 @@ impl Config {
             webhooks: self.webhook_url.is_some(),
             ..Default::default()
         }
+    }
+
+    /// The trusted proxies of `--trusted-proxies`.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, String> {
+        TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("trusted-proxies: {e}"))
     }
 
     /// The cluster frame keys, when `--cluster-key` is set.

@@ -29,6 +29,7 @@ use switchboard_actors::session::{InitialTransport, Protocol, Session, SessionIn
 use switchboard_protocol::engineio::{ErrorCode, Revision};
 use tokio::sync::oneshot;
 
+use super::addresses::Crowded;
 use super::forward::{self, Refusal, Route};
 use super::ws::{WsFraming, WsTransport};
 use crate::AppState;
@@ -49,6 +50,8 @@ enum EioError {
     Gone,
     /// The node is draining and takes no new sessions.
     Draining,
+    /// The client's address is over its handshakes or open sessions.
+    Crowded(Crowded),
 }
 
 impl EioError {
@@ -68,6 +71,18 @@ impl EioError {
             EioError::TooLarge => HttpResponse::PayloadTooLarge().finish(),
             EioError::BodyTimeout => HttpResponse::RequestTimeout().finish(),
             EioError::Gone => EioError::Coded(ErrorCode::UnknownSid).response(),
+            EioError::Crowded(why) => HttpResponse::TooManyRequests()
+                .content_type("application/json")
+                .body(
+                    serde_json::json!({
+                        "code": ErrorCode::Forbidden.code(),
+                        "message": match why {
+                            Crowded::Handshakes => "Too many handshakes from this address",
+                            Crowded::Sessions => "Too many sessions from this address",
+                        },
+                    })
+                    .to_string(),
+                ),
             EioError::Draining => HttpResponse::ServiceUnavailable()
                 .insert_header((header::RETRY_AFTER, "1"))
                 .content_type("application/json")
@@ -235,6 +250,16 @@ async fn open_session(
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(EioError::Draining);
     }
+    let client = state.proxies.client_of(head);
+    let slot = match client.filter(|_| state.addresses.enabled()) {
+        Some(ip) => Some(
+            state
+                .addresses
+                .admit(ip, std::time::Instant::now())
+                .map_err(EioError::Crowded)?,
+        ),
+        None => None,
+    };
     let sid = state.new_sid();
     let session = Session::start_with(SessionInit {
         sid: sid.clone(),
@@ -253,8 +278,10 @@ async fn open_session(
         },
         handshake: HandshakeInfo {
             legacy: query.revision == Revision::V3,
+            remote_addr: client.map(|ip| ip.to_string()),
             ..handshake_info(head, &query.params)
         },
+        slot: slot.map(|slot| Box::new(slot) as Box<dyn Send>),
     });
     state
         .registry

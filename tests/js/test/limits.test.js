@@ -214,3 +214,66 @@ describe("daily message bytes", T, () => {
     assert.equal((await ack(b, "message:send", { to, text: "w".repeat(60) }))?.ok, true);
   });
 });
+
+// Per-address limits (issue #17, finding 11): handshakes per minute and open sessions per
+// client address (SWITCHBOARD_HANDSHAKES_PER_IP_PER_MIN, SWITCHBOARD_MAX_SESSIONS_PER_IP),
+// answered 429; the address is the peer's, or behind SWITCHBOARD_TRUSTED_PROXIES the last
+// untrusted one in X-Forwarded-For.
+describe("per-address limits", T, () => {
+  const nodes = [];
+  after(async () => {
+    for (const n of nodes) await n.stop();
+  });
+
+  async function handshake(node, headers = {}) {
+    const res = await fetch(`${node.url}/socket.io/?EIO=4&transport=polling`, { headers });
+    const body = await res.text();
+    return { status: res.status, body, sid: res.status === 200 ? JSON.parse(body.slice(1)).sid : null };
+  }
+
+  test("open sessions per address: the fourth handshake is 429 (code 4), a forged X-Forwarded-For does not help, a closed session frees its place", async () => {
+    const node = await startProductNode({ name: "addr-sessions", nodeId: "addr-sessions", flags: ["--max-sessions-per-ip", "3"] });
+    nodes.push(node);
+    const open = [];
+    for (let i = 0; i < 3; i++) {
+      const h = await handshake(node);
+      assert.equal(h.status, 200, h.body);
+      open.push(h.sid);
+    }
+    const refused = await handshake(node, { "x-forwarded-for": "203.0.113.9" });
+    assert.equal(refused.status, 429, refused.body);
+    assert.deepEqual(JSON.parse(refused.body), { code: 4, message: "Too many sessions from this address" });
+    // The client's own close packet ends one session.
+    const res = await fetch(`${node.url}/socket.io/?EIO=4&transport=polling&sid=${open[0]}`, { method: "POST", body: "1" });
+    assert.equal(res.status, 200);
+    let again;
+    for (let i = 0; i < 50 && again?.status !== 200; i++) {
+      again = await handshake(node);
+      if (again.status !== 200) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(again.status, 200, "a closed session gives its place back");
+  });
+
+  test("handshakes per minute per address: the sixth is 429", async () => {
+    const node = await startProductNode({ name: "addr-rate", nodeId: "addr-rate", flags: ["--handshakes-per-ip-per-min", "5"] });
+    nodes.push(node);
+    for (let i = 0; i < 5; i++) assert.equal((await handshake(node)).status, 200, `handshake ${i}`);
+    const refused = await handshake(node);
+    assert.equal(refused.status, 429);
+    assert.equal(JSON.parse(refused.body).message, "Too many handshakes from this address");
+  });
+
+  test("behind a trusted proxy each client named in X-Forwarded-For has its own count", async () => {
+    const node = await startProductNode({
+      name: "addr-proxy",
+      nodeId: "addr-proxy",
+      flags: ["--max-sessions-per-ip", "1", "--trusted-proxies", "127.0.0.0/8"],
+    });
+    nodes.push(node);
+    // What the client wrote (first) is not believed; the proxy's own entry (last) is.
+    const as = (ip) => ({ "x-forwarded-for": `6.6.6.6, ${ip}` });
+    assert.equal((await handshake(node, as("203.0.113.1"))).status, 200);
+    assert.equal((await handshake(node, as("203.0.113.1"))).status, 429);
+    assert.equal((await handshake(node, as("203.0.113.2"))).status, 200);
+  });
+});
