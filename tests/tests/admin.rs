@@ -358,6 +358,9 @@ async fn overflowing_durations_are_refused_with_their_names() {
         assert_refused(&run, &format!("{name} = {value} is over its limit"));
         assert!(!run.output.contains("panicked"), "{}", run.output);
     }
+    let run = run_to_exit(&["--listen", "127.0.0.1:0", "--workers", "0"]).await;
+    assert_refused(&run, "at least one HTTP worker");
+    assert!(!run.output.contains("panicked"), "{}", run.output);
 }
 
 #[tokio::test]

@@ -517,6 +517,10 @@ impl Config {
                 "admin-listen {admin} is the public listen address; give it its own port"
             ));
         }
+        // actix-server asserts at least one worker.
+        if self.workers == Some(0) {
+            problems.push("workers = 0: at least one HTTP worker is needed".to_owned());
+        }
         for (name, value, max) in self.bounded_settings() {
             if let Some(value) = value
                 && value > max
@@ -751,6 +755,7 @@ mod tests {
             assert_eq!(found.len(), 1, "{flag}: {found:?}");
             assert!(found[0].contains("over its limit"), "{found:?}");
         }
+        assert_eq!(problems(&["--workers", "0"]).len(), 1);
         // And the journal's view never truncates to zero.
         let cfg = Config::parse_from(["switchboard", "--retention-presence-days", "4294967296"]);
         assert!(cfg.journal().retention_presence > Duration::from_secs(DAY_SECS));
