@@ -264,6 +264,20 @@ async fn every_response_says_nosniff_and_preflight_does_not_echo_headers() {
             "{path}: {res:?}"
         );
     }
+    // A refused websocket handshake is written past the App: it says nosniff too.
+    let upgrade = format!(
+        "GET /socket.io/?EIO=4&transport=websocket&sid=unknown HTTP/1.1\r\nHost: {}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        node.addr()
+    );
+    let res = raw_request(node.addr(), upgrade.as_bytes()).await;
+    assert_eq!(res.status, 400, "{res:?}");
+    assert_eq!(
+        res.header("x-content-type-options"),
+        Some("nosniff"),
+        "{res:?}"
+    );
     let preflight = format!(
         "OPTIONS /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
          Origin: https://app.example\r\nAccess-Control-Request-Method: POST\r\n\

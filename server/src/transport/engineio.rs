@@ -332,6 +332,11 @@ pub async fn upgrade(
             if origin_ok {
                 state.cors.decorate(head.headers(), response.headers_mut());
             }
+            // Written on the raw stream, past the App's DefaultHeaders.
+            response.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             crate::logging::websocket_access(head, response.status().as_u16());
             let (mut res, body) = Response::from(response).into_parts();
             let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
