@@ -19,6 +19,7 @@ use crate::bridge::RedisBridge;
 use crate::hooks::{DecisionCache, Hooks, HooksConfig};
 use crate::ids::NodeId;
 use crate::journal::{Journal, JournalConfig};
+use crate::logins::{LogSampler, LoginGuard};
 use crate::metrics::MeteredAddr;
 use crate::ports::Port;
 use crate::ports::journal::{CloseStaleConnections, JournalError, NODE_LOST};
@@ -149,6 +150,7 @@ impl Node {
                     subscribe: Port::new(&bridge),
                     ready: Port::new(&bridge),
                     release: Port::new(&bridge),
+                    cluster_keys: settings.cluster_keys.clone(),
                 });
                 info!(prefix = %settings.keys.prefix(), "cluster mode: presence, limits and routing on Redis");
                 let store = RedisPresenceStore::new(pool.clone(), settings, config.node_id.clone())
@@ -248,6 +250,8 @@ impl Node {
             node_id: config.node_id,
             auth: Arc::new(config.auth),
             ports,
+            logins: LoginGuard::new(config.limits.login_failures_per_ip, Duration::from_secs(60)),
+            auth_log: LogSampler::new(AUTH_LOG_LINES_PER_SEC),
             limits: config.limits,
             hooks,
             webhooks: webhooks.is_some(),
@@ -272,6 +276,9 @@ impl Node {
 
 /// Recoverable events kept per channel at most.
 const RECOVERY_STREAM_LEN: usize = 1000;
+
+/// `auth_failed` lines logged per second at most; the rest are counted in the next one.
+const AUTH_LOG_LINES_PER_SEC: u32 = 10;
 
 /// Decisions the node's `authorize` cache holds at most.
 const DECISION_CACHE_SIZE: usize = 200_000;

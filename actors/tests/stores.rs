@@ -19,6 +19,7 @@ fn redis_settings() -> RedisSettings {
         url: std::env::var("SWITCHBOARD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
         keys: Keys::new(format!("test-{}:", random_id())),
+        cluster_keys: None,
     }
 }
 

@@ -51,7 +51,8 @@ SEVERITIES = {"critical", "warning", "info"}
 # Every SWITCHBOARD_* variable of the configuration contract (DESIGN.md) and of `switchboard
 # --help`. The ConfigMap and the Secret template may only use these.
 KNOWN_ENV = {
-    "SWITCHBOARD_LISTEN", "SWITCHBOARD_ADMIN_LISTEN", "SWITCHBOARD_CLUSTER_KEY", "SWITCHBOARD_NODE_ID", "SWITCHBOARD_JWT_SECRET",
+    "SWITCHBOARD_LISTEN", "SWITCHBOARD_ADMIN_LISTEN", "SWITCHBOARD_CLUSTER_KEY",
+    "SWITCHBOARD_NODE_ID", "SWITCHBOARD_JWT_SECRET",
     "SWITCHBOARD_JWT_PUBLIC_KEY_FILE", "SWITCHBOARD_JWT_ISSUER", "SWITCHBOARD_JWT_AUDIENCE",
     "SWITCHBOARD_JWT_LEEWAY_SECS", "SWITCHBOARD_REDIS_URL", "SWITCHBOARD_DATABASE_URL",
     "SWITCHBOARD_API_KEY", "SWITCHBOARD_CORS_ORIGINS", "SWITCHBOARD_PING_INTERVAL_MS",
@@ -612,9 +613,7 @@ class Checker:
             self.fail("wiring", "secret.example.yaml must not be a kustomize resource")
         help_env = self.binary_env()
         if help_env is not None:
-            # SWITCHBOARD_CLUSTER_KEY: frame signing (issue #17 finding 9) lands separately.
-            later = {"SWITCHBOARD_REDIS_URL", "SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_DRAIN_SECS",
-                     "SWITCHBOARD_CLUSTER_KEY"}
+            later = {"SWITCHBOARD_REDIS_URL", "SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_DRAIN_SECS"}
             cm_keys = set()
             for o in self.renders.get("prod", []):
                 if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "switchboard-config":

@@ -39,7 +39,7 @@ use switchboard_actors::ports::Port;
 use switchboard_actors::ports::registry::Unregister;
 use switchboard_actors::store::RedisSettings;
 use switchboard_actors::{NodeId, SessionConfig, SessionKind, SessionRegistry, Sid};
-use tracing::info;
+use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
 
 pub use config::Config;
@@ -148,6 +148,13 @@ fn node_config(
 ) -> Result<NodeConfig, StartError> {
     let auth = authenticator(config)?;
     info!(algorithm = auth.algorithm(), "client tokens verified");
+    let cluster_keys = config.cluster_keys().map_err(StartError::Settings)?;
+    if config.redis_url.is_some() && cluster_keys.is_none() {
+        warn!(
+            "cluster mode without SWITCHBOARD_CLUSTER_KEY: cluster frames are not signed, so \
+             anyone who can PUBLISH to Redis can inject events or disconnect users"
+        );
+    }
     Ok(NodeConfig {
         node_id,
         auth,
@@ -156,6 +163,7 @@ fn node_config(
         redis: config.redis_url.as_ref().map(|url| RedisSettings {
             url: url.clone(),
             keys: Keys::new(config.redis_prefix.clone()),
+            cluster_keys: cluster_keys.clone(),
         }),
         advertise_url,
         user_message_limit: config.user_message_limit,

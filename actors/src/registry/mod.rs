@@ -71,17 +71,21 @@ struct ClusterLink {
     subscribe: Port<Subscribe>,
     ready: Port<SubscribedNow>,
     release: Port<Release>,
+    cluster_keys: Option<std::sync::Arc<crate::signing::ClusterKeys>>,
 }
 
 impl ClusterLink {
     fn frame(&self, body: Body) -> bytes::Bytes {
-        ClusterFrame {
+        let frame = ClusterFrame {
             origin: self.node_id.to_string(),
             sent_at_micros: now_micros(),
             body,
         }
-        .encode()
-        .into()
+        .encode();
+        match &self.cluster_keys {
+            Some(keys) => keys.seal(&frame).into(),
+            None => frame.into(),
+        }
     }
 
     fn publish(&self, channel: &Channel, body: Body) {
@@ -667,6 +671,7 @@ impl Handler<AttachCluster> for SessionRegistry {
             subscribe: msg.subscribe,
             ready: msg.ready,
             release: msg.release,
+            cluster_keys: msg.cluster_keys,
         };
         // Channels the node already needs (sockets that connected before the bridge).
         for channel in self.index.channels() {

@@ -285,7 +285,7 @@ impl Session {
         match event {
             Event::Message(message) => self.on_message(message, ctx),
             Event::Closing(reason) => {
-                info!(sid = %self.sid, reason = reason.as_str(), "session closed");
+                info!(session = %self.sid.public(), reason = reason.as_str(), "session closed");
                 let m = metrics();
                 m.disconnects
                     .get_or_create(&ReasonLabel {
@@ -303,7 +303,7 @@ impl Session {
                 metrics().sessions(self.transport_label, -1);
                 self.transport_label = self.engine.transport_name();
                 metrics().sessions(self.transport_label, 1);
-                debug!(sid = %self.sid, "upgraded to websocket");
+                debug!(session = %self.sid.public(), "upgraded to websocket");
             }
         }
     }
@@ -388,7 +388,7 @@ impl Session {
         match result {
             Err(violation) => {
                 metrics().error("protocol_violation");
-                debug!(sid = %self.sid, %violation, "protocol violation");
+                debug!(session = %self.sid.public(), %violation, "protocol violation");
                 self.close(CloseReason::ProtocolViolation, ctx);
             }
             Ok(()) => {
@@ -502,7 +502,7 @@ impl Session {
                 {
                     up.attachments_by = None;
                     metrics().error("protocol_violation");
-                    debug!(sid = %act.sid, "binary attachments did not arrive in time");
+                    debug!(session = %act.sid.public(), "binary attachments did not arrive in time");
                     act.close(CloseReason::ProtocolViolation, ctx);
                 }
                 act.run(ctx, |e, io| e.on_timer(now, io));

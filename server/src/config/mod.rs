@@ -12,6 +12,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
@@ -21,6 +22,7 @@ use switchboard_actors::SessionConfig;
 use switchboard_actors::app::AppLimits;
 use switchboard_actors::hooks::{FailurePolicy, HooksConfig};
 use switchboard_actors::ports::hooks::Action;
+use switchboard_actors::signing::ClusterKeys;
 use switchboard_actors::webhooks::WebhooksConfig;
 
 mod effective;
@@ -204,6 +206,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// HMAC keys that sign and verify every cluster frame, comma-separated: the first signs,
+    /// each verifies (rotation). At least 32 bytes each. Unset: frames are not signed (warned).
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_KEY", hide_env_values = true)]
+    pub cluster_key: Option<String>,
+
     /// Largest application event, in bytes (over it: an `error` event or error ack).
     #[arg(long, env = "SWITCHBOARD_MAX_EVENT_BYTES", default_value_t = 65_536)]
     pub max_event_bytes: usize,
@@ -217,6 +224,11 @@ pub struct Config {
     /// `presence:subscribe` (0: no limit; each socket may watch at most 1000).
     #[arg(long, env = "SWITCHBOARD_MAX_WATCHES_PER_USER", default_value_t = 5000)]
     pub max_watches_per_user: usize,
+
+    /// Failed logins (refused tokens) one client address may make per minute on a node; past
+    /// it the address's CONNECTs are refused with `too_many_attempts` unchecked (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_LOGIN_FAILURES_PER_IP", default_value_t = 30)]
+    pub login_failures_per_ip: u32,
 
     /// Events one socket may send per `--socket-event-window-ms`.
     #[arg(long, env = "SWITCHBOARD_SOCKET_EVENT_LIMIT", default_value_t = 100)]
@@ -576,6 +588,19 @@ impl Config {
         ]
     }
 
+    /// The cluster frame keys, when `--cluster-key` is set.
+    pub fn cluster_keys(&self) -> Result<Option<Arc<ClusterKeys>>, String> {
+        self.cluster_key
+            .as_deref()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| {
+                ClusterKeys::parse(k)
+                    .map(Arc::new)
+                    .map_err(|e| format!("cluster-key: {e}"))
+            })
+            .transpose()
+    }
+
     /// The backend hooks, when a hook URL is set; an unusable setting is named in the error.
     pub fn hooks(&self) -> Result<Option<HooksConfig>, String> {
         let Some(url) = self.hook_url.clone().filter(|u| !u.is_empty()) else {
@@ -642,6 +667,7 @@ impl Config {
             socket_window: Duration::from_millis(self.socket_event_window_ms.max(1)),
             max_sockets_per_user: self.max_sockets_per_user,
             max_watches_per_user: self.max_watches_per_user,
+            login_failures_per_ip: self.login_failures_per_ip,
         }
     }
 

@@ -6,8 +6,8 @@
 
 import { describe, test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { closeAll } from "./fixture.js";
-import { startProductNode, connectUser, userSocket, connectAuthed, expectConnectError, ack, uid, safeJson } from "./product-fixture.js";
+import { closeAll, RawWs } from "./fixture.js";
+import { startProductNode, connectUser, userSocket, connectAuthed, expectConnectError, ack, uid, safeJson, token } from "./product-fixture.js";
 import { startCluster } from "./cluster-fixture.js";
 
 const T = { timeout: 60_000 };
@@ -106,5 +106,84 @@ describe("per-user socket limit across a cluster", T, () => {
     await expectTooMany(userSocket(n3, u, { device: "tablet" }));
     const other = await connectUser(n3, uid("other"));
     assert.equal(other.connected, true);
+  });
+});
+
+// Logins (issue #17, finding 1): each CONNECT costs a token check, so a connection is closed
+// after 3 refused logins (close reason login_refused) and after 8 CONNECTs without a login,
+// and one address gets SWITCHBOARD_LOGIN_FAILURES_PER_IP refused logins a minute; past them its
+// CONNECTs are refused unchecked with too_many_attempts, and every other address logs in.
+describe("logins", T, () => {
+  let node;
+  before(async () => {
+    node = await startProductNode({ name: "logins", nodeId: "logins-node", flags: ["--login-failures-per-ip", "5", "--max-sockets-per-user", "1"] });
+  });
+  after(async () => {
+    await node?.stop();
+  });
+  afterEach(() => closeAll());
+
+  /** A raw websocket session that sent its open packet. */
+  async function rawSession(localAddress = "127.0.0.1") {
+    const ws = new RawWs(node.url, { wsOptions: { localAddress } });
+    await ws.open();
+    return ws;
+  }
+
+  test("a connection is closed after three refused logins (login_refused); the refusals are answered first", async () => {
+    const ws = await rawSession();
+    for (let i = 0; i < 3; i++) {
+      ws.send(`40${JSON.stringify({ token: `bad-token-${i}` })}`);
+      const refusal = await ws.nextText((t) => t.startsWith("44"));
+      assert.deepEqual(JSON.parse(refusal.slice(2)), { message: "auth_failed", data: { reason: "malformed" } });
+    }
+    const closed = await ws.waitClosed(5_000);
+    assert.ok(closed, `closed after the third refusal\n${ws.traceText()}`);
+    assert.equal(closed.reason, "login_refused", ws.traceText());
+    ws.close();
+  });
+
+  test("past the address's budget a valid token is refused too (too_many_attempts), the connection closed; other addresses log in", async () => {
+    // 5 failures allowed a minute; the first test spent 3 of them from 127.0.0.1.
+    for (let i = 0; i < 2; i++) {
+      const ws = await rawSession();
+      ws.send(`40${JSON.stringify({ token: "bad" })}`);
+      await ws.nextText((t) => t.startsWith("44"));
+      ws.close();
+    }
+    const ws = await rawSession();
+    ws.send(`40${JSON.stringify({ token: token(uid("valid")) })}`);
+    const refusal = await ws.nextText((t) => t.startsWith("44"));
+    assert.deepEqual(JSON.parse(refusal.slice(2)), { message: "auth_failed", data: { reason: "too_many_attempts" } }, ws.traceText());
+    assert.equal((await ws.waitClosed(5_000))?.reason, "login_refused", ws.traceText());
+    ws.close();
+
+    // Another loopback address has its own budget.
+    const other = await rawSession("127.0.0.2");
+    other.send(`40${JSON.stringify({ token: token(uid("elsewhere")) })}`);
+    const answer = await other.nextText((t) => t.startsWith("40") || t.startsWith("44"));
+    assert.ok(answer.startsWith("40{"), `connected from 127.0.0.2: ${other.traceText()}`);
+    other.close();
+  });
+
+  test("a connection that keeps sending CONNECTs without logging in is closed after eight", async () => {
+    // Refusals that are not login failures (the user has its one socket) leave only the
+    // CONNECT budget to close the connection.
+    // From an address the tests above did not spend the budget of.
+    const u = uid("busy");
+    const first = await rawSession("127.0.0.3");
+    first.send(`40${JSON.stringify({ token: token(u) })}`);
+    assert.ok((await first.nextText((t) => t.startsWith("4"))).startsWith("40{"), first.traceText());
+    const ws = await rawSession("127.0.0.3");
+    for (let i = 0; i < 8; i++) {
+      ws.send(`40${JSON.stringify({ token: token(u) })}`);
+      const refusal = await ws.nextText((t) => t.startsWith("44"));
+      assert.equal(JSON.parse(refusal.slice(2)).data?.reason, "too_many_sockets", ws.traceText());
+    }
+    ws.send(`40${JSON.stringify({ token: token(u) })}`);
+    const closed = await ws.waitClosed(5_000);
+    assert.equal(closed?.reason, "login_refused", ws.traceText());
+    ws.close();
+    first.close();
   });
 });
