@@ -10,7 +10,7 @@ use switchboard_test_support::ScratchDir;
 use switchboard_tests::faults::Redis;
 use switchboard_tests::{
     HttpResponse, Node, TIMEOUT, binary_path, http_get, http_get_with_headers, raw_request,
-    within_for,
+    within_for, without_switchboard_env,
 };
 use tokio::process::Command;
 
@@ -37,11 +37,7 @@ async fn run_to_exit(args: &[&str]) -> Run {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SWITCHBOARD_") {
-            cmd.env_remove(key);
-        }
-    }
+    without_switchboard_env(&mut cmd);
     let out = within_for(EXIT_GUARD, "switchboard to exit", cmd.output())
         .await
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary_path().display()));
