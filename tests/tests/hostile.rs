@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 /// HS256 secret of every HS256 node here.
 const SECRET: &str = "switchboard-hostile-tests-secret-0123456789";
 /// Server API key.
-const API_KEY: &str = "hostile-api-key";
+const API_KEY: &str = "hostile-api-key-0123456789abcdef0123";
 /// The canary users (one per node) and the attacker.
 const CANARY_A: &str = "canary-a";
 const CANARY_B: &str = "canary-b";
@@ -212,6 +212,8 @@ impl Cluster {
                 API_KEY.into(),
                 "--redis-url".into(),
                 url.clone(),
+                // Each node on its own SQLite file: fine for what this suite checks.
+                "--allow-sqlite-cluster".into(),
                 "--user-message-limit".into(),
                 "100000".into(),
                 "--socket-event-limit".into(),

@@ -359,6 +359,11 @@ pub async fn upgrade(
             if origin_ok {
                 state.cors.decorate(head.headers(), response.headers_mut());
             }
+            // Written on the raw stream, past the App's DefaultHeaders.
+            response.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             crate::logging::websocket_access(head, response.status().as_u16());
             let (mut res, body) = Response::from(response).into_parts();
             let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
@@ -492,7 +497,10 @@ async fn poll_post(
     Ok(HttpResponse::Ok().content_type("text/html").body("ok"))
 }
 
-/// The CORS policy: any origin, or an allow-list.
+/// Request headers a browser may send cross-origin (what socket.io-client's polling uses).
+const ALLOWED_HEADERS: &str = "content-type, authorization";
+
+/// The CORS policy: any origin (`*`, never with credentials), or an allow-list.
 #[derive(Debug, Clone)]
 pub struct Cors {
     allowed: Option<Vec<String>>,
@@ -521,8 +529,9 @@ impl Cors {
             header::ACCESS_CONTROL_ALLOW_METHODS,
             "GET,HEAD,PUT,PATCH,POST,DELETE",
         ));
-        if let Some(h) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-            res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone()));
+        // A fixed list, never an echo of what the request asks for.
+        if headers.contains_key(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS));
         }
         res.finish()
     }
