@@ -353,11 +353,15 @@ fn push(
     let direct = entry.socket.as_ref().and_then(|s| s.direct.as_ref());
     // Several frames (binary attachments) go through the Session: all or none may be queued.
     if let (Some(direct), [frame]) = (direct, &frames[..]) {
-        match direct.out.try_send(WsOutbound::Frame(frame.clone())) {
-            Ok(()) => {
-                direct.sent.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
+        // Counted before the frame is queued: the client may read it and disconnect before
+        // this thread gets on, and the session reads the count when it stops.
+        direct.sent.fetch_add(1, Ordering::Relaxed);
+        let queued = direct.out.try_send(WsOutbound::Frame(frame.clone()));
+        if queued.is_err() {
+            direct.sent.fetch_sub(1, Ordering::Relaxed);
+        }
+        match queued {
+            Ok(()) => return true,
             Err(SendError::Full(_)) if volatile => {
                 metrics().volatile_dropped.inc();
             }
