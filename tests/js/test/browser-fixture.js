@@ -157,7 +157,6 @@ export async function startBrowser() {
     server.close();
     throw new Error(`headless Chromium (${CHROMIUM}) could not start: ${e.message} (install the Debian package chromium, or set CHROMIUM)`);
   }
-  const pages = [];
   return {
     browser,
     async page(label) {
@@ -190,7 +189,6 @@ export async function startBrowser() {
           ),
         close: () => page.close(),
       };
-      pages.push(p);
       return p;
     },
     async stop() {
