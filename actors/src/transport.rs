@@ -214,6 +214,8 @@ pub enum WsOutbound {
 pub struct WsOut {
     queue: Arc<OutQueue>,
     bound: usize,
+    /// Bytes of frames the queue may hold (a lone frame is always taken).
+    max_bytes: usize,
 }
 
 /// The transport's end of a [`WsOut`] queue; dropping it closes the queue.
@@ -227,15 +229,29 @@ struct OutQueue {
 
 struct OutState {
     items: VecDeque<Metered<WsOutbound>>,
+    /// Bytes of the frames in `items`.
+    bytes: usize,
     waker: Option<Waker>,
     closed: bool,
 }
 
-/// A queue for one websocket transport that `try_send` keeps to `bound` frames.
-pub fn ws_out(bound: usize) -> (WsOut, WsOutReceiver) {
+impl WsOutbound {
+    /// Bytes it puts on the queue.
+    fn len(&self) -> usize {
+        match self {
+            WsOutbound::Frame(frame) => frame.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// A queue for one websocket transport that `try_send` keeps to `bound` frames and
+/// `max_bytes` bytes.
+pub fn ws_out(bound: usize, max_bytes: usize) -> (WsOut, WsOutReceiver) {
     let queue = Arc::new(OutQueue {
         state: Mutex::new(OutState {
             items: VecDeque::new(),
+            bytes: 0,
             waker: None,
             closed: false,
         }),
@@ -244,6 +260,7 @@ pub fn ws_out(bound: usize) -> (WsOut, WsOutReceiver) {
         WsOut {
             queue: queue.clone(),
             bound: bound.max(1),
+            max_bytes: max_bytes.max(1),
         },
         WsOutReceiver { queue },
     )
@@ -258,15 +275,18 @@ impl OutQueue {
 
 impl WsOut {
     fn push(&self, msg: WsOutbound, bounded: bool) -> Result<(), SendError<WsOutbound>> {
+        let size = msg.len();
         let msg = Metered::new("ws_transport", msg);
         let waker = {
             let mut state = self.queue.lock();
             if state.closed {
                 return Err(SendError::Closed(msg.msg));
             }
-            if bounded && state.items.len() >= self.bound {
+            let over_bytes = !state.items.is_empty() && state.bytes + size > self.max_bytes;
+            if bounded && (state.items.len() >= self.bound || over_bytes) {
                 return Err(SendError::Full(msg.msg));
             }
+            state.bytes += size;
             state.items.push_back(msg);
             state.waker.take()
         };
@@ -307,6 +327,7 @@ impl WsOutReceiver {
         }
         // Swapping keeps both buffers' capacity: no allocation per batch.
         std::mem::swap(&mut state.items, into);
+        state.bytes = 0;
         std::task::Poll::Ready(())
     }
 
@@ -317,6 +338,7 @@ impl WsOutReceiver {
             let mut state = self.queue.lock();
             state.closed = true;
             state.waker = None;
+            state.bytes = 0;
             std::mem::take(&mut state.items)
         };
         drop(items);
@@ -326,5 +348,41 @@ impl WsOutReceiver {
 impl Drop for WsOutReceiver {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn frame(n: usize) -> WsOutbound {
+        WsOutbound::Frame(Outgoing::Text("x".repeat(n).into()))
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_frames_and_in_bytes_and_empties_when_taken() {
+        let (out, rx) = ws_out(3, 100);
+        assert!(out.try_send(frame(150)).is_ok(), "a lone frame is always taken");
+        assert!(matches!(out.try_send(frame(1)), Err(SendError::Full(_))));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut into = VecDeque::new();
+        assert!(rx.poll_take(&mut cx, &mut into).is_ready());
+        for _ in 0..3 {
+            assert!(out.try_send(frame(10)).is_ok());
+        }
+        assert!(
+            matches!(out.try_send(frame(10)), Err(SendError::Full(_))),
+            "three frames"
+        );
+        into.clear();
+        assert!(rx.poll_take(&mut cx, &mut into).is_ready());
+        assert!(out.try_send(frame(60)).is_ok());
+        assert!(
+            matches!(out.try_send(frame(60)), Err(SendError::Full(_))),
+            "over 100 bytes"
+        );
+        out.do_send(frame(60));
+        assert_eq!(rx.queue.lock().items.len(), 2, "do_send ignores the bounds");
     }
 }

@@ -2,8 +2,13 @@
 //!
 //! `/health/live` says the process serves HTTP and still has its session registry (it runs on
 //! the first HTTP worker's thread; if that worker ever dies, nothing brings the registry back
-//! but a restart). `/health/ready` and `/health` check what a node needs to serve clients: its
-//! database, Redis in cluster mode, and that it is not draining.
+//! but a restart). `/health/ready` says whether the node can take connections: it is not
+//! draining and, in cluster mode, Redis has not been unreachable for longer than
+//! [`REDIS_GRACE`] (a node without Redis refuses every CONNECT). The database does not count:
+//! realtime keeps working without it and durable sends are refused clearly, so taking every
+//! node out of the Service during a database outage would turn a partial outage into a total
+//! one. `/health` reports each dependency (`ok`, `degraded` when one is down but the node is
+//! ready, `unavailable`) with the readiness status code.
 //!
 //! The database answer is cached ([`DatabaseCheck`]): probes and scrapes are unauthenticated,
 //! and without the cache every request would cost a database round trip.
@@ -22,6 +27,10 @@ use crate::AppState;
 
 /// Longest a health check waits for one dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long Redis may be unreachable before a cluster node stops being ready: a restart or a
+/// failover is over sooner, and a node that leaves the Service for it only moves its clients.
+pub const REDIS_GRACE: Duration = Duration::from_secs(15);
 
 /// How long a database check's answer is reused.
 pub const DATABASE_CHECK_TTL: Duration = Duration::from_secs(1);
@@ -89,11 +98,18 @@ async fn report(state: &AppState) -> Report {
         },
     };
     let draining = state.draining.load(Ordering::Relaxed);
-    let ready = sessions.is_some() && database != "down" && redis != "down" && !draining;
+    let redis_down_for = state.redis_down.observe(redis == "down", Instant::now());
+    let redis_ok = redis_down_for.is_none_or(|down| down <= REDIS_GRACE);
+    let ready = sessions.is_some() && redis_ok && !draining;
+    let degraded = database == "down" || redis == "down";
     Report {
         ready,
         body: json!({
-            "status": if ready { "ok" } else { "unavailable" },
+            "status": match (ready, degraded) {
+                (false, _) => "unavailable",
+                (true, true) => "degraded",
+                (true, false) => "ok",
+            },
             "node": state.node_id,
             "sessions": sessions,
             "database": database,
@@ -131,9 +147,37 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Since when a dependency has been seen down (by the health checks).
+#[derive(Debug, Default)]
+pub struct DownSince(std::sync::Mutex<Option<Instant>>);
+
+impl DownSince {
+    /// Record what a check saw at `now`; how long the dependency has been down, if it is.
+    pub fn observe(&self, down: bool, now: Instant) -> Option<Duration> {
+        let mut since = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !down {
+            *since = None;
+            return None;
+        }
+        Some(now.duration_since(*since.get_or_insert(now)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dependency_is_down_since_the_first_check_that_saw_it_down() {
+        let down = DownSince::default();
+        let t0 = Instant::now();
+        assert_eq!(down.observe(false, t0), None);
+        assert_eq!(down.observe(true, t0), Some(Duration::ZERO));
+        let later = t0 + REDIS_GRACE + Duration::from_secs(1);
+        assert_eq!(down.observe(true, later), Some(REDIS_GRACE + Duration::from_secs(1)));
+        assert_eq!(down.observe(false, later), None, "back up: the clock resets");
+        assert_eq!(down.observe(true, later), Some(Duration::ZERO));
+    }
 
     #[test]
     fn an_answer_is_reused_for_one_second_only() {

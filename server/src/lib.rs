@@ -79,6 +79,8 @@ pub struct AppState {
     pub proxies: TrustedProxies,
     /// Handshakes and open sessions per client address.
     pub addresses: Arc<AddressLimits>,
+    /// Since when the health checks have seen Redis down (readiness has a grace period).
+    pub redis_down: health::DownSince,
 }
 
 impl AppState {
@@ -248,6 +250,7 @@ pub async fn run(
         database_check: health::DatabaseCheck::default(),
         draining: AtomicBool::new(false),
         forward,
+        redis_down: health::DownSince::default(),
         proxies: config.trusted_proxies().map_err(StartError::Settings)?,
         addresses: AddressLimits::new(config.handshakes_per_ip_per_min, config.max_sessions_per_ip),
     });

@@ -324,7 +324,10 @@ impl Engine {
                 }
             },
             Transport::Polling { .. } | Transport::WsPending => {
-                if self.buffer.len() >= self.config.max_buffered_frames {
+                let over_bytes = !self.buffer.is_empty()
+                    && self.buffer.iter().map(Outgoing::len).sum::<usize>() + frame.len()
+                        > self.config.max_buffered_bytes;
+                if self.buffer.len() >= self.config.max_buffered_frames || over_bytes {
                     true
                 } else {
                     self.buffer.push_back(frame);
@@ -914,6 +917,31 @@ mod tests {
         e.send(text("x"), false, t0, &mut io);
         assert_eq!(io.closing(), vec![CloseReason::SlowClient]);
         assert_eq!(io.ws_closed, vec![(1, 1008, "slow_client")]);
+    }
+
+    #[test]
+    fn the_polling_buffer_is_bounded_in_bytes_too() {
+        let t0 = Instant::now();
+        let config = Arc::new(SessionConfig {
+            max_buffered_frames: 100,
+            max_buffered_bytes: 1000,
+            ..(*config()).clone()
+        });
+        let mut io = Rec::default();
+        let mut e = Engine::new(config, InitialTransport::Polling, true, t0);
+        e.open(&Sid::from("s"), t0, &mut io);
+        // The first GET takes the open packet; nothing is waiting after it.
+        e.poll_get(t0, &mut io).unwrap();
+        e.get_waiting(&mut io);
+        io.gets.clear();
+        // One frame larger than the bound is taken (a lone frame always is)...
+        e.send(text(&"a".repeat(1500)), false, t0, &mut io);
+        assert!(io.closing().is_empty());
+        // ...but nothing more while it waits: a volatile one is dropped, another closes.
+        e.send(text("v"), true, t0, &mut io);
+        assert_eq!(io.events, vec![Event::VolatileDropped]);
+        e.send(text("x"), false, t0, &mut io);
+        assert_eq!(io.closing(), vec![CloseReason::SlowClient]);
     }
 
     #[test]

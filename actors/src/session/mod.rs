@@ -59,6 +59,9 @@ pub struct SessionConfig {
     /// Outbound frames a session may hold for a client that is not reading before it is closed
     /// as `slow_client` (polling buffer, and the websocket transport's queue).
     pub max_buffered_frames: usize,
+    /// The same bound in bytes (a lone frame is always taken): a few large server-API emits
+    /// fill it long before the frame count does.
+    pub max_buffered_bytes: usize,
     /// Socket.IO decoder limits.
     pub limits: Limits,
 }
@@ -72,6 +75,7 @@ impl Default for SessionConfig {
             upgrade_timeout: Duration::from_millis(10_000),
             max_payload: 1_000_000,
             max_buffered_frames: 1024,
+            max_buffered_bytes: 4 * 1024 * 1024,
             limits: Limits::default(),
         }
     }

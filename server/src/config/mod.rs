@@ -121,6 +121,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_FRAMES", default_value_t = 1024)]
     pub max_buffered_frames: usize,
 
+    /// Outbound bytes a client that does not read may have queued before it is disconnected as
+    /// `slow_client` (a single larger frame is still sent).
+    #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_buffered_bytes: usize,
+
     /// Also accept Engine.IO v3 / Socket.IO v2 clients (`EIO=3`, socket.io-client 1.x and 2.x,
     /// like socket.io's `allowEIO3`); when off they get 400 "Unsupported protocol version".
     #[arg(long, env = "SWITCHBOARD_ALLOW_EIO3")]
@@ -487,6 +492,7 @@ impl Config {
             upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
             max_payload: self.max_payload,
             max_buffered_frames: self.max_buffered_frames,
+            max_buffered_bytes: self.max_buffered_bytes,
             limits: Default::default(),
         }
     }

@@ -76,6 +76,11 @@ async function keyProblems(c) {
       if (members.length) problems.push(`${key}: still lists sockets ${safeJson(members)}`);
     }
     const ttl = await r.ttl(key);
+    if (/^rate_limit:.*:bytes:\d+$/.test(name)) {
+      // The day's message bytes live two days (the day, and the next for clock skew).
+      if (!(ttl > 0 && ttl <= 2 * 86_400)) problems.push(`${key}: daily bytes with TTL ${ttl} (expected 1..172800)`);
+      continue;
+    }
     if (name.startsWith("rate_limit:")) {
       if (!(ttl > 0 && ttl <= 60)) problems.push(`${key}: rate limit window with TTL ${ttl} (expected 1..60)`);
       continue;

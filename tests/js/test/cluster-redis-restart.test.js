@@ -162,3 +162,34 @@ describe("cluster survives a Redis restart", SUITE, () => {
     await d.log.next("message:received", { pred: (m) => m.text === "hi dan" });
   });
 });
+
+// Readiness (issue #20): a cluster node without Redis refuses every CONNECT, so after a grace
+// period (15 s, long enough for a restart or a failover) it reports not ready; a database
+// outage never does (tests/tests/persistence.rs). /health says why.
+describe("readiness follows Redis after a grace period", SUITE, () => {
+  test("Redis killed: ready (degraded) at first, 503 after 15 s, ready again once Redis is back", T, async (t) => {
+    const c = await startCluster({ name: "readiness", nodes: 1 });
+    t.after(() => c.stop());
+    const [n1] = c.nodes;
+    const probe = async (path) => {
+      const res = await fetch(`${n1.url}${path}`);
+      return { status: res.status, body: await res.json() };
+    };
+    assert.equal((await probe("/health/ready")).status, 200);
+    await c.redis.kill();
+    const killed = Date.now();
+    // Down, but within the grace period: still ready, and /health says degraded.
+    await eventually(async () => (await probe("/health")).body.redis === "down", { timeout: 10_000, what: "/health sees Redis down" });
+    const early = await probe("/health");
+    assert.equal(early.status, 200, JSON.stringify(early.body));
+    assert.equal(early.body.status, "degraded");
+    // Past the grace period: not ready.
+    await eventually(async () => (await probe("/health/ready")).status === 503, { timeout: 30_000, interval: 500, what: "/health/ready 503 without Redis" });
+    const after = (Date.now() - killed) / 1000;
+    assert.ok(after >= 14, `not ready only after the grace period (${after.toFixed(1)} s)`);
+    assert.equal((await probe("/health")).body.status, "unavailable");
+    await c.redis.start();
+    await eventually(async () => (await probe("/health/ready")).status === 200, { timeout: 30_000, interval: 500, what: "ready again with Redis back" });
+    assert.equal((await probe("/health")).body.status, "ok");
+  });
+});
