@@ -40,6 +40,8 @@ use tracing::info;
 use tracing_actix_web::TracingLogger;
 
 pub use config::Config;
+use transport::compress::HttpCompression;
+use transport::deflate::WsDeflateConfig;
 use transport::engineio::{self, Cors};
 use transport::forward::{self, Forwarder};
 
@@ -67,6 +69,12 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Cluster mode with forwarding on: where requests for other nodes' sessions go.
     pub forward: Option<Forwarder>,
+    /// How polling answers are compressed.
+    pub http_compression: HttpCompression,
+    /// Whether websockets may use permessage-deflate, and from what size.
+    pub ws_deflate: WsDeflateConfig,
+    /// The most a compressed websocket message may inflate to.
+    pub max_inflated: usize,
 }
 
 impl AppState {
@@ -223,6 +231,10 @@ pub async fn run(
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
         draining: AtomicBool::new(false),
         forward,
+        http_compression: config.http_compression(),
+        ws_deflate: config.ws_deflate(),
+        // An inflated message is held whole: no bigger than an event or a plain message.
+        max_inflated: config.max_event_bytes.min(config.max_payload),
     });
     let server = serve(listener, state.clone(), registry_start, &config)?.run();
     let handle = server.handle();

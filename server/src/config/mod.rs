@@ -23,6 +23,9 @@ use switchboard_actors::hooks::{FailurePolicy, HooksConfig};
 use switchboard_actors::ports::hooks::Action;
 use switchboard_actors::webhooks::WebhooksConfig;
 
+use crate::transport::compress::HttpCompression;
+use crate::transport::deflate::WsDeflateConfig;
+
 mod effective;
 mod file;
 
@@ -34,6 +37,13 @@ const ACTIONS: &str = "Actions";
 
 /// The id of `--config` (the field name), which a file cannot set.
 const CONFIG_ID: &str = "config";
+
+/// Whether `arg` is on or off: a plain flag, or one that takes `true`/`false` (for settings
+/// that are on by default).
+fn is_on_off(arg: &Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse)
+        || arg.get_value_parser().type_id() == std::any::TypeId::of::<bool>()
+}
 
 /// Whether `arg` is a setting (and so a file key): every option but `--config`, the actions,
 /// `--help` and `--version`.
@@ -101,6 +111,36 @@ pub struct Config {
     /// as `slow_client`.
     #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_FRAMES", default_value_t = 1024)]
     pub max_buffered_frames: usize,
+
+    /// Compress polling answers of at least `--http-compression-threshold` bytes with gzip or
+    /// deflate, as the request's `Accept-Encoding` allows (`--http-compression=false`: never).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HTTP_COMPRESSION",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub http_compression: bool,
+
+    /// Smallest polling answer that is compressed, in bytes.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HTTP_COMPRESSION_THRESHOLD",
+        default_value_t = 1024
+    )]
+    pub http_compression_threshold: usize,
+
+    /// Accept websocket permessage-deflate (RFC 7692, without context takeover) when the client
+    /// offers it; a received message may inflate to at most `--max-event-bytes` (and
+    /// `--max-payload`), else the socket is closed (1009).
+    #[arg(long, env = "SWITCHBOARD_WS_DEFLATE")]
+    pub ws_deflate: bool,
+
+    /// Smallest websocket message sent compressed when permessage-deflate is on, in bytes.
+    #[arg(long, env = "SWITCHBOARD_WS_DEFLATE_THRESHOLD", default_value_t = 1024)]
+    pub ws_deflate_threshold: usize,
 
     /// Also accept Engine.IO v3 / Socket.IO v2 clients (`EIO=3`, socket.io-client 1.x and 2.x,
     /// like socket.io's `allowEIO3`); when off they get 400 "Unsupported protocol version".
@@ -489,6 +529,22 @@ impl Config {
             socket_window: Duration::from_millis(self.socket_event_window_ms.max(1)),
             max_sockets_per_user: self.max_sockets_per_user,
             max_watches_per_user: self.max_watches_per_user,
+        }
+    }
+
+    /// How polling answers are compressed.
+    pub fn http_compression(&self) -> HttpCompression {
+        HttpCompression {
+            enabled: self.http_compression,
+            threshold: self.http_compression_threshold,
+        }
+    }
+
+    /// Whether and how websockets may use permessage-deflate.
+    pub fn ws_deflate(&self) -> WsDeflateConfig {
+        WsDeflateConfig {
+            enabled: self.ws_deflate,
+            threshold: self.ws_deflate_threshold,
         }
     }
 
