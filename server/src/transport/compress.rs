@@ -167,8 +167,14 @@ mod tests {
     #[test]
     fn quality_decides_and_zero_refuses() {
         assert_eq!(preferred_coding("gzip;q=0, deflate"), Some(Coding::Deflate));
-        assert_eq!(preferred_coding("gzip;q=0.5, deflate;q=0.8"), Some(Coding::Deflate));
-        assert_eq!(preferred_coding("gzip;q=0.8, deflate;q=0.8"), Some(Coding::Gzip));
+        assert_eq!(
+            preferred_coding("gzip;q=0.5, deflate;q=0.8"),
+            Some(Coding::Deflate)
+        );
+        assert_eq!(
+            preferred_coding("gzip;q=0.8, deflate;q=0.8"),
+            Some(Coding::Gzip)
+        );
         assert_eq!(preferred_coding("gzip; q=0.000"), None);
         assert_eq!(preferred_coding("gzip;Q=0"), None);
         assert_eq!(preferred_coding("gzip;q=0, deflate;q=0"), None);
@@ -188,7 +194,10 @@ mod tests {
         assert_eq!(preferred_coding("gzip;q=1.5"), None);
         assert_eq!(preferred_coding("gzip;q=2"), None);
         assert_eq!(preferred_coding("gzip;q=0.1234"), None);
-        assert_eq!(preferred_coding("gzip;q=-1, deflate;q=0.001"), Some(Coding::Deflate));
+        assert_eq!(
+            preferred_coding("gzip;q=-1, deflate;q=0.001"),
+            Some(Coding::Deflate)
+        );
         assert_eq!(parse_quality("0.5"), Some(500));
         assert_eq!(parse_quality("1.000"), Some(1000));
         assert_eq!(parse_quality("0."), Some(0));

@@ -196,7 +196,8 @@ pub fn inflate(payload: &[u8], cap: usize) -> Result<Vec<u8>, InflateError> {
 mod tests {
     use super::*;
 
-    const ANSWER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    const ANSWER: &str =
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
     #[test]
     fn plain_offer_is_accepted_without_context_takeover() {
@@ -209,7 +210,8 @@ mod tests {
         // What the `ws` package (engine.io-client in Node) sends.
         let offer = "permessage-deflate; client_max_window_bits";
         assert_eq!(negotiate([offer]).as_deref(), Some(ANSWER));
-        let browser = "permessage-deflate; client_max_window_bits=\"10\"; client_no_context_takeover";
+        let browser =
+            "permessage-deflate; client_max_window_bits=\"10\"; client_no_context_takeover";
         assert_eq!(negotiate([browser]).as_deref(), Some(ANSWER));
     }
 
@@ -219,9 +221,15 @@ mod tests {
             negotiate(["permessage-deflate; server_max_window_bits=15"]).as_deref(),
             Some(format!("{ANSWER}; server_max_window_bits=15").as_str())
         );
-        assert_eq!(negotiate(["permessage-deflate; server_max_window_bits=10"]), None);
+        assert_eq!(
+            negotiate(["permessage-deflate; server_max_window_bits=10"]),
+            None
+        );
         // Without a value it is malformed.
-        assert_eq!(negotiate(["permessage-deflate; server_max_window_bits"]), None);
+        assert_eq!(
+            negotiate(["permessage-deflate; server_max_window_bits"]),
+            None
+        );
         // A fallback offer after a declined one is taken.
         assert_eq!(
             negotiate(["permessage-deflate; server_max_window_bits=9, permessage-deflate"])

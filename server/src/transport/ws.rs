@@ -380,10 +380,9 @@ impl WsTransport {
         deflate::inflate(data, cap)
             .map(Bytes::from)
             .map_err(|err| match err {
-                InflateError::TooBig => End::Fail(
-                    CloseCode::Size,
-                    "message too big once inflated".into(),
-                ),
+                InflateError::TooBig => {
+                    End::Fail(CloseCode::Size, "message too big once inflated".into())
+                }
                 InflateError::Corrupt => {
                     End::Fail(CloseCode::Invalid, "invalid compressed message".into())
                 }
