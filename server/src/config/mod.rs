@@ -671,6 +671,59 @@ mod tests {
     }
 
     #[test]
+    fn compression_settings_from_flags_and_file() {
+        let cfg = load(&[]).expect("defaults").config;
+        assert_eq!(
+            cfg.http_compression(),
+            HttpCompression {
+                enabled: true,
+                threshold: 1024
+            }
+        );
+        assert_eq!(
+            cfg.ws_deflate(),
+            WsDeflateConfig {
+                enabled: false,
+                threshold: 1024
+            }
+        );
+        let cfg = load(&["--http-compression=false", "--ws-deflate"])
+            .expect("flags")
+            .config;
+        assert!(!cfg.http_compression().enabled);
+        assert!(cfg.ws_deflate().enabled);
+        assert!(
+            load(&["--http-compression"])
+                .expect("bare")
+                .config
+                .http_compression
+        );
+        assert!(load(&["--http-compression=maybe"]).is_err());
+        let loaded = load_file(
+            "http-compression = false\nhttp-compression-threshold = 10\nws-deflate = true\n\
+             ws-deflate-threshold = 20\n",
+            &[],
+        )
+        .expect("a valid file");
+        let cfg = &loaded.config;
+        assert_eq!(
+            (cfg.http_compression, cfg.http_compression_threshold),
+            (false, 10)
+        );
+        assert_eq!((cfg.ws_deflate, cfg.ws_deflate_threshold), (true, 20));
+        // --print-config writes it back as a TOML boolean.
+        let printed = loaded.effective.to_string();
+        assert!(printed.contains("http-compression = false"), "{printed}");
+        // The flag wins over the file.
+        let cfg = load_file("http-compression = false\n", &["--http-compression=true"])
+            .expect("file and flag")
+            .config;
+        assert!(cfg.http_compression);
+        let why = settings_error(load_file("http-compression = \"off\"\n", &[]));
+        assert!(why.contains("http-compression"), "{why}");
+    }
+
+    #[test]
     fn every_kind_of_value_comes_from_the_file() {
         let loaded = load_file(
             r#"
