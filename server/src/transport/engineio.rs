@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 use super::deflate::{self, WsDeflate};
 use super::forward::{self, Refusal, Route};
-use super::ws::{WsFraming, WsTransport};
+use super::ws::{WsFraming, WsOptions, WsTransport};
 use crate::AppState;
 
 /// How long a polling POST body may take to arrive (Node: httpRequestBodyTimeout).
@@ -376,10 +376,12 @@ pub async fn upgrade(
         parts.read_buf,
         session,
         upgrading,
-        framing,
-        deflate,
-        session_config.max_payload,
-        session_config.max_buffered_frames,
+        WsOptions {
+            framing,
+            deflate,
+            max_payload: session_config.max_payload,
+            mailbox: session_config.max_buffered_frames,
+        },
     ));
     Ok(())
 }

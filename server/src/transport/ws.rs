@@ -131,6 +131,19 @@ enum Ready {
     Readable,
 }
 
+/// How a websocket is served, as its handshake settled it.
+#[derive(Debug, Clone, Copy)]
+pub struct WsOptions {
+    /// The Engine.IO revision's framing.
+    pub framing: WsFraming,
+    /// permessage-deflate, when negotiated.
+    pub deflate: Option<WsDeflate>,
+    /// Engine.IO maxPayload: the largest message, as received.
+    pub max_payload: usize,
+    /// Frames the outbound queue holds.
+    pub mailbox: usize,
+}
+
 impl WsTransport {
     /// Serve a websocket whose handshake was just answered; `read` holds any bytes the client
     /// sent after its handshake. `upgrade` when it upgrades a polling session.
@@ -139,11 +152,14 @@ impl WsTransport {
         read: BytesMut,
         session: SessionPort,
         upgrade: bool,
-        framing: WsFraming,
-        deflate: Option<WsDeflate>,
-        max_payload: usize,
-        mailbox: usize,
+        options: WsOptions,
     ) {
+        let WsOptions {
+            framing,
+            deflate,
+            max_payload,
+            mailbox,
+        } = options;
         let (out, queue) = ws_out(mailbox);
         let mut transport = WsTransport {
             id: next_transport_id(),
