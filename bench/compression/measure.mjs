@@ -12,8 +12,8 @@
 //
 //   node measure.mjs --url http://127.0.0.1:PORT --pid PID [--clients 8] [--messages 4000] [--size 2048]
 //
-// Prints one JSON line per mode: {mode, messages, size, cpu_us_per_msg, down_bytes_per_msg,
-// up_bytes_per_msg, secs}.
+// Prints one JSON line per mode: {mode, messages, size (the mean event, as sent), cpu_us_per_msg,
+// down_bytes_per_msg, up_bytes_per_msg, secs}.
 
 import http from "node:http";
 import { readFileSync } from "node:fs";
@@ -171,7 +171,7 @@ async function run(mode) {
   return {
     mode,
     messages: n,
-    size: eventFor(0).length,
+    size: Math.round(PAGES.reduce((sum, _, i) => sum + eventFor(i).length, 0) / PAGES.length),
     cpu_us_per_msg: Math.round((cpu / n) * 10) / 10,
     down_bytes_per_msg: Math.round(down / n),
     up_bytes_per_msg: Math.round(up / n),
