@@ -118,6 +118,14 @@ id!(
 );
 
 impl Sid {
+    /// The name logs give this session: derived from the sid (a hash prefix), so a log reader
+    /// can follow one session's lines but cannot take the session over with it.
+    pub fn public(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.as_bytes());
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// A fresh random id.
     pub fn random() -> Self {
         Sid::from(random_id())
@@ -240,6 +248,11 @@ mod tests {
             "the node id is not revealed"
         );
         let sid = Sid::random_on(&tag);
+        let public = sid.public();
+        assert_eq!(public.len(), 12);
+        assert!(!sid.contains(public.as_str()) && !public.contains(&sid[..8]));
+        assert_eq!(public, Sid::from(sid.as_str()).public(), "stable");
+        assert_ne!(public, Sid::random_on(&tag).public());
         assert_eq!(sid.len(), 20 + 1 + NodeTag::LEN);
         assert_eq!(Sid::node_tag(&sid), Some(tag.as_str()));
         assert_ne!(sid, Sid::random_on(&tag), "the random part differs");

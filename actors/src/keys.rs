@@ -140,6 +140,12 @@ impl Keys {
         self.key(&["rate_limit:", user, ":messages"])
     }
 
+    /// `rate_limit:{id}:bytes:{day}` STRING: bytes of `message:send` text a user stored on
+    /// one UTC day (days since the epoch); expires after two days.
+    pub fn rate_limit_bytes(&self, user: &str, day: u64) -> String {
+        self.key(&["rate_limit:", user, ":bytes:", &day.to_string()])
+    }
+
     // --- channels ------------------------------------------------------------------------
 
     /// The channel of `channel`.

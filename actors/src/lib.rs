@@ -19,8 +19,8 @@
 //! - [`node`]: the composition root that starts the actors and wires their ports.
 //! - [`ids`], [`keys`], [`store`], [`transport`]: shared types — id newtypes, every Redis key and
 //!   channel name, store errors and Redis settings, frames and close reasons.
-//! - [`auth`], [`ratelimit`], [`signing`]: pure parts (JWT verification, rate-limit state
-//!   machines, the backend requests' signature).
+//! - [`auth`], [`ratelimit`], [`signing`], [`logins`]: pure parts (JWT verification, rate-limit
+//!   state machines, the backend requests' signature, failed logins per address).
 //! - [`metrics`]: the Prometheus metrics and the mailbox instrumentation.
 //!
 //! Actors talk only through typed messages; no actor shares mutable state with another (the
@@ -36,6 +36,7 @@ pub mod hooks;
 pub mod ids;
 pub mod journal;
 pub mod keys;
+pub mod logins;
 pub mod metrics;
 pub mod node;
 pub mod ports;

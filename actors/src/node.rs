@@ -19,13 +19,14 @@ use crate::bridge::RedisBridge;
 use crate::hooks::{DecisionCache, Hooks, HooksConfig};
 use crate::ids::NodeId;
 use crate::journal::{Journal, JournalConfig};
+use crate::logins::{LogSampler, LoginGuard};
 use crate::metrics::MeteredAddr;
 use crate::ports::Port;
 use crate::ports::journal::{CloseStaleConnections, JournalError, NODE_LOST};
 use crate::ports::registry::{AttachCluster, AttachPresence, AttachRecovery};
 use crate::presence::redis_store::RedisPresenceStore;
 use crate::presence::{Presence, PresencePorts};
-use crate::ratelimiter::{RateLimiter, RedisRateStore};
+use crate::ratelimiter::{MemoryRateStore, RateLimiter, RedisRateStore};
 use crate::recovery::Recovery;
 use crate::recovery::redis_store::RedisRecoveryStore;
 use crate::recovery::store::{MemoryRecoveryStore, SharedRecoveryStore};
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     pub user_message_limit: u32,
     /// The per-user window.
     pub user_message_window: Duration,
+    /// Bytes of message text one user may store per UTC day (0: no quota).
+    pub user_daily_bytes: u64,
     /// Per-socket and per-event limits.
     pub limits: AppLimits,
     /// The application's backend hooks, when a hook URL is configured.
@@ -149,12 +152,14 @@ impl Node {
                     subscribe: Port::new(&bridge),
                     ready: Port::new(&bridge),
                     release: Port::new(&bridge),
+                    cluster_keys: settings.cluster_keys.clone(),
                 });
                 info!(prefix = %settings.keys.prefix(), "cluster mode: presence, limits and routing on Redis");
                 let store = RedisPresenceStore::new(pool.clone(), settings, config.node_id.clone())
                     .advertising(config.advertise_url.clone());
                 let presence = Presence::new(Arc::new(store), presence_ports, true);
-                let rates = RedisRateStore::new(pool.clone(), settings, limit, window);
+                let rates = RedisRateStore::new(pool.clone(), settings, limit, window)
+                    .with_daily_bytes(config.user_daily_bytes);
                 (
                     supervise(presence),
                     supervise(RateLimiter::new(Arc::new(rates))),
@@ -164,7 +169,9 @@ impl Node {
             }
             None => (
                 supervise(Presence::in_memory(presence_ports)),
-                supervise(RateLimiter::in_memory(limit, window)),
+                supervise(RateLimiter::new(Arc::new(
+                    MemoryRateStore::new(limit, window).with_daily_bytes(config.user_daily_bytes),
+                ))),
                 None,
                 None,
             ),
@@ -248,6 +255,8 @@ impl Node {
             node_id: config.node_id,
             auth: Arc::new(config.auth),
             ports,
+            logins: LoginGuard::new(config.limits.login_failures_per_ip, Duration::from_secs(60)),
+            auth_log: LogSampler::new(AUTH_LOG_LINES_PER_SEC),
             limits: config.limits,
             hooks,
             webhooks: webhooks.is_some(),
@@ -272,6 +281,9 @@ impl Node {
 
 /// Recoverable events kept per channel at most.
 const RECOVERY_STREAM_LEN: usize = 1000;
+
+/// `auth_failed` lines logged per second at most; the rest are counted in the next one.
+const AUTH_LOG_LINES_PER_SEC: u32 = 10;
 
 /// Decisions the node's `authorize` cache holds at most.
 const DECISION_CACHE_SIZE: usize = 200_000;

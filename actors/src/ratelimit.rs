@@ -34,6 +34,11 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket is full at `now` (nothing taken that has not refilled).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.full_at <= now
+    }
+
     /// Take one token, or say how long until one is available.
     pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
         // A full bucket does not bank extra time: start from `now` at the latest.

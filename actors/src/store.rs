@@ -45,6 +45,9 @@ pub struct RedisSettings {
     pub url: String,
     /// Key and channel names.
     pub keys: Keys,
+    /// Signs and checks cluster frames; `None` (no `SWITCHBOARD_CLUSTER_KEY`): frames are
+    /// neither signed nor checked.
+    pub cluster_keys: Option<std::sync::Arc<crate::signing::ClusterKeys>>,
 }
 
 /// The pool the Redis-backed stores share.

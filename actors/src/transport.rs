@@ -123,6 +123,9 @@ pub enum CloseReason {
     /// A Socket.IO v4 (socket.io 2.x) client's implicit connection to `/` was refused (its
     /// token, the backend, or presence): it was told why, and cannot stay on no namespace.
     ConnectRefused,
+    /// Too many refused logins on one connection, or from one address: each costs a token
+    /// check, so the connection is not left open for more.
+    LoginRefused,
 }
 
 impl CloseReason {
@@ -142,6 +145,7 @@ impl CloseReason {
             CloseReason::TokenExpired => "token_expired",
             CloseReason::ServerDisconnect => "server_disconnect",
             CloseReason::ConnectRefused => "connect_refused",
+            CloseReason::LoginRefused => "login_refused",
         }
     }
 
@@ -158,6 +162,7 @@ impl CloseReason {
                 | CloseReason::TokenExpired
                 | CloseReason::ConnectTimeout
                 | CloseReason::ConnectRefused
+                | CloseReason::LoginRefused
         )
     }
 
@@ -175,7 +180,7 @@ impl CloseReason {
             | CloseReason::ConnectRefused => 1000,
             CloseReason::ServerShutdown => 1001,
             CloseReason::ProtocolViolation | CloseReason::TransportError => 1002,
-            CloseReason::SlowClient => 1008,
+            CloseReason::SlowClient | CloseReason::LoginRefused => 1008,
         }
     }
 }

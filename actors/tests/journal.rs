@@ -39,6 +39,7 @@ use switchboard_test_support::{
 on_both_backends!(
     #[actix::test]
     migrations_go_up_down_and_up_again,
+    a_client_msg_id_is_stored_once_per_sender,
     concurrent_stores_share_transactions,
     sync_pages_through_both_directions_in_order,
     connection_rows_are_opened_and_closed,
@@ -88,6 +89,7 @@ async fn store(journal: &Addr<Journal>, from: &str, to: &str, text: &str) -> Sto
             from: user(from),
             to: to.into(),
             text: text.into(),
+            client_msg_id: None,
         })
         .await
         .unwrap()
@@ -186,6 +188,7 @@ async fn concurrent_stores_share_transactions(backend: Backend) {
             from: user(&format!("u{}", i % 7)),
             to: format!("u{}", (i + 1) % 7).into(),
             text: format!("m{i}"),
+            client_msg_id: None,
         })
     });
     let stored: Vec<StoredMessage> = join_all(sends)
@@ -561,15 +564,51 @@ async fn retention_deletes_only_old_rows(backend: Backend) {
         });
     }
     flush(&journal).await;
+    // Messages: one stored now, one a year old.
+    let recent = store(&journal, "alice", "bob", "recent").await;
+    message::Entity::insert(message::ActiveModel {
+        id: NotSet,
+        from_user: Set("alice".into()),
+        to_user: Set("bob".into()),
+        body: Set("a year old".into()),
+        created_at: Set(ago(365 * DAY).into()),
+        client_msg_id: Set(None),
+    })
+    .exec_without_returning(&test_db.inspect().await)
+    .await
+    .unwrap();
     let deleted = journal
         .send(RetentionSweep {
             connections_older_than: Duration::from_secs(7 * DAY),
             presence_older_than: Duration::from_secs(30 * DAY),
+            messages_older_than: None,
         })
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(deleted, (2, 1));
+    assert_eq!(
+        deleted,
+        (2, 1, 0),
+        "messages are kept without a message retention"
+    );
+    let deleted = journal
+        .send(RetentionSweep {
+            connections_older_than: Duration::from_secs(7 * DAY),
+            presence_older_than: Duration::from_secs(30 * DAY),
+            messages_older_than: Some(Duration::from_secs(30 * DAY)),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted, (0, 0, 1), "the year-old message goes");
+    let left: Vec<i64> = message::Entity::find()
+        .all(&test_db.inspect().await)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(left, [recent.message_id as i64]);
     let db = test_db.inspect().await;
     let mut sockets: Vec<String> = socket_connection::Entity::find()
         .all(&db)
@@ -640,6 +679,7 @@ async fn postgres_outage_fails_stores_keeps_log_rows_and_recovers() {
             from: user("alice"),
             to: "bob".into(),
             text: "during".into(),
+            client_msg_id: None,
         })
         .await
         .unwrap()
@@ -683,6 +723,7 @@ async fn postgres_outage_fails_stores_keeps_log_rows_and_recovers() {
                 from: user("alice"),
                 to: "bob".into(),
                 text: "after".into(),
+                client_msg_id: None,
             })
             .await
             .unwrap();
@@ -1081,6 +1122,7 @@ async fn a_refused_transaction_leaves_neither_rows_nor_events(backend: Backend) 
             from: user("alice"),
             to: "bob".into(),
             text: "lost".into(),
+            client_msg_id: None,
         })
         .await
         .unwrap()
@@ -1292,6 +1334,7 @@ async fn outbox_rows_are_taken_in_order_acked_failed_and_dead_lettered(backend: 
     let sweep = |age: Duration| RetentionSweep {
         connections_older_than: age,
         presence_older_than: age,
+        messages_older_than: None,
     };
     journal
         .send(sweep(Duration::from_secs(3600)))
@@ -1332,4 +1375,124 @@ async fn the_settle_window_holds_back_everything_behind_a_fresh_row(backend: Bac
     tokio::time::sleep(Duration::from_millis(50)).await;
     let both = take(&journal, 10, Duration::from_millis(10)).await;
     assert_eq!(numbers(&both), [1, 2]);
+}
+
+fn with_client_id(from: &str, to: &str, text: &str, cid: &str) -> StoreMessage {
+    StoreMessage {
+        from: user(from),
+        to: to.into(),
+        text: text.into(),
+        client_msg_id: Some(cid.into()),
+    }
+}
+
+async fn a_client_msg_id_is_stored_once_per_sender(backend: Backend) {
+    let (_db, journal) = journal(backend, fast_config()).await;
+    let first = journal
+        .send(with_client_id("alice", "bob", "hello", "c-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!first.duplicate);
+    // A retry, even with other text: the first row, marked as a duplicate.
+    let retry = journal
+        .send(with_client_id("alice", "bob", "hello again", "c-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (retry.message_id, retry.text.as_str(), retry.duplicate),
+        (first.message_id, "hello", true)
+    );
+    // The same id from another sender is another message.
+    let other = journal
+        .send(with_client_id("carol", "bob", "hi", "c-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(other.message_id, first.message_id);
+    // Concurrent retries land in one batch: one row, every answer naming it.
+    let answers = join_all(
+        (0..5).map(|i| journal.send(with_client_id("alice", "bob", &format!("burst {i}"), "c-2"))),
+    )
+    .await;
+    let ids: HashSet<u64> = answers
+        .into_iter()
+        .map(|a| a.unwrap().unwrap().message_id)
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let page = journal
+        .send(SyncMessages {
+            user: user("bob"),
+            after: 0,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["hello", "hi", "burst 0"],
+        "each client id stored once"
+    );
+    let bad = journal
+        .send(with_client_id("alice", "bob", "x", "bad\u{7}id"))
+        .await
+        .unwrap();
+    assert!(matches!(bad, Err(JournalError::Invalid(_))), "{bad:?}");
+}
+
+/// A COMMIT that outlives the database timeout answers `InDoubt`, not "unavailable": the row
+/// may be in (here it is: a deferred trigger makes the commit slow, not failed), and a retry
+/// with the same client id finds it.
+#[actix::test]
+async fn a_commit_without_an_answer_is_in_doubt_and_a_retry_finds_the_row() {
+    let test_db = TestDb::create(Backend::Postgres).await;
+    let config = JournalConfig {
+        db_timeout: Duration::from_secs(1),
+        flush_interval: Duration::from_millis(10),
+        ..JournalConfig::default()
+    };
+    let journal = Journal::connect(&test_db.url, config)
+        .await
+        .unwrap()
+        .start();
+    let db = test_db.inspect().await;
+    for sql in [
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON messages \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+    ] {
+        db.execute_unprepared(sql).await.unwrap();
+    }
+    let err = journal
+        .send(with_client_id("alice", "bob", "slow", "c-slow"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_in_doubt(), "{err:?}");
+    db.execute_unprepared("DROP TRIGGER slow_commit ON messages")
+        .await
+        .unwrap();
+    // The commit finished after the answer: the retry is answered with that row.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retry = loop {
+        match journal
+            .send(with_client_id("alice", "bob", "slow", "c-slow"))
+            .await
+            .unwrap()
+        {
+            Ok(stored) => break stored,
+            Err(err) if Instant::now() < deadline => {
+                assert!(err.is_unavailable() || err.is_in_doubt(), "{err:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("{err:?}"),
+        }
+    };
+    assert!(retry.duplicate, "{retry:?}");
+    let rows = message::Entity::find().all(&db).await.unwrap();
+    assert_eq!(rows.len(), 1, "stored once");
 }

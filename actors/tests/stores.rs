@@ -19,6 +19,7 @@ fn redis_settings() -> RedisSettings {
         url: std::env::var("SWITCHBOARD_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
         keys: Keys::new(format!("test-{}:", random_id())),
+        cluster_keys: None,
     }
 }
 
@@ -184,17 +185,50 @@ async fn rate_behaviour(a: Arc<dyn RateStore>, b: Arc<dyn RateStore>) {
     let user = UserId::from(format!("u-{}", random_id()).as_str());
     for i in 0..30 {
         let store = if i % 2 == 0 { &a } else { &b };
-        assert_eq!(store.hit(user.clone()).await.unwrap(), Ok(()), "hit {i}");
+        assert_eq!(
+            store.hit(user.clone(), 10).await.unwrap(),
+            Ok(()),
+            "hit {i}"
+        );
     }
     for store in [&a, &b] {
-        let retry = store.hit(user.clone()).await.unwrap().unwrap_err();
+        let retry = store.hit(user.clone(), 10).await.unwrap().unwrap_err();
         assert!(
             retry > Duration::ZERO && retry <= Duration::from_secs(60),
             "{retry:?}"
         );
     }
     let other = UserId::from("someone-else");
-    assert_eq!(a.hit(other).await.unwrap(), Ok(()), "limits are per user");
+    assert_eq!(
+        a.hit(other, 10).await.unwrap(),
+        Ok(()),
+        "limits are per user"
+    );
+}
+
+/// The daily byte quota (1000 bytes here): exact across stores, refused with the time left in
+/// the day, a refused hit uses up neither the quota nor the window.
+async fn quota_behaviour(a: Arc<dyn RateStore>, b: Arc<dyn RateStore>) {
+    let user = UserId::from(format!("q-{}", random_id()).as_str());
+    assert_eq!(a.hit(user.clone(), 600).await.unwrap(), Ok(()));
+    let retry = b.hit(user.clone(), 500).await.unwrap().unwrap_err();
+    assert!(
+        retry > Duration::ZERO,
+        "until the end of the day: {retry:?}"
+    );
+    assert!(retry <= Duration::from_secs(24 * 3600), "{retry:?}");
+    // The refused 500 bytes were not counted: 400 more fit exactly.
+    assert_eq!(b.hit(user.clone(), 400).await.unwrap(), Ok(()));
+    assert!(
+        a.hit(user.clone(), 1).await.unwrap().is_err(),
+        "the quota is full"
+    );
+    let other = UserId::from(format!("q-{}", random_id()).as_str());
+    assert_eq!(
+        a.hit(other, 1000).await.unwrap(),
+        Ok(()),
+        "quotas are per user"
+    );
 }
 
 #[actix::test]
@@ -232,6 +266,9 @@ async fn redis_presence_store() {
 async fn memory_rate_store() {
     let store: Arc<dyn RateStore> = Arc::new(MemoryRateStore::new(30, Duration::from_secs(60)));
     rate_behaviour(store.clone(), store).await;
+    let store: Arc<dyn RateStore> =
+        Arc::new(MemoryRateStore::new(30, Duration::from_secs(60)).with_daily_bytes(1000));
+    quota_behaviour(store.clone(), store).await;
 }
 
 #[actix::test]
@@ -247,7 +284,14 @@ async fn redis_rate_store_is_exact_across_nodes() {
         ))
     };
     // Two stores on one Redis behave like two nodes.
-    rate_behaviour(node(pool.clone()), node(pool)).await;
+    rate_behaviour(node(pool.clone()), node(pool.clone())).await;
+    let quota = |pool| -> Arc<dyn RateStore> {
+        Arc::new(
+            RedisRateStore::new(pool, &settings, 30, Duration::from_secs(60))
+                .with_daily_bytes(1000),
+        )
+    };
+    quota_behaviour(quota(pool.clone()), quota(pool)).await;
 }
 
 #[actix::test]

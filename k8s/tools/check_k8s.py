@@ -51,7 +51,8 @@ SEVERITIES = {"critical", "warning", "info"}
 # Every SWITCHBOARD_* variable of the configuration contract (DESIGN.md) and of `switchboard
 # --help`. The ConfigMap and the Secret template may only use these.
 KNOWN_ENV = {
-    "SWITCHBOARD_LISTEN", "SWITCHBOARD_NODE_ID", "SWITCHBOARD_JWT_SECRET",
+    "SWITCHBOARD_LISTEN", "SWITCHBOARD_ADMIN_LISTEN", "SWITCHBOARD_CLUSTER_KEY",
+    "SWITCHBOARD_NODE_ID", "SWITCHBOARD_JWT_SECRET",
     "SWITCHBOARD_JWT_PUBLIC_KEY_FILE", "SWITCHBOARD_JWT_ISSUER", "SWITCHBOARD_JWT_AUDIENCE",
     "SWITCHBOARD_JWT_LEEWAY_SECS", "SWITCHBOARD_REDIS_URL", "SWITCHBOARD_DATABASE_URL",
     "SWITCHBOARD_API_KEY", "SWITCHBOARD_CORS_ORIGINS", "SWITCHBOARD_PING_INTERVAL_MS",
@@ -63,7 +64,9 @@ KNOWN_ENV = {
     "SWITCHBOARD_CONFORMANCE", "SWITCHBOARD_ADVERTISE_URL", "SWITCHBOARD_FORWARD_TIMEOUT_MS",
 }
 SECRET_KEYS = {"SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_API_KEY", "SWITCHBOARD_REDIS_URL",
-               "SWITCHBOARD_DATABASE_URL"}
+               "SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_CLUSTER_KEY"}
+# Paths only the admin listener serves: never routed by an Ingress.
+ADMIN_PATHS = ("/api/", "/metrics")
 
 DURATION = re.compile(r"^(0|(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?)$")
 
@@ -605,7 +608,7 @@ class Checker:
         if keys != SECRET_KEYS:
             self.fail("wiring", f"secret.example.yaml keys {sorted(keys)} != {sorted(SECRET_KEYS)}")
         else:
-            self.ok("secret.example.yaml: JWT secret, API key, Redis URL, database URL")
+            self.ok("secret.example.yaml: JWT secret, API key, cluster key, Redis URL, database URL")
         if "secret.example.yaml" in open(os.path.join(K8S, "base", "kustomization.yaml")).read().split("resources:")[1]:
             self.fail("wiring", "secret.example.yaml must not be a kustomize resource")
         help_env = self.binary_env()
@@ -939,6 +942,11 @@ def wiring_errors(name: str, objs: list[dict]) -> list[str]:
         errs.append("pod must run as non-root uid 10001")
     if not csc.get("readOnlyRootFilesystem") or csc.get("allowPrivilegeEscalation") is not False:
         errs.append("container must have readOnlyRootFilesystem and no privilege escalation")
+    if "ALL" not in csc.get("capabilities", {}).get("drop", []):
+        errs.append("container must drop ALL capabilities")
+    if csc.get("privileged"):
+        errs.append("container must not be privileged")
+    errs += admin_errors(pod_labels, c, ports, config, services, by_kind)
     vols = {v["name"]: v for v in pspec.get("volumes", [])}
     data = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/var/lib/switchboard"]
     if not data or "emptyDir" not in vols.get(data[0]["name"], {}):
@@ -1001,6 +1009,54 @@ def wiring_errors(name: str, objs: list[dict]) -> list[str]:
         content = open(os.path.join(K8S, "base", "dashboards", "switchboard.json")).read()
         if dash[0].get("data", {}).get("switchboard.json") != content:
             errs.append("dashboard ConfigMap does not carry dashboards/switchboard.json verbatim")
+    return errs
+
+
+def admin_errors(pod_labels: dict, c: dict, ports: dict, config: dict, services: dict,
+                 by_kind: dict) -> list[str]:
+    """The admin listener (issue #17): the server API and /metrics on their own port, reachable
+    only in-cluster and only from the pods a NetworkPolicy names; the secrets from the Secret."""
+    errs: list[str] = []
+    admin = config.get("SWITCHBOARD_ADMIN_LISTEN")
+    if not admin:
+        return ["SWITCHBOARD_ADMIN_LISTEN must be set (the API and /metrics off the public port)"]
+    admin_port = int(admin.rsplit(":", 1)[-1])
+    if ports.get("admin") != admin_port:
+        errs.append(f"container port `admin` must be {admin_port} (SWITCHBOARD_ADMIN_LISTEN)")
+    if admin_port == ports.get("http"):
+        errs.append("the admin port must differ from the public one")
+    if not any(p.get("targetPort") == "admin" for s in services.values() for p in s["spec"]["ports"]):
+        errs.append("no Service exposes the admin port")
+    for ing in by_kind.get("Ingress", []):
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                if p["path"].startswith(ADMIN_PATHS) or p["path"] == "/":
+                    errs.append(f"Ingress must not route {p['path']} (admin-only paths)")
+                svc = services.get(p["backend"]["service"]["name"], {})
+                port = p["backend"]["service"]["port"]
+                targets = {sp.get("targetPort") for sp in svc.get("spec", {}).get("ports", [])
+                           if sp.get("name") == port.get("name") or sp.get("port") == port.get("number")}
+                if "admin" in targets:
+                    errs.append(f"Ingress routes {p['path']} to the admin port")
+    for sm in by_kind.get("ServiceMonitor", []):
+        if any(ep.get("port") != "admin" for ep in sm["spec"]["endpoints"]):
+            errs.append("ServiceMonitor must scrape the admin port (/metrics is only there)")
+    policies = [n for n in by_kind.get("NetworkPolicy", [])
+                if selector_matches(n["spec"].get("podSelector", {}).get("matchLabels"), pod_labels)]
+    if not policies:
+        errs.append("no NetworkPolicy selects the pods")
+    for n in policies:
+        if "Ingress" not in n["spec"].get("policyTypes", []):
+            errs.append(f"NetworkPolicy {n['metadata']['name']} must restrict Ingress")
+        for rule in n["spec"].get("ingress", []):
+            rule_ports = {p.get("port") for p in rule.get("ports", [])}
+            opens_admin = not rule_ports or "admin" in rule_ports or admin_port in rule_ports
+            if opens_admin and not rule.get("from"):
+                errs.append(f"NetworkPolicy {n['metadata']['name']} opens the admin port to everyone")
+    # Secrets only through the Secret: never as literal env values.
+    for e in c.get("env", []):
+        if e["name"] in SECRET_KEYS and "value" in e:
+            errs.append(f"{e['name']} must come from the Secret, not a literal value")
     return errs
 
 

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `socket_connections` | the Journal, one row per authenticated socket | operators (debugging, audit) |
 //! | `presence_logs` | the Journal, one row per presence transition | analytics |
-//! | `messages` | the Journal, one row per durable direct message | `message:sync` |
+//! | `messages` | the Journal, one row per durable direct message (unique per sender's `client_msg_id`) | `message:sync`, retried sends |
 //! | `room_memberships` | the Journal, for the server API's durable memberships | connects, `/api/v1/rooms/{room}/members` |
 //! | `webhook_outbox` | the Journal, one row per lifecycle event, in its row's transaction | the webhook deliverer |
 //! | `webhook_lease` | the webhook deliverer (through the Journal): who delivers, until when | the webhook deliverer |
@@ -22,6 +22,7 @@ mod m20261129_000002_create_presence_logs;
 mod m20261129_000003_create_messages;
 mod m20261206_000001_create_room_memberships;
 mod m20261206_000002_create_webhook_outbox;
+mod m20261210_000001_add_message_client_ids;
 
 /// The ordered list of every Switchboard migration.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_create_messages::Migration),
             Box::new(m20261206_000001_create_room_memberships::Migration),
             Box::new(m20261206_000002_create_webhook_outbox::Migration),
+            Box::new(m20261210_000001_add_message_client_ids::Migration),
         ]
     }
 }

@@ -48,6 +48,10 @@ pub struct MessageSend {
     pub to: String,
     /// Message text (sanitised by the server).
     pub text: String,
+    /// The client's id for this send, unique per sender: a retry with the same id is stored
+    /// once and answered with the first one's `messageId`.
+    #[serde(default, rename = "clientMsgId")]
+    pub client_msg_id: Option<String>,
 }
 
 impl Validate for MessageSend {
@@ -56,6 +60,12 @@ impl Validate for MessageSend {
             &self.to,
             "`to` must be a user id of 1 to 255 bytes without control characters",
         )?;
+        if let Some(client_id) = &self.client_msg_id {
+            valid_id(
+                client_id,
+                "`clientMsgId` must be a string of 1 to 255 bytes without control characters",
+            )?;
+        }
         if sanitize_text(&self.text).trim().is_empty() {
             return Err("`text` must not be empty");
         }

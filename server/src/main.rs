@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 
 use switchboard::Config;
-use switchboard::config::{ConfigError, Loaded};
+use switchboard::config::{ConfigError, Loaded, Source};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +15,10 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let Loaded { config, effective } = match Config::load() {
+    let Loaded {
+        mut config,
+        effective,
+    } = match Config::load() {
         Ok(loaded) => loaded,
         // clap prints usage errors, `--help` and `--version` itself, with its exit codes.
         Err(ConfigError::Args(err)) => err.exit(),
@@ -28,6 +31,10 @@ async fn main() -> ExitCode {
     if config.print_config {
         print!("{effective}");
         return ExitCode::SUCCESS;
+    }
+    if let Err(err) = config.read_secret_file() {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
     }
     if let Some(user) = &config.mint_token {
         return mint_token(&config, user);
@@ -51,32 +58,63 @@ async fn main() -> ExitCode {
         warn!(%err, "jemalloc background purging not enabled");
     }
     raise_open_file_limit();
+    if effective.source("jwt-secret") == Some(Source::Flag) {
+        warn!(
+            "the JWT secret was given as a command-line flag, which any local user can read in \
+             the process list: use SWITCHBOARD_JWT_SECRET or --jwt-secret-file"
+        );
+    }
     // Settings that cannot work are refused before anything listens.
     if let Err(err) = config.hooks().and(config.webhooks()) {
         error!(%err, "invalid settings");
         return ExitCode::FAILURE;
     }
-    let listener = match TcpListener::bind(&config.listen) {
-        Ok(listener) => listener,
-        Err(err) => {
-            error!(listen = %config.listen, %err, "cannot bind the listener");
-            return ExitCode::FAILURE;
+    if let Err(problems) = config.validate() {
+        for problem in &problems {
+            error!(%problem, "refusing to start: invalid settings");
         }
-    };
-    match listener.local_addr() {
-        Ok(addr) => info!(addr = %addr, "listening"),
-        Err(err) => warn!(%err, "listening on an unknown address"),
+        return ExitCode::FAILURE;
     }
     if config.retention_sweep {
         return retention_sweep(&config).await;
     }
-    match switchboard::run(config, listener, shutdown_signal()).await {
+    if let Err(err) = switchboard::check_node_id(&config).await {
+        error!(%err, "refusing to start");
+        return ExitCode::FAILURE;
+    }
+    let Some(listener) = bind(&config.listen, "listening") else {
+        return ExitCode::FAILURE;
+    };
+    let admin = match &config.admin_listen {
+        Some(addr) => match bind(addr, "admin listening") {
+            Some(listener) => Some(listener),
+            None => return ExitCode::FAILURE,
+        },
+        None => None,
+    };
+    match switchboard::run(config, listener, admin, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(err = %err, "node failed");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Bind `addr` and log `message` with the bound address (tests read the port from it).
+fn bind(addr: &str, message: &str) -> Option<TcpListener> {
+    let listener = match TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(err) => {
+            error!(listen = %addr, %err, "cannot bind the listener");
+            return None;
+        }
+    };
+    match listener.local_addr() {
+        Ok(bound) => info!(addr = %bound, "{message}"),
+        Err(err) => warn!(%err, "{message} on an unknown address"),
+    }
+    Some(listener)
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
@@ -110,10 +148,11 @@ async fn retention_sweep(config: &Config) -> ExitCode {
     let sweep = RetentionSweep {
         connections_older_than: journal_config.retention_connections,
         presence_older_than: journal_config.retention_presence,
+        messages_older_than: journal_config.retention_messages,
     };
     match journal.send(sweep).await {
-        Ok(Ok((connections, presence))) => {
-            info!(connections, presence, "retention sweep done");
+        Ok(Ok((connections, presence, messages))) => {
+            info!(connections, presence, messages, "retention sweep done");
             ExitCode::SUCCESS
         }
         other => {

@@ -81,6 +81,16 @@ pub fn binary_path() -> PathBuf {
     }
 }
 
+/// Remove this process's `SWITCHBOARD_*` variables from what `cmd` passes on, so that only the
+/// settings a test gives reach the node.
+pub fn without_switchboard_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SWITCHBOARD_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 impl Node {
     /// Start a node with `--listen 127.0.0.1:0` plus `args`, and wait until it listens.
     pub async fn start(args: &[&str]) -> Node {
@@ -107,11 +117,7 @@ impl Node {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         // The node reads its config from SWITCHBOARD_* too; only the flags given here may count.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SWITCHBOARD_") {
-                cmd.env_remove(key);
-            }
-        }
+        without_switchboard_env(&mut cmd);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));

@@ -6,7 +6,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use switchboard_test_support::ScratchDir;
-use switchboard_tests::{binary_path, within_for};
+use switchboard_tests::{binary_path, within_for, without_switchboard_env};
 use tokio::process::Command;
 
 /// A guard against a node that starts when it should have exited, not a timing check.
@@ -29,11 +29,7 @@ async fn switchboard(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SWITCHBOARD_") {
-            cmd.env_remove(key);
-        }
-    }
+    without_switchboard_env(&mut cmd);
     cmd.envs(env.iter().copied());
     let output = within_for(EXIT_GUARD, "switchboard to exit", cmd.output())
         .await

@@ -18,6 +18,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -27,8 +28,8 @@ use serde_json::{Value, json};
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part};
 use switchboard_tests::faults::Redis;
 use switchboard_tests::{
-    Node, OP_BINARY, OP_CLOSE, OP_TEXT, Polling, RawWs, SioClient, SioPacket, WS_PATH,
-    health_sessions, metric, ws_frame,
+    Node, OP_BINARY, OP_CLOSE, OP_TEXT, Polling, RawWs, SioClient, SioPacket, WS_PATH, WsEvent,
+    health_sessions, http_get, metric, ws_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,7 +39,7 @@ use tokio::task::JoinHandle;
 /// HS256 secret of every HS256 node here.
 const SECRET: &str = "switchboard-hostile-tests-secret-0123456789";
 /// Server API key.
-const API_KEY: &str = "hostile-api-key";
+const API_KEY: &str = "hostile-api-key-0123456789abcdef0123";
 /// The canary users (one per node) and the attacker.
 const CANARY_A: &str = "canary-a";
 const CANARY_B: &str = "canary-b";
@@ -211,6 +212,8 @@ impl Cluster {
                 API_KEY.into(),
                 "--redis-url".into(),
                 url.clone(),
+                // Each node on its own SQLite file: fine for what this suite checks.
+                "--allow-sqlite-cluster".into(),
                 "--user-message-limit".into(),
                 "100000".into(),
                 "--socket-event-limit".into(),
@@ -2642,4 +2645,220 @@ async fn cluster_frames_body() {
     c.check(case).await;
 
     c.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Floods, measured: a canary's latency while the node is flooded (reported, not asserted)
+
+/// Latency percentiles (ms) of a canary's `presence:query` round trips.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, usize) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    (at(0.5), at(0.99), samples.len())
+}
+
+/// Round trips of `canary` every 10 ms until `stop` is set.
+async fn sample_canary(
+    canary: &mut SioClient,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t0 = Instant::now();
+        let id = canary.emit_with_ack("presence:query", json!({"userIds": [CANARY_B]}));
+        let ack = canary.ack(id).await;
+        samples.push(t0.elapsed());
+        assert!(
+            ack.get("statuses").is_some() || ack.is_array() || ack.is_object(),
+            "{ack}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    samples
+}
+
+/// Run `attack` for `secs` while the canary samples; print the canary's latency.
+async fn measured<F>(canary: &mut SioClient, phase: &str, secs: u64, attack: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let attacking = tokio::spawn(async move {
+        let out = attack.await;
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    });
+    let timer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let samples = sample_canary(canary, stop).await;
+    timer.abort();
+    let out = attacking.await.expect("the attack task");
+    let (p50, p99, n) = percentiles(samples);
+    eprintln!("CANARY phase={phase} samples={n} p50_ms={p50:.2} p99_ms={p99:.2}");
+    out
+}
+
+#[test]
+fn floods_leave_the_canary_answering() {
+    big_stack(floods_body);
+}
+
+/// A `/health` + `/metrics` flood, 2,000 sockets of one user and a login flood against a
+/// one-worker node, one after another, with a canary measuring its round trips throughout
+/// (`cargo nextest run -p switchboard-tests --test hostile floods --no-capture` prints the
+/// `CANARY` lines). Asserted: the canary is answered throughout, and each flood meets its
+/// limit (refused logins, the socket cap); times are reported, never asserted.
+async fn floods_body() {
+    let node = Node::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--workers",
+        "1",
+        "--user-message-limit",
+        "100000",
+        "--socket-event-limit",
+        "100000",
+    ])
+    .await;
+    let addr = node.addr();
+    let mut canary = SioClient::connect(
+        addr,
+        json!({"token": KeyMode::Hs256.token(CANARY_A), "deviceId": "canary"}),
+    )
+    .await;
+    measured(
+        &mut canary,
+        "baseline",
+        3,
+        tokio::time::sleep(Duration::from_secs(3)),
+    )
+    .await;
+
+    let deadline = || Instant::now() + Duration::from_secs(3);
+    let requests = measured(&mut canary, "health+metrics flood", 3, async move {
+        let until = deadline();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let path = if i % 2 == 0 {
+                    "/health/ready"
+                } else {
+                    "/metrics"
+                };
+                while Instant::now() < until {
+                    let res = http_get(addr, path).await;
+                    assert!(
+                        res.status == 200 || res.status == 503,
+                        "{path}: {}",
+                        res.status
+                    );
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("an http flooder");
+        }
+        total
+    })
+    .await;
+    eprintln!("CANARY health+metrics flood: {requests} requests");
+
+    let (admitted, refused) = measured(&mut canary, "2000 sockets of one user", 3, async move {
+        let mut tasks = Vec::new();
+        for chunk in 0..20 {
+            tasks.push(tokio::spawn(async move {
+                let (mut admitted, mut refused, mut kept) = (0u32, 0u32, Vec::new());
+                for i in 0..100 {
+                    let auth = json!({
+                        "token": KeyMode::Hs256.token(ATTACKER),
+                        "deviceId": format!("d-{chunk}-{i}"),
+                    });
+                    match SioClient::try_connect(addr, auth).await {
+                        Ok(client) => {
+                            admitted += 1;
+                            kept.push(client);
+                        }
+                        Err(refusal) => {
+                            assert!(refusal.contains("too_many_sockets"), "{refusal}");
+                            refused += 1;
+                        }
+                    }
+                }
+                (admitted, refused, kept)
+            }));
+        }
+        let (mut admitted, mut refused, mut kept) = (0, 0, Vec::new());
+        for t in tasks {
+            let (a, r, k) = t.await.expect("a socket opener");
+            admitted += a;
+            refused += r;
+            kept.extend(k);
+        }
+        drop(kept);
+        (admitted, refused)
+    })
+    .await;
+    eprintln!("CANARY 2000 sockets: {admitted} admitted, {refused} refused");
+    assert_eq!(admitted, 50, "the default cap of 50 sockets per user");
+    assert_eq!(refused, 1950);
+    // Last: past its budget the address (every client here) is refused for a minute.
+    let (attempts, unchecked) = measured(&mut canary, "login flood", 3, async move {
+        let until = deadline();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            tasks.push(tokio::spawn(async move {
+                let (mut attempts, mut unchecked) = (0u64, 0u64);
+                while Instant::now() < until {
+                    let (mut ws, _) = switchboard_tests::ws_connect(addr).await;
+                    // Until the node closes the connection (after three refusals).
+                    for _ in 0..4 {
+                        ws.send_text(r#"40{"token":"not-a-token"}"#).await;
+                        match tokio::time::timeout(Duration::from_secs(2), ws.recv()).await {
+                            Ok(WsEvent::Text(t)) if t.starts_with("44") => {
+                                attempts += 1;
+                                unchecked += u64::from(t.contains("too_many_attempts"));
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                (attempts, unchecked)
+            }));
+        }
+        let mut total = (0, 0);
+        for t in tasks {
+            let (a, u) = t.await.expect("a login flooder");
+            total = (total.0 + a, total.1 + u);
+        }
+        total
+    })
+    .await;
+    eprintln!("CANARY login flood: {attempts} refused logins, {unchecked} of them unchecked");
+    assert!(attempts > 30, "the flood ran: {attempts}");
+    assert!(
+        unchecked >= attempts - 30,
+        "past the address's 30 a minute, logins are refused unchecked: {unchecked} of {attempts}"
+    );
+
+    measured(
+        &mut canary,
+        "after",
+        2,
+        tokio::time::sleep(Duration::from_secs(2)),
+    )
+    .await;
 }

@@ -106,3 +106,33 @@ async fn wait_for_log_lines(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The sid lets whoever holds it read the session's polling answers, so logs name a session by
+/// a public id derived from it (issue #17, finding 5).
+#[tokio::test]
+async fn logs_name_sessions_by_a_public_id_never_the_sid() {
+    let node = Node::start(&["--jwt-secret", "a-test-secret-of-at-least-32-bytes!!"]).await;
+    let (mut ws, open) = switchboard_tests::ws_connect(node.addr()).await;
+    let sid = open["sid"].as_str().expect("sid").to_string();
+    // Three refused logins: three `auth_failed` lines, then the connection is closed.
+    for _ in 0..3 {
+        ws.send_text(r#"40{"token":"not-a-token"}"#).await;
+        assert!(ws.recv_text_answering_pings().await.starts_with("44"));
+    }
+    let refused = wait_for_log_lines(&node, 3, |v| v["message"] == "auth_failed").await;
+    let closed = wait_for_log_lines(&node, 1, |v| v["message"] == "session closed").await;
+    let public = refused[0]["session"]
+        .as_str()
+        .expect("a session field")
+        .to_string();
+    assert_eq!(public.len(), 12, "{public}");
+    assert!(refused.iter().all(|v| v["session"] == public.as_str()));
+    assert_eq!(
+        closed[0]["session"],
+        public.as_str(),
+        "one session, one name"
+    );
+    assert_eq!(closed[0]["reason"], "login_refused");
+    let logs = node.logs();
+    assert!(!logs.contains(&sid), "the sid reached the logs:\n{logs}");
+}

@@ -385,8 +385,8 @@ async fn journal_tables(db: &DatabaseConnection, backend: Backend) -> Vec<String
         .collect()
 }
 
-/// `migration up` creates the tables, `down` rolls back the last migration (the webhook
-/// outbox and lease), `down -n 4` the other four, `up` brings them all back; a node then starts
+/// `migration up` creates the tables, `down` rolls back the last migration (the messages'
+/// client id column), another `down` the webhook outbox and lease, `down -n 4` the other four, `up` brings them all back; a node then starts
 /// on the database (nothing left to migrate) and stores a message in it.
 async fn migration_cli_creates_and_drops_the_tables(backend: Backend) {
     let test_db = TestDb::create(backend).await;
@@ -404,6 +404,18 @@ async fn migration_cli_creates_and_drops_the_tables(backend: Backend) {
         "the migration history table after `up`"
     );
 
+    let client_ids = "SELECT client_msg_id FROM messages";
+    assert!(db.execute_unprepared(client_ids).await.is_ok());
+    migration_cli(&test_db.url, &["down"]).await;
+    assert_eq!(
+        journal_tables(&db, backend).await,
+        JOURNAL_TABLES,
+        "tables after `down` (the last migration, a column, rolled back)"
+    );
+    assert!(
+        db.execute_unprepared(client_ids).await.is_err(),
+        "messages.client_msg_id is gone after `down`"
+    );
     migration_cli(&test_db.url, &["down"]).await;
     assert_eq!(
         journal_tables(&db, backend).await,
@@ -413,7 +425,7 @@ async fn migration_cli_creates_and_drops_the_tables(backend: Backend) {
             "room_memberships",
             "socket_connections"
         ],
-        "tables after `down` (the last migration, the webhook tables, rolled back)"
+        "tables after a second `down` (the webhook tables rolled back)"
     );
     migration_cli(&test_db.url, &["down", "-n", "4"]).await;
     assert_eq!(
@@ -992,6 +1004,7 @@ async fn retention_sweep_deletes_exactly_the_rows_past_their_age(backend: Backen
         to_user: Set("bob".into()),
         body: Set("a year old".into()),
         created_at: Set(DateTimeUtc::from(SystemTime::now() - 400 * DAY)),
+        client_msg_id: Set(None),
     })
     .exec_without_returning(&db)
     .await

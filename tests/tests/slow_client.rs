@@ -9,7 +9,7 @@ use switchboard_actors::auth::mint_hs256;
 use switchboard_tests::{HttpResponse, Node, RawWs, SioClient, raw_request, scrape_metrics};
 
 const SECRET: &str = "slow-client-test-secret-0123456789abcdef";
-const API_KEY: &str = "slow-key";
+const API_KEY: &str = "slow-client-api-key-0123456789abcdef";
 
 async fn emit_to(
     addr: SocketAddr,

@@ -1,6 +1,7 @@
 //! A socket's life: JWT auth at CONNECT, admission through presence, the `authenticated`
 //! announcement, the token's expiry, disconnects, and the clean-up when the session ends.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +12,7 @@ use switchboard_protocol::socketio::Packet;
 use tracing::{info, warn};
 
 use super::errors::Refusal;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use switchboard_protocol::offset::{Offset, append_offset};
 
@@ -33,6 +34,13 @@ use crate::ports::session::Push;
 use crate::ratelimit::TokenBucket;
 use crate::transport::CloseReason;
 use crate::transport::Outgoing;
+
+/// Refused logins after which a connection is closed (`login_refused`).
+const MAX_LOGIN_FAILURES: u8 = 3;
+
+/// CONNECT packets a connection may send before it is admitted (a refused namespace or a
+/// retry after a hook failure count too); past them it is closed.
+const MAX_CONNECTS_BEFORE_LOGIN: u8 = 8;
 
 /// Longest a socket's token timer runs (ten years); later expiries are treated as this.
 const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -80,6 +88,18 @@ fn unix_now() -> u64 {
 /// Authenticate a CONNECT to `nsp` and ask presence to admit it, or refuse it with
 /// `auth_failed`.
 pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Option<Value>) {
+    if s.admitting.is_some() {
+        // A second CONNECT while the first is still being admitted.
+        return;
+    }
+    // Each CONNECT costs a token check: a connection gets a few, an address a few a minute.
+    s.connects = s.connects.saturating_add(1);
+    if s.connects > MAX_CONNECTS_BEFORE_LOGIN {
+        return conn.close(CloseReason::LoginRefused);
+    }
+    if client_ip(s).is_some_and(|ip| s.app.logins.blocked(ip, Instant::now())) {
+        return refuse_login(s, conn, &nsp, "too_many_attempts");
+    }
     let auth = auth.unwrap_or(Value::Null);
     let token = auth
         .get("token")
@@ -91,37 +111,26 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
         Some(token) => s.app.auth.verify(&token),
         None => Err(AuthError::MissingToken),
     };
-    let refuse = |conn: &mut dyn Conn, reason: &'static str| {
-        info!(sid = %conn.sid(), reason, "auth_failed");
-        metrics().connection("auth_failed");
-        let refusal =
-            Packet::connect_error_with_data(&nsp, "auth_failed", json!({ "reason": reason }));
-        conn.refuse_connect(&refusal);
-    };
     let identity = match identity {
         Ok(identity) => identity,
-        Err(err) => return refuse(conn, err.reason()),
+        Err(err) => return refuse_login(s, conn, &nsp, err.reason()),
     };
     // The device the client names (auth, else the header): checked like every id, and bound
     // to the token's `did` when it has one.
     let named = match auth.get("deviceId") {
         Some(Value::String(d)) => Some(d.clone()),
         Some(Value::Null) | None => s.handshake.device_id.clone(),
-        Some(_) => return refuse(conn, "invalid_device_id"),
+        Some(_) => return refuse_login(s, conn, &nsp, "invalid_device_id"),
     };
     // An empty one is no device id (the socket id stands in), as before.
     let named = named.filter(|d| !d.is_empty());
     if named.as_deref().is_some_and(|d| check_id(d).is_err()) {
-        return refuse(conn, "invalid_device_id");
+        return refuse_login(s, conn, &nsp, "invalid_device_id");
     }
     if let Some(did) = &identity.device
         && named.as_deref() != Some(did.as_str())
     {
-        return refuse(conn, "device_mismatch");
-    }
-    if s.admitting.is_some() {
-        // A second CONNECT while the first is still being admitted.
-        return;
+        return refuse_login(s, conn, &nsp, "device_mismatch");
     }
     let socket = SocketId::random();
     let device = named.unwrap_or_else(|| socket.to_string());
@@ -172,6 +181,36 @@ pub(super) fn connect(s: &mut Socket, conn: &mut dyn Conn, nsp: String, auth: Op
         }
         _ => ask_backend(s, conn, admission, auth),
     }
+}
+
+/// Refuse a CONNECT whose credentials did not check out with `auth_failed`; the connection
+/// closes after [`MAX_LOGIN_FAILURES`] of them, or at once when its address is over budget.
+fn refuse_login(s: &mut Socket, conn: &mut dyn Conn, nsp: &str, reason: &'static str) {
+    let now = Instant::now();
+    let ip = client_ip(s);
+    if let Some(suppressed) = s.app.auth_log.admit(now) {
+        let ip = s.handshake.remote_addr.as_deref().unwrap_or("");
+        info!(session = %conn.sid().public(), ip, reason, suppressed, "auth_failed");
+    }
+    metrics().connection("auth_failed");
+    let over_budget = reason == "too_many_attempts";
+    if let Some(ip) = ip.filter(|_| !over_budget) {
+        s.app.logins.failed(ip, now);
+    }
+    s.failures = s.failures.saturating_add(1);
+    conn.refuse_connect(&Packet::connect_error_with_data(
+        nsp,
+        "auth_failed",
+        json!({ "reason": reason }),
+    ));
+    if (over_budget || s.failures >= MAX_LOGIN_FAILURES) && !conn.closing() {
+        conn.close(CloseReason::LoginRefused);
+    }
+}
+
+/// The client's address, when the handshake had one.
+fn client_ip(s: &Socket) -> Option<IpAddr> {
+    s.handshake.remote_addr.as_deref()?.parse().ok()
 }
 
 /// The recovery store answered: a state of the same user is restored (its socket id, rooms
@@ -252,13 +291,13 @@ pub(super) fn hooked(
             return admit(s, conn, Box::new(admission));
         }
         Ok(ConnectAnswer::Refuse { reason }) => {
-            info!(sid = %conn.sid(), userId = %admission.user, %reason, "connect_refused");
+            info!(session = %conn.sid().public(), userId = %admission.user, %reason, "connect_refused");
             metrics().connection("refused");
             ("connect_refused", reason)
         }
         Err(failure) => {
             let open = s.app.hooks.as_ref().map(|h| h.failure) == Some(FailurePolicy::Open);
-            warn!(sid = %conn.sid(), %failure, open, "connect hook failed");
+            warn!(session = %conn.sid().public(), %failure, open, "connect hook failed");
             if open {
                 return admit(s, conn, Box::new(admission));
             }
@@ -364,11 +403,11 @@ pub(super) fn admitted(
     let (message, reason) = match result {
         Ok(Admit::Yes) => ("", ""),
         Ok(Admit::TooManySockets) => {
-            info!(sid = %conn.sid(), userId = %user, "too many sockets; connection refused");
+            info!(session = %conn.sid().public(), userId = %user, "too many sockets; connection refused");
             ("connect_refused", "too_many_sockets")
         }
         Err(_) => {
-            warn!(sid = %conn.sid(), "presence unavailable; connection refused");
+            warn!(session = %conn.sid().public(), "presence unavailable; connection refused");
             ("service_unavailable", "service_unavailable")
         }
     };
@@ -408,7 +447,7 @@ pub(super) fn admitted(
         answer_connect(conn, &nsp, &socket, pid.as_deref(), hello, false);
     }
     info!(
-        sid = %conn.sid(),
+        session = %conn.sid().public(),
         socketId = %socket,
         userId = %user,
         deviceId = %device,
@@ -559,30 +598,37 @@ pub(super) fn replayed(s: &mut Socket, conn: &mut dyn Conn, events: Option<Vec<R
     };
     user.pid = Some(pid.clone());
     answer_connect(conn, &nsp, &user.socket, Some(&pid), hello, recovered);
-    let mut last = None;
+    // The streams are read one after another, so a held delivery may be newer than one stream's
+    // read and older than the next one's: merge by offset (one clock orders every stream), each
+    // offset once, rather than dropping what is older than the last replayed event.
+    let mut ordered: BTreeMap<Offset, Option<Vec<Outgoing>>> = BTreeMap::new();
     for recorded in events.unwrap_or_default() {
-        last = Some(recorded.offset);
-        if recorded.except.as_ref() == Some(&user.socket) {
-            continue;
+        let frames = (recorded.except.as_ref() != Some(&user.socket))
+            .then(|| with_offset(&recorded.frames, &recorded.offset))
+            .flatten();
+        ordered.insert(recorded.offset, frames);
+    }
+    let mut unordered = Vec::new();
+    for push in held {
+        match push.offset {
+            Some(offset) => {
+                ordered
+                    .entry(offset)
+                    .or_insert_with(|| Some(push.frames.to_vec()));
+            }
+            None => unordered.push(push),
         }
-        let Some(frames) = with_offset(&recorded.frames, &recorded.offset) else {
-            continue;
-        };
+    }
+    for frames in ordered.into_values().flatten() {
         user.sent.fetch_add(1, Ordering::Relaxed);
         conn.send(&frames, false);
     }
-    for push in held {
-        if push
-            .offset
-            .is_some_and(|o| last.is_some_and(|last| o <= last))
-        {
-            continue;
-        }
+    for push in unordered {
         user.sent.fetch_add(1, Ordering::Relaxed);
         crate::metrics::message_sent(push.event);
         conn.send(&push.frames, push.volatile);
     }
-    info!(sid = %conn.sid(), socketId = %user.socket, recovered, "socket recovered");
+    info!(session = %conn.sid().public(), socketId = %user.socket, recovered, "socket recovered");
 }
 
 /// `frames` with `offset` appended to the event as its last argument.
@@ -644,7 +690,7 @@ pub(super) fn stopped(s: &mut Socket, sid: &Sid, reason: Option<CloseReason>) {
     let reason = reason.unwrap_or(CloseReason::ServerShutdown);
     let sent = user.sent.load(Ordering::Relaxed);
     info!(
-        sid = %sid,
+        session = %sid.public(),
         socketId = %user.socket,
         userId = %user.user,
         ipAddress = s.handshake.remote_addr.as_deref().unwrap_or(""),

@@ -30,11 +30,14 @@ pub enum ErrorCode {
     TokenExpired,
     /// A part of the node (Redis, the database, an actor) cannot answer now; retry later.
     ServiceUnavailable,
+    /// A durable send whose commit outcome is unknown: retry it with the same `clientMsgId`,
+    /// which the server deduplicates.
+    InDoubt,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::InvalidPayload,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnknownEvent,
@@ -43,6 +46,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::TokenExpired,
         ErrorCode::ServiceUnavailable,
+        ErrorCode::InDoubt,
     ];
 
     /// Stable snake_case name.
@@ -56,6 +60,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::ServiceUnavailable => "service_unavailable",
+            ErrorCode::InDoubt => "in_doubt",
         }
     }
 }
@@ -151,6 +156,10 @@ impl From<JournalError> for Refusal {
     fn from(err: JournalError) -> Self {
         match err {
             JournalError::Invalid(why) => Refusal::invalid(why),
+            JournalError::InDoubt(_) => Refusal::new(
+                ErrorCode::InDoubt,
+                "the message may or may not be stored: retry with the same clientMsgId",
+            ),
             // An outage, or a statement the database refused: nothing the client did wrong.
             JournalError::Unavailable(_)
             | JournalError::Database(_)
@@ -223,6 +232,10 @@ mod tests {
             (
                 Refusal::from(JournalError::Database("refused".into())),
                 ErrorCode::ServiceUnavailable,
+            ),
+            (
+                Refusal::from(JournalError::InDoubt("no answer to COMMIT".into())),
+                ErrorCode::InDoubt,
             ),
         ];
         for (refusal, code) in &cases {

@@ -99,6 +99,7 @@ pub(super) fn authorized(
 fn limit(app: &App, user: &mut User, conn: &mut dyn Conn, msg: MessageSend, id: Option<u64>) {
     let check = app.ports.check_message.send(CheckMessage {
         user: user.user.clone(),
+        bytes: msg.text.len() as u64,
     });
     conn.spawn(work(async move {
         let verdict = settle(check.await, "rate limiter")
@@ -124,6 +125,7 @@ pub(super) fn checked(
         from: user.user.clone(),
         to: UserId::from(msg.to),
         text: sanitize_text(&msg.text),
+        client_msg_id: msg.client_msg_id,
     });
     conn.spawn(work(async move {
         let result = settle(store.await, "journal");
@@ -140,6 +142,14 @@ pub(super) fn stored(
     result: Result<StoredMessage, Refusal>,
 ) {
     match result {
+        Ok(stored) if stored.duplicate => {
+            // A retry: the first send's answer again, and no second delivery.
+            ack(
+                conn,
+                id,
+                json!({"ok": true, "messageId": stored.message_id, "createdAt": stored.created_at, "duplicate": true}),
+            );
+        }
         Ok(stored) => {
             ack(
                 conn,

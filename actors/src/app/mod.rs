@@ -46,6 +46,7 @@ use tracing::warn;
 use crate::auth::Authenticator;
 use crate::decisions::DecisionCache;
 use crate::ids::{NodeId, Room, Sid, SocketId, UserId};
+use crate::logins::{LogSampler, LoginGuard};
 use crate::metrics::{message_received, message_sent, metrics};
 use crate::ports::Port;
 use crate::ports::bridge::{Hold, Release};
@@ -81,6 +82,8 @@ pub struct AppLimits {
     pub max_sockets_per_user: usize,
     /// Most users one user's sockets on a node may watch together (0: no limit).
     pub max_watches_per_user: usize,
+    /// Failed logins one client address may make per minute on a node (0: no limit).
+    pub login_failures_per_ip: u32,
 }
 
 /// The actors the application talks to, one port per message it sends.
@@ -172,6 +175,10 @@ pub struct App {
     pub webhooks: bool,
     /// Connection state recovery, when it is on.
     pub recovery: Option<RecoveryClient>,
+    /// Failed logins per client address.
+    pub logins: LoginGuard,
+    /// Samples the `auth_failed` log line.
+    pub auth_log: LogSampler,
 }
 
 /// What the handshake HTTP request said about the client.
@@ -363,6 +370,10 @@ pub struct Socket {
     /// A recovering CONNECT's auth payload while its saved state is looked up (for the
     /// backend's `connect` hook).
     pending_auth: Option<Value>,
+    /// CONNECT packets received while not admitted.
+    connects: u8,
+    /// Refused logins on this connection.
+    failures: u8,
 }
 
 /// An authenticated socket.
@@ -445,6 +456,8 @@ impl Socket {
             left: false,
             user: None,
             pending_auth: None,
+            connects: 0,
+            failures: 0,
         }
     }
 

@@ -34,6 +34,7 @@ use crate::ports::bridge::{
     BridgeStatus, GetStatus, Hold, Publish, PublishRecorded, Release, Subscribe, SubscribedNow,
 };
 use crate::ports::registry::ClusterInbound;
+use crate::signing::{ClusterKeys, Unsealed, stale};
 use crate::store::{RedisSettings, now_micros};
 use subscriptions::Subscriptions;
 
@@ -59,6 +60,8 @@ pub struct RedisBridge {
     /// `rec:clock`.
     clock_key: String,
     recording: Recording,
+    /// Checks inbound frames' signatures, when a cluster key is set.
+    cluster_keys: Option<std::sync::Arc<ClusterKeys>>,
 }
 
 /// A SUBSCRIBE in flight, awaitable by many.
@@ -110,6 +113,7 @@ impl RedisBridge {
             ))),
             clock_key: settings.keys.recovery_clock(),
             recording: Recording::default(),
+            cluster_keys: settings.cluster_keys.clone(),
             status: BridgeStatus {
                 connected: false,
                 gaps: 0,
@@ -290,23 +294,60 @@ impl Supervised for RedisBridge {
     }
 }
 
+/// Why an inbound frame was dropped.
+#[derive(Debug, thiserror::Error)]
+enum Rejected {
+    #[error("{0}")]
+    Frame(FrameError),
+    #[error("{0}")]
+    Seal(Unsealed),
+    #[error("stale (sent over a minute away from now)")]
+    Stale,
+}
+
+impl Rejected {
+    /// The `socket_errors_total` label.
+    fn label(&self) -> &'static str {
+        match self {
+            Rejected::Frame(_) => "cluster_frame_invalid",
+            Rejected::Seal(Unsealed::Unsigned) => "cluster_frame_unsigned",
+            Rejected::Seal(Unsealed::BadSignature) => "cluster_frame_bad_signature",
+            Rejected::Stale => "cluster_frame_stale",
+        }
+    }
+}
+
 impl StreamHandler<(u64, redis::Msg)> for RedisBridge {
     fn handle(&mut self, (generation, msg): (u64, redis::Msg), _ctx: &mut Context<Self>) {
         if !self.channels.is_current(generation) {
             return;
         }
-        let decoded = split_recorded(msg.get_payload_bytes()).and_then(|(offset, bytes)| {
-            let offset = match offset {
-                Some(o) => Some(o.parse::<Offset>().map_err(|_| FrameError::Invalid)?),
-                None => None,
-            };
-            Ok((offset, ClusterFrame::decode(bytes)?))
-        });
+        let decoded = split_recorded(msg.get_payload_bytes())
+            .map_err(Rejected::Frame)
+            .and_then(|(offset, bytes)| {
+                let offset = match offset {
+                    Some(o) => Some(
+                        o.parse::<Offset>()
+                            .map_err(|_| Rejected::Frame(FrameError::Invalid))?,
+                    ),
+                    None => None,
+                };
+                let bytes = match &self.cluster_keys {
+                    Some(keys) => keys.open(bytes).map_err(Rejected::Seal)?,
+                    None => bytes,
+                };
+                let frame = ClusterFrame::decode(bytes).map_err(Rejected::Frame)?;
+                if self.cluster_keys.is_some() && stale(frame.sent_at_micros, now_micros()) {
+                    return Err(Rejected::Stale);
+                }
+                Ok((offset, frame))
+            });
         let (offset, frame) = match decoded {
             Ok(decoded) => decoded,
-            Err(err) => {
+            Err(why) => {
                 self.status.rejected += 1;
-                debug!(%err, channel = msg.get_channel_name(), "dropped a foreign frame");
+                metrics().error(why.label());
+                debug!(%why, channel = msg.get_channel_name(), "dropped a foreign frame");
                 return;
             }
         };

@@ -47,6 +47,8 @@ mod rows;
 mod store;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -67,8 +69,8 @@ use crate::ports::journal::{
 };
 use entities::message;
 use rows::{
-    ClosedRow, LogPlan, LogQueue, LogRow, MessageBatch, NewMessage, OpenedRow, PresenceRow,
-    check_id, clean, limits,
+    ClosedRow, LogPlan, LogQueue, LogRow, MessageBatch, NewMessage, OpenedRow, Outcome,
+    PresenceRow, check_id, clean, limits,
 };
 use store::OutboxChange;
 
@@ -100,6 +102,8 @@ pub struct JournalConfig {
     pub retention_connections: Duration,
     /// How long `presence_logs` rows are kept (default 30 days).
     pub retention_presence: Duration,
+    /// How long `messages` are kept (default `None`: for ever).
+    pub retention_messages: Option<Duration>,
     /// How often the retention sweep runs (default 1 hour; the first run is one interval, at
     /// most a minute, after start).
     pub sweep_interval: Duration,
@@ -123,6 +127,7 @@ impl Default for JournalConfig {
             message_queue_limit: 10_000,
             retention_connections: Duration::from_secs(7 * 24 * 3600),
             retention_presence: Duration::from_secs(30 * 24 * 3600),
+            retention_messages: None,
             sweep_interval: Duration::from_secs(3600),
             db_timeout: Duration::from_secs(5),
             max_connections: 10,
@@ -277,50 +282,84 @@ impl Journal {
             batch.event_ids = Some(batch.messages.iter().map(|_| Uuid::new_v4()).collect());
         }
         self.storing = true;
+        let committing = Arc::new(AtomicBool::new(false));
         let op = store::bounded(
             self.config.db_timeout,
-            store::insert_messages(self.db.clone(), batch),
+            store::insert_messages(self.db.clone(), batch, committing.clone()),
         );
         ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
             act.storing = false;
             match result {
-                Ok((batch, ids)) => {
+                Ok((batch, outcomes)) => {
                     act.stats.message_batches += 1;
-                    act.stats.messages_stored += ids.len() as u64;
-                    let created_at = u64::try_from(created_at.timestamp_millis()).unwrap_or(0);
-                    let mut stored = batch.messages.into_iter().zip(ids);
+                    let created_at_ms =
+                        |t: DateTimeUtc| u64::try_from(t.timestamp_millis()).unwrap_or(0);
+                    let mut stored = batch.messages.into_iter().zip(outcomes);
                     for (reply, dropped) in slots {
-                        let (message, id) = match dropped {
-                            Some(message) => (
-                                message,
-                                FAKE_ID_BASE
-                                    + i64::try_from(act.stats.messages_stored).unwrap_or(0),
-                            ),
-                            // Same length: checked in the transaction.
-                            None => stored.next().unwrap_or_default(),
-                        };
-                        let stored = StoredMessage {
-                            message_id: u64::try_from(id).unwrap_or(0),
-                            from: message.from,
-                            to: message.to,
-                            text: message.text,
-                            created_at,
+                        let stored = match dropped {
+                            Some(message) => {
+                                act.stats.messages_stored += 1;
+                                StoredMessage {
+                                    message_id: u64::try_from(
+                                        FAKE_ID_BASE
+                                            + i64::try_from(act.stats.messages_stored).unwrap_or(0),
+                                    )
+                                    .unwrap_or(0),
+                                    from: message.from,
+                                    to: message.to,
+                                    text: message.text,
+                                    created_at: created_at_ms(created_at),
+                                    duplicate: false,
+                                }
+                            }
+                            // Same length: one outcome per message.
+                            None => match stored.next() {
+                                Some((message, Outcome::New(id))) => {
+                                    act.stats.messages_stored += 1;
+                                    StoredMessage {
+                                        message_id: u64::try_from(id).unwrap_or(0),
+                                        from: message.from,
+                                        to: message.to,
+                                        text: message.text,
+                                        created_at: created_at_ms(created_at),
+                                        duplicate: false,
+                                    }
+                                }
+                                Some((_, Outcome::Earlier(row))) => StoredMessage {
+                                    duplicate: true,
+                                    ..to_stored(row)
+                                },
+                                None => continue,
+                            },
                         };
                         // A requester that gave up is no reason to worry.
                         let _ = reply.send(Ok(stored));
                     }
                 }
                 Err(err) => {
+                    // Lost during COMMIT: the rows may be in. A retry with the same
+                    // `clientMsgId` finds them.
+                    let err = match err {
+                        JournalError::Unavailable(why) if committing.load(Ordering::SeqCst) => {
+                            JournalError::InDoubt(why)
+                        }
+                        other => other,
+                    };
                     warn!(%err, messages = slots.len(), "message store failed");
                     // The stores queued behind this one would meet the same outage: fail them
                     // now rather than one timeout per batch later.
-                    let behind: Vec<_> = if err.is_unavailable() {
+                    let behind: Vec<_> = if err.is_unavailable() || err.is_in_doubt() {
                         act.pending.drain(..).map(|p| p.reply).collect()
                     } else {
                         Vec::new()
                     };
-                    for reply in slots.into_iter().map(|(reply, _)| reply).chain(behind) {
+                    let unavailable = JournalError::Unavailable(err.to_string());
+                    for reply in slots.into_iter().map(|(reply, _)| reply) {
                         let _ = reply.send(Err(err.clone()));
+                    }
+                    // Never sent to the database: plainly unavailable.
+                    for reply in behind {
+                        let _ = reply.send(Err(unavailable.clone()));
                     }
                 }
             }
@@ -457,16 +496,22 @@ impl Journal {
         self.sweeping = true;
         let op = retention(
             self.db.clone(),
-            self.config.retention_connections,
-            self.config.retention_presence,
+            RetentionSweep {
+                connections_older_than: self.config.retention_connections,
+                presence_older_than: self.config.retention_presence,
+                messages_older_than: self.config.retention_messages,
+            },
         );
         ctx.spawn(op.into_actor(self).map(|result, act, _| {
             act.sweeping = false;
             match result {
-                Ok((connections, presence, dead_webhooks)) => {
+                Ok(swept) => {
                     info!(
-                        connections,
-                        presence, dead_webhooks, "journal retention sweep"
+                        connections = swept.connections,
+                        presence = swept.presence,
+                        messages = swept.messages,
+                        dead_webhooks = swept.dead_webhooks,
+                        "journal retention sweep"
                     )
                 }
                 Err(err) => warn!(%err, "journal retention sweep failed"),
@@ -479,17 +524,17 @@ impl Journal {
 /// connections' age.
 async fn retention(
     db: DatabaseConnection,
-    connections_older_than: Duration,
-    presence_older_than: Duration,
-) -> Result<(u64, u64, u64), JournalError> {
+    ages: RetentionSweep,
+) -> Result<store::Swept, JournalError> {
     let now = SystemTime::now();
     let before = |age: Duration| db_time(now.checked_sub(age).unwrap_or(UNIX_EPOCH));
     store::bounded(
         SWEEP_TIMEOUT,
         store::retention(
             db,
-            before(connections_older_than),
-            before(presence_older_than),
+            before(ages.connections_older_than),
+            before(ages.presence_older_than),
+            ages.messages_older_than.map(before),
         ),
     )
     .await
@@ -510,6 +555,7 @@ fn to_stored(m: message::Model) -> StoredMessage {
         to: m.to_user,
         text: m.body,
         created_at: u64::try_from(m.created_at.timestamp_millis()).unwrap_or(0),
+        duplicate: false,
     }
 }
 
@@ -561,7 +607,8 @@ impl Handler<StoreMessage> for Journal {
     fn handle(&mut self, msg: StoreMessage, ctx: &mut Context<Self>) -> Self::Result {
         // Ids are checked, never cleaned or cut: either would file the message under someone
         // else.
-        let refused = if let Err(err) = check_ids(&[&msg.from, &msg.to]) {
+        let client_id = msg.client_msg_id.as_deref().unwrap_or("-");
+        let refused = if let Err(err) = check_ids(&[&msg.from, &msg.to, client_id]) {
             Some(err)
         } else if self.pending.len() >= self.config.message_queue_limit {
             Some(JournalError::Unavailable("message backlog full".into()))
@@ -577,6 +624,7 @@ impl Handler<StoreMessage> for Journal {
                 from: msg.from.to_string(),
                 to: msg.to.to_string(),
                 text: clean(&msg.text, limits::UNBOUNDED),
+                client_msg_id: msg.client_msg_id,
             },
             reply,
         });
@@ -729,17 +777,13 @@ impl Handler<CloseStaleConnections> for Journal {
 }
 
 impl Handler<RetentionSweep> for Journal {
-    type Result = ResponseFuture<Result<(u64, u64), JournalError>>;
+    type Result = ResponseFuture<Result<(u64, u64, u64), JournalError>>;
 
     fn handle(&mut self, msg: RetentionSweep, _ctx: &mut Context<Self>) -> Self::Result {
-        let op = retention(
-            self.db.clone(),
-            msg.connections_older_than,
-            msg.presence_older_than,
-        );
+        let op = retention(self.db.clone(), msg);
         Box::pin(async move {
-            let (connections, presence, _dead_webhooks) = op.await?;
-            Ok((connections, presence))
+            let swept = op.await?;
+            Ok((swept.connections, swept.presence, swept.messages))
         })
     }
 }

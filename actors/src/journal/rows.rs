@@ -317,6 +317,48 @@ pub(super) struct NewMessage {
     pub from: String,
     pub to: String,
     pub text: String,
+    pub client_msg_id: Option<String>,
+}
+
+/// What became of one message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Inserted with this id.
+    New(i64),
+    /// A retry: the sender stored this `clientMsgId` before (this row, or one earlier in the
+    /// same batch).
+    Earlier(message::Model),
+}
+
+impl MessageBatch {
+    /// The indexes of the messages to insert: those whose `clientMsgId` is neither among the
+    /// `stored` rows nor taken by an earlier message of the batch; for the others, the stored
+    /// row or the index of the batch's first message with their id.
+    pub fn plan(&self, stored: &[message::Model]) -> (Vec<usize>, Vec<Result<usize, usize>>) {
+        let mut insert = Vec::new();
+        let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+        // Ok(i): the batch's own message i; Err(j): `stored[j]`.
+        let mut slots = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.iter().enumerate() {
+            let Some(cid) = m.client_msg_id.as_deref() else {
+                insert.push(i);
+                slots.push(Ok(i));
+                continue;
+            };
+            if let Some(j) = stored.iter().position(|row| {
+                row.from_user == m.from && row.client_msg_id.as_deref() == Some(cid)
+            }) {
+                slots.push(Err(j));
+            } else if let Some(&k) = first.get(&(m.from.as_str(), cid)) {
+                slots.push(Ok(k));
+            } else {
+                first.insert((m.from.as_str(), cid), i);
+                insert.push(i);
+                slots.push(Ok(i));
+            }
+        }
+        (insert, slots)
+    }
 }
 
 /// One message transaction (group commit): the rows, in arrival order, and their events.
@@ -330,32 +372,34 @@ pub(super) struct MessageBatch {
 }
 
 impl MessageBatch {
-    /// The `messages` rows to insert.
-    pub fn models(&self) -> Vec<message::ActiveModel> {
-        self.messages
+    /// The `messages` rows to insert: the messages at `which`.
+    pub fn models(&self, which: &[usize]) -> Vec<message::ActiveModel> {
+        which
             .iter()
+            .map(|&i| &self.messages[i])
             .map(|m| message::ActiveModel {
                 id: NotSet,
                 from_user: Set(m.from.clone()),
                 to_user: Set(m.to.clone()),
                 body: Set(m.text.clone()),
                 created_at: Set(self.created_at),
+                client_msg_id: Set(m.client_msg_id.clone()),
             })
             .collect()
     }
 
-    /// The outbox rows of the inserted messages, given their ids in message order (none when
-    /// webhooks are off).
-    pub fn events(&self, ids: &[i64]) -> Vec<webhook_outbox::ActiveModel> {
+    /// The outbox rows of the messages at `which`, inserted with `ids` (none when webhooks
+    /// are off).
+    pub fn events(&self, which: &[usize], ids: &[i64]) -> Vec<webhook_outbox::ActiveModel> {
         let Some(event_ids) = &self.event_ids else {
             return Vec::new();
         };
-        self.messages
+        which
             .iter()
             .zip(ids)
-            .zip(event_ids)
-            .map(|((m, id), event_id)| {
-                outbox::message_stored(*event_id, *id, &m.from, &m.to, &m.text, self.created_at)
+            .map(|(&i, id)| {
+                let m = &self.messages[i];
+                outbox::message_stored(event_ids[i], *id, &m.from, &m.to, &m.text, self.created_at)
                     .model(self.created_at)
             })
             .collect()
@@ -558,24 +602,16 @@ mod tests {
     fn message_events_pair_each_message_with_its_id() {
         let mut batch = MessageBatch {
             messages: vec![
-                NewMessage {
-                    from: "a".into(),
-                    to: "b".into(),
-                    text: "one".into(),
-                },
-                NewMessage {
-                    from: "b".into(),
-                    to: "a".into(),
-                    text: "two".into(),
-                },
+                new_message("a", "b", "one", None),
+                new_message("b", "a", "two", None),
             ],
             created_at: at(0),
             event_ids: None,
         };
-        assert_eq!(batch.models().len(), 2);
-        assert!(batch.events(&[10, 11]).is_empty(), "webhooks off");
+        assert_eq!(batch.models(&[0, 1]).len(), 2);
+        assert!(batch.events(&[0, 1], &[10, 11]).is_empty(), "webhooks off");
         batch.event_ids = Some(vec![Uuid::new_v4(), Uuid::new_v4()]);
-        let events = batch.events(&[10, 11]);
+        let events = batch.events(&[0, 1], &[10, 11]);
         let payloads: Vec<serde_json::Value> = events
             .iter()
             .map(|e| match &e.payload {
@@ -591,6 +627,44 @@ mod tests {
             (&payloads[1]["messageId"], &payloads[1]["from"]),
             (&serde_json::json!(11), &serde_json::json!("b"))
         );
+    }
+
+    fn new_message(from: &str, to: &str, text: &str, cid: Option<&str>) -> NewMessage {
+        NewMessage {
+            from: from.into(),
+            to: to.into(),
+            text: text.into(),
+            client_msg_id: cid.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_client_msg_id_is_inserted_once_per_sender() {
+        let batch = MessageBatch {
+            messages: vec![
+                new_message("a", "b", "no id", None),
+                new_message("a", "b", "stored before", Some("c1")),
+                new_message("a", "b", "first of two", Some("c2")),
+                new_message("a", "b", "retry in the batch", Some("c2")),
+                new_message("b", "a", "other sender, same id", Some("c1")),
+                new_message("a", "b", "no id again", None),
+            ],
+            created_at: at(0),
+            event_ids: None,
+        };
+        let stored = message::Model {
+            id: 7,
+            from_user: "a".into(),
+            to_user: "b".into(),
+            body: "stored before".into(),
+            created_at: at(0),
+            client_msg_id: Some("c1".into()),
+        };
+        let (insert, slots) = batch.plan(&[stored]);
+        assert_eq!(insert, [0, 2, 4, 5]);
+        assert_eq!(slots, [Ok(0), Err(0), Ok(2), Ok(2), Ok(4), Ok(5)]);
+        let models = batch.models(&insert);
+        assert_eq!(models[1].client_msg_id, ActiveValue::Set(Some("c2".into())));
     }
 
     #[test]

@@ -9,21 +9,23 @@
 //! them in the same transaction.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::prelude::{DateTimeUtc, Expr, Uuid};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement, TransactionTrait,
 };
 
 use super::JournalConfig;
 use super::entities::{message, presence_log, room_membership, socket_connection, webhook_outbox};
 use super::outbox::{self, DEAD, LEASE, PENDING};
-use super::rows::{ClosedRow, LogPlan, MessageBatch};
+use super::rows::{ClosedRow, LogPlan, MessageBatch, Outcome};
 use crate::ports::journal::JournalError;
 
 /// Key of the PostgreSQL advisory lock that serialises message commits across nodes.
@@ -140,7 +142,8 @@ where
 pub(super) async fn insert_messages(
     db: DatabaseConnection,
     batch: MessageBatch,
-) -> Result<(MessageBatch, Vec<i64>), DbErr> {
+    committing: Arc<AtomicBool>,
+) -> Result<(MessageBatch, Vec<Outcome>), DbErr> {
     let txn = db.begin().await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         // PostgreSQL only: with several nodes, ids from the sequence could otherwise commit out
@@ -154,21 +157,74 @@ pub(super) async fn insert_messages(
         ))
         .await?;
     }
-    let mut ids = message::Entity::insert_many(batch.models())
-        .exec_with_returning_keys(&txn)
-        .await?;
+    // Under the lock (one writer on SQLite), so no other commit adds a client id meanwhile;
+    // the unique index stands behind this.
+    let stored = stored_client_ids(&txn, &batch).await?;
+    let (insert, slots) = batch.plan(&stored);
+    let mut ids = if insert.is_empty() {
+        Vec::new()
+    } else {
+        message::Entity::insert_many(batch.models(&insert))
+            .exec_with_returning_keys(&txn)
+            .await?
+    };
     ids.sort_unstable();
-    if ids.len() != batch.messages.len() {
+    if ids.len() != insert.len() {
         // Rolled back: acknowledging rows we cannot name would lose them.
         return Err(DbErr::Custom(format!(
             "{} messages inserted, {} ids returned",
-            batch.messages.len(),
+            insert.len(),
             ids.len()
         )));
     }
-    insert_all(&txn, batch.events(&ids)).await?;
+    insert_all(&txn, batch.events(&insert, &ids)).await?;
+    // From here a lost answer leaves the outcome unknown.
+    committing.store(true, Ordering::SeqCst);
     txn.commit().await?;
-    Ok((batch, ids))
+    let new_id = |i: usize| insert.iter().position(|&j| j == i).map(|k| ids[k]);
+    let outcomes = slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, slot)| match slot {
+            Ok(first) if first == i => Outcome::New(new_id(i).unwrap_or_default()),
+            Ok(first) => {
+                let m = &batch.messages[first];
+                Outcome::Earlier(message::Model {
+                    id: new_id(first).unwrap_or_default(),
+                    from_user: m.from.clone(),
+                    to_user: m.to.clone(),
+                    body: m.text.clone(),
+                    created_at: batch.created_at,
+                    client_msg_id: m.client_msg_id.clone(),
+                })
+            }
+            Err(j) => Outcome::Earlier(stored[j].clone()),
+        })
+        .collect();
+    Ok((batch, outcomes))
+}
+
+/// The stored rows that carry a `(sender, clientMsgId)` of the batch.
+async fn stored_client_ids(
+    txn: &impl ConnectionTrait,
+    batch: &MessageBatch,
+) -> Result<Vec<message::Model>, DbErr> {
+    let mut any = Condition::any();
+    let mut asked = false;
+    for m in &batch.messages {
+        if let Some(cid) = &m.client_msg_id {
+            asked = true;
+            any = any.add(
+                Condition::all()
+                    .add(message::Column::FromUser.eq(m.from.as_str()))
+                    .add(message::Column::ClientMsgId.eq(cid.as_str())),
+            );
+        }
+    }
+    if !asked {
+        return Ok(Vec::new());
+    }
+    message::Entity::find().filter(any).all(txn).await
 }
 
 /// Messages to or from `user` with an id above `after`, ascending, at most `limit`.
@@ -287,11 +343,21 @@ pub(super) async fn close_stale(
 /// Delete connections closed before `connections_before`, presence rows older than
 /// `presence_before`, and dead outbox rows written before `connections_before`; the three
 /// counts.
+/// Rows deleted by one retention sweep.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Swept {
+    pub connections: u64,
+    pub presence: u64,
+    pub messages: u64,
+    pub dead_webhooks: u64,
+}
+
 pub(super) async fn retention(
     db: DatabaseConnection,
     connections_before: DateTimeUtc,
     presence_before: DateTimeUtc,
-) -> Result<(u64, u64, u64), DbErr> {
+    messages_before: Option<DateTimeUtc>,
+) -> Result<Swept, DbErr> {
     let connections = socket_connection::Entity::delete_many()
         .filter(socket_connection::Column::DisconnectedAt.lt(connections_before))
         .exec(&db)
@@ -305,11 +371,22 @@ pub(super) async fn retention(
         .filter(webhook_outbox::Column::CreatedAt.lt(connections_before))
         .exec(&db)
         .await?;
-    Ok((
-        connections.rows_affected,
-        presence.rows_affected,
-        dead.rows_affected,
-    ))
+    let messages = match messages_before {
+        Some(before) => {
+            message::Entity::delete_many()
+                .filter(message::Column::CreatedAt.lt(before))
+                .exec(&db)
+                .await?
+                .rows_affected
+        }
+        None => 0,
+    };
+    Ok(Swept {
+        connections: connections.rows_affected,
+        presence: presence.rows_affected,
+        messages,
+        dead_webhooks: dead.rows_affected,
+    })
 }
 
 // --- room memberships -----------------------------------------------------------------------

@@ -61,6 +61,11 @@ pub enum JournalError {
     /// The database refused a statement (a bug or a schema mismatch, not an outage).
     #[error("database error: {0}")]
     Database(String),
+    /// The commit was sent but its outcome is unknown (the database did not answer in time,
+    /// or the connection broke during COMMIT): the message may or may not be stored. The
+    /// session answers `in_doubt`; a retry with the same `clientMsgId` is stored at most once.
+    #[error("commit outcome unknown: {0}")]
+    InDoubt(String),
     /// The request cannot be stored as given (e.g. a user id over 255 characters).
     #[error("invalid request: {0}")]
     Invalid(&'static str),
@@ -76,6 +81,11 @@ impl JournalError {
     /// Whether retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, JournalError::Unavailable(_))
+    }
+
+    /// Whether the outcome of a commit is unknown.
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(self, JournalError::InDoubt(_))
     }
 }
 
@@ -93,6 +103,9 @@ pub struct StoredMessage {
     pub text: String,
     /// Commit time, ms since the Unix epoch.
     pub created_at: u64,
+    /// A retry: the row was stored earlier under the same `clientMsgId` (this is that row).
+    #[serde(skip)]
+    pub duplicate: bool,
 }
 
 /// Store a message; answers once its row is committed.
@@ -105,6 +118,8 @@ pub struct StoreMessage {
     pub to: UserId,
     /// Text; control characters other than `\n` and `\t` are removed.
     pub text: String,
+    /// The client's id for the send, unique per sender.
+    pub client_msg_id: Option<String>,
 }
 
 /// Messages to or from `user` with an id above `after`, ascending.
@@ -324,12 +339,14 @@ pub struct CloseStaleConnections {
 /// Dead webhook outbox rows older than `connections_older_than` go too (not counted here).
 /// The Journal also runs this every `JournalConfig::sweep_interval`.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(u64, u64), JournalError>")]
+#[rtype(result = "Result<(u64, u64, u64), JournalError>")]
 pub struct RetentionSweep {
     /// Delete `socket_connections` rows disconnected longer ago than this.
     pub connections_older_than: Duration,
     /// Delete `presence_logs` rows older than this.
     pub presence_older_than: Duration,
+    /// Delete `messages` older than this (`None`: keep every message).
+    pub messages_older_than: Option<Duration>,
 }
 
 /// A cheap round trip to the database (for `/health`).

@@ -7,11 +7,13 @@ use actix::prelude::*;
 use crate::ids::UserId;
 use crate::store::StoreError;
 
-/// Count one `message:send` of `user`: `Ok(Err(retry_after))` when over the limit,
-/// `Err` when the store cannot answer.
+/// Count one `message:send` of `user`: `Ok(Err(retry_after))` when over the limit or the
+/// daily byte quota, `Err` when the store cannot answer.
 #[derive(Message)]
 #[rtype(result = "Result<Result<(), Duration>, StoreError>")]
 pub struct CheckMessage {
     /// The sender.
     pub user: UserId,
+    /// The text's size, counted against the user's daily byte quota.
+    pub bytes: u64,
 }

@@ -220,6 +220,8 @@ pub struct AttachCluster {
     pub ready: Port<SubscribedNow>,
     /// Where connecting sessions' holds are released.
     pub release: Port<Release>,
+    /// Signs published frames, when a cluster key is set.
+    pub cluster_keys: Option<std::sync::Arc<crate::signing::ClusterKeys>>,
 }
 
 /// A frame from another node (or this node's own recorded event), from the RedisBridge.

@@ -302,10 +302,19 @@ impl PresenceStore for RedisPresenceStore {
                 pipe.cmd("SCARD").arg(this.keys.user_sockets(user));
             }
             let replies: Vec<redis::Value> = pipe.query_async(&mut *conn).await?;
+            // Two replies per user, or the answer is not Redis's to this pipeline.
+            if replies.len() != users.len() * 2 {
+                return Err(StoreError(format!(
+                    "{} replies to {} status queries",
+                    replies.len(),
+                    users.len() * 2
+                )));
+            }
             let mut out = Vec::with_capacity(users.len());
-            for (user, pair) in users.into_iter().zip(replies.chunks(2)) {
-                let status: Option<String> = redis::from_redis_value(pair[0].clone())?;
-                let sockets: i64 = redis::from_redis_value(pair[1].clone())?;
+            for (user, pair) in users.into_iter().zip(replies.chunks_exact(2)) {
+                let [status, sockets] = pair else { continue };
+                let status: Option<String> = redis::from_redis_value(status.clone())?;
+                let sockets: i64 = redis::from_redis_value(sockets.clone())?;
                 let status = match (sockets > 0, status.as_deref()) {
                     (false, _) => Status::Offline,
                     (true, Some("away")) => Status::Away,

@@ -62,7 +62,7 @@ impl Handler<CheckMessage> for RateLimiter {
     type Result = ResponseFuture<Result<Result<(), Duration>, StoreError>>;
 
     fn handle(&mut self, msg: CheckMessage, _ctx: &mut Context<Self>) -> Self::Result {
-        self.store.hit(msg.user)
+        self.store.hit(msg.user, msg.bytes)
     }
 }
 

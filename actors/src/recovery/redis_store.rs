@@ -14,6 +14,7 @@ use super::store::{RecoveryStore, now_ms};
 use crate::ids::SocketId;
 use crate::keys::{Channel, Keys};
 use crate::ports::recovery::{Recorded, SavedSession};
+use crate::signing::ClusterKeys;
 use crate::store::{RedisPool, RedisSettings, StoreError, StoreFuture, cmd};
 use crate::transport::Outgoing;
 
@@ -31,6 +32,8 @@ pub struct RedisRecoveryStore {
     window: Duration,
     /// `take.lua`.
     take: Arc<redis::Script>,
+    /// Checks recorded frames' signatures, when a cluster key is set.
+    cluster_keys: Option<Arc<ClusterKeys>>,
 }
 
 impl RedisRecoveryStore {
@@ -41,12 +44,18 @@ impl RedisRecoveryStore {
             keys: settings.keys.clone(),
             window,
             take: Arc::new(redis::Script::new(include_str!("take.lua"))),
+            cluster_keys: settings.cluster_keys.clone(),
         }
     }
 }
 
-/// The frames and except of a recorded cluster frame.
-fn decode(bytes: &[u8]) -> Option<(Arc<[Outgoing]>, Option<SocketId>)> {
+/// The frames and except of a recorded cluster frame; one not signed by a cluster key (when
+/// one is set) is left out like a malformed one.
+fn decode(bytes: &[u8], keys: Option<&ClusterKeys>) -> Option<(Arc<[Outgoing]>, Option<SocketId>)> {
+    let bytes = match keys {
+        Some(keys) => keys.open(bytes).ok()?,
+        None => bytes,
+    };
     let frame = ClusterFrame::decode(bytes).ok()?;
     let Body::Deliver { except, parts, .. } = frame.body else {
         return None;
@@ -134,7 +143,7 @@ impl RecoveryStore for RedisRecoveryStore {
                     else {
                         continue;
                     };
-                    if let Some((frames, except)) = decode(bytes) {
+                    if let Some((frames, except)) = decode(bytes, this.cluster_keys.as_deref()) {
                         out.push(Recorded {
                             offset,
                             frames,

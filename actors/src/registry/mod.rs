@@ -71,17 +71,21 @@ struct ClusterLink {
     subscribe: Port<Subscribe>,
     ready: Port<SubscribedNow>,
     release: Port<Release>,
+    cluster_keys: Option<std::sync::Arc<crate::signing::ClusterKeys>>,
 }
 
 impl ClusterLink {
     fn frame(&self, body: Body) -> bytes::Bytes {
-        ClusterFrame {
+        let frame = ClusterFrame {
             origin: self.node_id.to_string(),
             sent_at_micros: now_micros(),
             body,
         }
-        .encode()
-        .into()
+        .encode();
+        match &self.cluster_keys {
+            Some(keys) => keys.seal(&frame).into(),
+            None => frame.into(),
+        }
     }
 
     fn publish(&self, channel: &Channel, body: Body) {
@@ -349,11 +353,15 @@ fn push(
     let direct = entry.socket.as_ref().and_then(|s| s.direct.as_ref());
     // Several frames (binary attachments) go through the Session: all or none may be queued.
     if let (Some(direct), [frame]) = (direct, &frames[..]) {
-        match direct.out.try_send(WsOutbound::Frame(frame.clone())) {
-            Ok(()) => {
-                direct.sent.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
+        // Counted before the frame is queued: the client may read it and disconnect before
+        // this thread gets on, and the session reads the count when it stops.
+        direct.sent.fetch_add(1, Ordering::Relaxed);
+        let queued = direct.out.try_send(WsOutbound::Frame(frame.clone()));
+        if queued.is_err() {
+            direct.sent.fetch_sub(1, Ordering::Relaxed);
+        }
+        match queued {
+            Ok(()) => return true,
             Err(SendError::Full(_)) if volatile => {
                 metrics().volatile_dropped.inc();
             }
@@ -667,6 +675,7 @@ impl Handler<AttachCluster> for SessionRegistry {
             subscribe: msg.subscribe,
             ready: msg.ready,
             release: msg.release,
+            cluster_keys: msg.cluster_keys,
         };
         // Channels the node already needs (sockets that connected before the bridge).
         for channel in self.index.channels() {

@@ -104,6 +104,9 @@ pub struct SessionInit {
     pub protocol: Protocol,
     /// What the handshake request said about the client.
     pub handshake: HandshakeInfo,
+    /// Held for the session's life and dropped with it (its client address's place in the
+    /// per-address session count).
+    pub slot: Option<Box<dyn Send>>,
 }
 
 enum Upper {
@@ -204,6 +207,8 @@ pub struct Session {
     timer: Option<(Instant, SpawnHandle)>,
     /// The layer above was told the session is open (once a transport can carry its answer).
     upper_open: bool,
+    /// Given back when the session is dropped (see [`SessionInit::slot`]).
+    _slot: Option<Box<dyn Send>>,
 }
 
 impl Session {
@@ -257,6 +262,7 @@ impl Session {
             registry: init.registry,
             timer: None,
             upper_open: false,
+            _slot: init.slot,
         }
     }
 
@@ -285,7 +291,7 @@ impl Session {
         match event {
             Event::Message(message) => self.on_message(message, ctx),
             Event::Closing(reason) => {
-                info!(sid = %self.sid, reason = reason.as_str(), "session closed");
+                info!(session = %self.sid.public(), reason = reason.as_str(), "session closed");
                 let m = metrics();
                 m.disconnects
                     .get_or_create(&ReasonLabel {
@@ -303,7 +309,7 @@ impl Session {
                 metrics().sessions(self.transport_label, -1);
                 self.transport_label = self.engine.transport_name();
                 metrics().sessions(self.transport_label, 1);
-                debug!(sid = %self.sid, "upgraded to websocket");
+                debug!(session = %self.sid.public(), "upgraded to websocket");
             }
         }
     }
@@ -388,7 +394,7 @@ impl Session {
         match result {
             Err(violation) => {
                 metrics().error("protocol_violation");
-                debug!(sid = %self.sid, %violation, "protocol violation");
+                debug!(session = %self.sid.public(), %violation, "protocol violation");
                 self.close(CloseReason::ProtocolViolation, ctx);
             }
             Ok(()) => {
@@ -502,7 +508,7 @@ impl Session {
                 {
                     up.attachments_by = None;
                     metrics().error("protocol_violation");
-                    debug!(sid = %act.sid, "binary attachments did not arrive in time");
+                    debug!(session = %act.sid.public(), "binary attachments did not arrive in time");
                     act.close(CloseReason::ProtocolViolation, ctx);
                 }
                 act.run(ctx, |e, io| e.on_timer(now, io));

@@ -12,6 +12,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
@@ -21,6 +22,9 @@ use switchboard_actors::SessionConfig;
 use switchboard_actors::app::AppLimits;
 use switchboard_actors::hooks::{FailurePolicy, HooksConfig};
 use switchboard_actors::ports::hooks::Action;
+use switchboard_actors::signing::ClusterKeys;
+
+use crate::transport::addresses::TrustedProxies;
 use switchboard_actors::webhooks::WebhooksConfig;
 
 use crate::transport::compress::HttpCompression;
@@ -31,6 +35,14 @@ mod file;
 
 pub use effective::{Effective, Source};
 use file::FileSettings;
+
+/// Shortest server API key accepted: 32 bytes is 256 bits of hex-encoded randomness.
+pub const MIN_API_KEY_BYTES: usize = 32;
+
+const DAY_SECS: u64 = 24 * 3600;
+const DAY_MS: u64 = DAY_SECS * 1000;
+/// Longest retention or webhook age: 100 years, far from any overflow.
+const MAX_DAYS: u64 = 36_500;
 
 /// The help heading of one-shot actions: command-line only, never settings, so never in a file.
 const ACTIONS: &str = "Actions";
@@ -69,9 +81,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Public listener for `/socket.io/`, `/health*`, `/metrics` and `/api/v1/*`.
+    /// Public listener for `/socket.io/` and `/health*` (and `/metrics` and `/api/v1/*` unless
+    /// `--admin-listen` is set).
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: String,
+
+    /// Internal listener for the server API `/api/v1/*`, `/metrics` and `/health*`; when set,
+    /// the public listener answers 404 for the API and `/metrics` [default: unset, everything on
+    /// `--listen`].
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
 
     /// This node's id: the `server_instance` label and Redis node keys [default: the hostname,
     /// which is the pod name in a StatefulSet].
@@ -160,6 +179,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Let cluster mode run on SQLite: only for tests and one-host development where every node
+    /// opens the same file (separate files break message ids and `message:sync`).
+    #[arg(long, env = "SWITCHBOARD_ALLOW_SQLITE_CLUSTER")]
+    pub allow_sqlite_cluster: bool,
+
     /// Database URL: `sqlite://path?mode=rwc` or `postgres://user:pass@host/db`; migrations
     /// run at start.
     #[arg(
@@ -187,9 +211,20 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_FORWARD_TIMEOUT_MS", default_value_t = 5_000)]
     pub forward_timeout_ms: u64,
 
-    /// HS256 secret for client tokens [default: random, and a demo token is printed].
+    /// HS256 secret for client tokens; a command-line flag shows in the process list, prefer
+    /// the variable or `--jwt-secret-file` [default: random, and a demo token is printed; refused
+    /// in cluster mode].
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// File holding the HS256 secret (one line; a trailing newline is ignored), instead of
+    /// `--jwt-secret`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_SECRET_FILE",
+        conflicts_with = "jwt_secret"
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
 
     /// PEM public key for client tokens: RS256 for an RSA key, ES256 for an EC P-256 key
     /// (replaces the HS256 secret).
@@ -208,9 +243,15 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
 
-    /// Bearer key for the server API `/api/v1/*` [default: unset, the API is off].
+    /// Bearer key for the server API `/api/v1/*`, at least 32 bytes [default: unset, the API is
+    /// off].
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+
+    /// HMAC keys that sign and verify every cluster frame, comma-separated: the first signs,
+    /// each verifies (rotation). At least 32 bytes each. Unset: frames are not signed (warned).
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_KEY", hide_env_values = true)]
+    pub cluster_key: Option<String>,
 
     /// Largest application event, in bytes (over it: an `error` event or error ack).
     #[arg(long, env = "SWITCHBOARD_MAX_EVENT_BYTES", default_value_t = 65_536)]
@@ -225,6 +266,31 @@ pub struct Config {
     /// `presence:subscribe` (0: no limit; each socket may watch at most 1000).
     #[arg(long, env = "SWITCHBOARD_MAX_WATCHES_PER_USER", default_value_t = 5000)]
     pub max_watches_per_user: usize,
+
+    /// Handshakes (new Engine.IO sessions) one client address may open per minute on a node;
+    /// past it they get `429` (0: no limit).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HANDSHAKES_PER_IP_PER_MIN",
+        default_value_t = 0
+    )]
+    pub handshakes_per_ip_per_min: u32,
+
+    /// Sessions one client address may hold open at once on a node, logged in or not; past it
+    /// handshakes get `429` (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS_PER_IP", default_value_t = 0)]
+    pub max_sessions_per_ip: u32,
+
+    /// Proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the
+    /// client: the per-address limits and logs then use the last address in it that is not
+    /// one of them. Unset: the peer address, whatever the header says.
+    #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Failed logins (refused tokens) one client address may make per minute on a node; past
+    /// it the address's CONNECTs are refused with `too_many_attempts` unchecked (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_LOGIN_FAILURES_PER_IP", default_value_t = 30)]
+    pub login_failures_per_ip: u32,
 
     /// Events one socket may send per `--socket-event-window-ms`.
     #[arg(long, env = "SWITCHBOARD_SOCKET_EVENT_LIMIT", default_value_t = 100)]
@@ -250,6 +316,15 @@ pub struct Config {
         default_value_t = 60_000
     )]
     pub user_message_window_ms: u64,
+
+    /// Bytes of `message:send` text one user may store per UTC day, across the cluster; past
+    /// it sends get `rate_limited` with the time until midnight UTC (0: no quota).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_USER_DAILY_MESSAGE_BYTES",
+        default_value_t = 50 * 1024 * 1024
+    )]
+    pub user_daily_message_bytes: u64,
 
     /// Graceful shutdown budget in seconds: after SIGTERM the node warns its clients, closes
     /// them (they reconnect elsewhere), flushes its logs and exits within this time.
@@ -280,6 +355,11 @@ pub struct Config {
         default_value_t = 30
     )]
     pub retention_presence_days: u64,
+
+    /// Days a durable message is kept; older ones are deleted by the retention sweep and no
+    /// longer returned by `message:sync` (0: kept for ever).
+    #[arg(long, env = "SWITCHBOARD_RETENTION_MESSAGES_DAYS", default_value_t = 0)]
+    pub retention_messages_days: u64,
 
     /// Connection state recovery window, in seconds: a client that lost its connection and
     /// comes back within it gets its rooms back and every event it missed (0 turns recovery
@@ -453,14 +533,160 @@ impl Config {
 
     /// Journal settings (batching defaults, the queue bound and retention from the flags).
     pub fn journal(&self) -> switchboard_actors::journal::JournalConfig {
-        const DAY: Duration = Duration::from_secs(24 * 3600);
+        // Saturating, never truncating: `validate` refuses values this large anyway.
+        let days = |n: u64| Duration::from_secs(n.max(1).saturating_mul(DAY_SECS));
         switchboard_actors::journal::JournalConfig {
             queue_limit: self.journal_queue_limit.max(1),
-            retention_connections: DAY * self.retention_connections_days.max(1) as u32,
-            retention_presence: DAY * self.retention_presence_days.max(1) as u32,
+            retention_connections: days(self.retention_connections_days),
+            retention_presence: days(self.retention_presence_days),
+            retention_messages: (self.retention_messages_days > 0)
+                .then(|| days(self.retention_messages_days)),
             webhooks: self.webhook_url.is_some(),
             ..Default::default()
         }
+    }
+
+    /// Cluster mode: a Redis URL is set (and this is not a conformance node).
+    pub fn cluster_mode(&self) -> bool {
+        !self.conformance && self.redis_url.as_deref().is_some_and(|u| !u.is_empty())
+    }
+
+    /// Replace `--jwt-secret-file` by the secret it holds (a trailing newline is not part of
+    /// it); called once at start, before anything uses the secret.
+    pub fn read_secret_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.jwt_secret_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("jwt-secret-file {}: {err}", path.display()))?;
+        let secret = text.trim_end_matches(['\n', '\r']);
+        if secret.is_empty() {
+            return Err(format!("jwt-secret-file {} is empty", path.display()));
+        }
+        self.jwt_secret = Some(secret.to_owned());
+        Ok(())
+    }
+
+    /// Settings that parse but would break a guarantee or a computation, each named with why;
+    /// the node refuses to start on any of them.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if let Some(key) = self.api_key.as_deref().filter(|k| !k.is_empty())
+            && key.len() < MIN_API_KEY_BYTES
+        {
+            problems.push(format!(
+                "api-key is {} bytes; the server API key must be at least {MIN_API_KEY_BYTES} \
+                 (e.g. `openssl rand -hex 32`)",
+                key.len()
+            ));
+        }
+        if self.cluster_mode() {
+            if self.database_url.starts_with("sqlite:") && !self.allow_sqlite_cluster {
+                problems.push(
+                    "cluster mode (redis-url) needs a shared PostgreSQL database-url: on SQLite \
+                     each node has its own message ids and history"
+                        .to_owned(),
+                );
+            }
+            let keyed = self.jwt_public_key_file.is_some()
+                || self.jwt_secret.as_deref().is_some_and(|s| !s.is_empty());
+            if !keyed {
+                problems.push(
+                    "cluster mode (redis-url) needs jwt-secret, jwt-secret-file or \
+                     jwt-public-key-file: a random secret differs on every node"
+                        .to_owned(),
+                );
+            }
+        }
+        // Port 0 picks a free port for each, so only the same fixed port is a clash.
+        if let Some(admin) = &self.admin_listen
+            && admin == &self.listen
+            && !admin.ends_with(":0")
+        {
+            problems.push(format!(
+                "admin-listen {admin} is the public listen address; give it its own port"
+            ));
+        }
+        // actix-server asserts at least one worker.
+        if self.workers == Some(0) {
+            problems.push("workers = 0: at least one HTTP worker is needed".to_owned());
+        }
+        for (name, value, max) in self.bounded_settings() {
+            if let Some(value) = value
+                && value > max
+            {
+                problems.push(format!("{name} = {value} is over its limit of {max}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Durations with their largest accepted value: beyond these a timer or a deadline
+    /// overflows, or a value is truncated.
+    fn bounded_settings(&self) -> [(&'static str, Option<u64>, u64); 15] {
+        [
+            ("drain-secs", Some(self.drain_secs), 3_600),
+            ("ping-interval-ms", self.ping_interval_ms, DAY_MS),
+            ("ping-timeout-ms", self.ping_timeout_ms, DAY_MS),
+            ("connect-timeout-ms", self.connect_timeout_ms, DAY_MS),
+            ("upgrade-timeout-ms", Some(self.upgrade_timeout_ms), DAY_MS),
+            ("forward-timeout-ms", Some(self.forward_timeout_ms), DAY_MS),
+            ("hook-timeout-ms", Some(self.hook_timeout_ms), DAY_MS),
+            (
+                "socket-event-window-ms",
+                Some(self.socket_event_window_ms),
+                DAY_MS,
+            ),
+            (
+                "user-message-window-ms",
+                Some(self.user_message_window_ms),
+                DAY_MS,
+            ),
+            ("jwt-leeway-secs", Some(self.jwt_leeway_secs), 3_600),
+            ("recovery-secs", Some(self.recovery_secs), DAY_SECS),
+            (
+                "retention-connections-days",
+                Some(self.retention_connections_days),
+                MAX_DAYS,
+            ),
+            (
+                "retention-presence-days",
+                Some(self.retention_presence_days),
+                MAX_DAYS,
+            ),
+            (
+                "retention-messages-days",
+                Some(self.retention_messages_days),
+                MAX_DAYS,
+            ),
+            (
+                "webhook-max-age-hours",
+                Some(self.webhook_max_age_hours),
+                MAX_DAYS * 24,
+            ),
+        ]
+    }
+
+    /// The trusted proxies of `--trusted-proxies`.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, String> {
+        TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("trusted-proxies: {e}"))
+    }
+
+    /// The cluster frame keys, when `--cluster-key` is set.
+    pub fn cluster_keys(&self) -> Result<Option<Arc<ClusterKeys>>, String> {
+        self.cluster_key
+            .as_deref()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| {
+                ClusterKeys::parse(k)
+                    .map(Arc::new)
+                    .map_err(|e| format!("cluster-key: {e}"))
+            })
+            .transpose()
     }
 
     /// The backend hooks, when a hook URL is set; an unusable setting is named in the error.
@@ -529,6 +755,7 @@ impl Config {
             socket_window: Duration::from_millis(self.socket_event_window_ms.max(1)),
             max_sockets_per_user: self.max_sockets_per_user,
             max_watches_per_user: self.max_watches_per_user,
+            login_failures_per_ip: self.login_failures_per_ip,
         }
     }
 
@@ -608,6 +835,75 @@ mod tests {
         assert_eq!(
             cfg.allowed_origins(),
             Some(vec!["https://a.io".to_string(), "https://b.io".to_string()])
+        );
+    }
+
+    fn problems(args: &[&str]) -> Vec<String> {
+        let cfg = Config::parse_from(std::iter::once("switchboard").chain(args.iter().copied()));
+        cfg.validate().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn short_api_keys_are_refused() {
+        let short = problems(&["--api-key", "0123456789abcdef0123456789abcde"]);
+        assert_eq!(short.len(), 1, "{short:?}");
+        assert!(short[0].contains("at least 32"), "{short:?}");
+        assert!(problems(&["--api-key", "0123456789abcdef0123456789abcdef"]).is_empty());
+        // An empty key turns the API off, as before.
+        assert!(problems(&["--api-key", ""]).is_empty());
+    }
+
+    #[test]
+    fn cluster_mode_needs_postgres_and_a_configured_key() {
+        let redis = ["--redis-url", "redis://127.0.0.1:6379"];
+        let both = problems(&redis);
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both[0].contains("PostgreSQL"), "{both:?}");
+        assert!(both[1].contains("random secret"), "{both:?}");
+        let pg = ["--database-url", "postgres://u:p@db/sb"];
+        let args = [&redis[..], &pg, &["--jwt-secret", "s"]].concat();
+        assert!(problems(&args).is_empty());
+        let args = [
+            &redis[..],
+            &["--allow-sqlite-cluster", "--jwt-public-key-file", "k.pem"],
+        ]
+        .concat();
+        assert!(problems(&args).is_empty());
+        // Conformance nodes have no database or tokens.
+        assert!(problems(&[&redis[..], &["--conformance"]].concat()).is_empty());
+    }
+
+    #[test]
+    fn durations_that_would_overflow_are_refused() {
+        for (flag, value) in [
+            ("--drain-secs", "18446744073709551615"),
+            ("--retention-presence-days", "4294967296"),
+            ("--webhook-max-age-hours", "18446744073709551615"),
+            ("--ping-interval-ms", "18446744073709551615"),
+        ] {
+            let found = problems(&[flag, value]);
+            assert_eq!(found.len(), 1, "{flag}: {found:?}");
+            assert!(found[0].contains("over its limit"), "{found:?}");
+        }
+        assert_eq!(problems(&["--workers", "0"]).len(), 1);
+        // And the journal's view never truncates to zero.
+        let cfg = Config::parse_from(["switchboard", "--retention-presence-days", "4294967296"]);
+        assert!(cfg.journal().retention_presence > Duration::from_secs(DAY_SECS));
+    }
+
+    #[test]
+    fn the_secret_file_replaces_the_flag() {
+        let file = TempFile::new("from-a-file\n");
+        let mut cfg = Config::parse_from(["switchboard", "--jwt-secret-file", file.path()]);
+        cfg.read_secret_file().expect("a readable file");
+        assert_eq!(cfg.jwt_secret.as_deref(), Some("from-a-file"));
+        let empty = TempFile::new("\n");
+        let mut cfg = Config::parse_from(["switchboard", "--jwt-secret-file", empty.path()]);
+        assert!(cfg.read_secret_file().is_err());
+        assert!(
+            Config::try_parse_from(["switchboard", "--jwt-secret", "a", "--jwt-secret-file", "b"])
+                .is_err(),
+            "the two are exclusive"
         );
     }
 

@@ -29,6 +29,7 @@ use switchboard_actors::session::{InitialTransport, Protocol, Session, SessionIn
 use switchboard_protocol::engineio::{ErrorCode, Revision};
 use tokio::sync::oneshot;
 
+use super::addresses::Crowded;
 use super::deflate::{self, WsDeflate};
 use super::forward::{self, Refusal, Route};
 use super::ws::{WsFraming, WsOptions, WsTransport};
@@ -50,6 +51,8 @@ enum EioError {
     Gone,
     /// The node is draining and takes no new sessions.
     Draining,
+    /// The client's address is over its handshakes or open sessions.
+    Crowded(Crowded),
 }
 
 impl EioError {
@@ -69,6 +72,18 @@ impl EioError {
             EioError::TooLarge => HttpResponse::PayloadTooLarge().finish(),
             EioError::BodyTimeout => HttpResponse::RequestTimeout().finish(),
             EioError::Gone => EioError::Coded(ErrorCode::UnknownSid).response(),
+            EioError::Crowded(why) => HttpResponse::TooManyRequests()
+                .content_type("application/json")
+                .body(
+                    serde_json::json!({
+                        "code": ErrorCode::Forbidden.code(),
+                        "message": match why {
+                            Crowded::Handshakes => "Too many handshakes from this address",
+                            Crowded::Sessions => "Too many sessions from this address",
+                        },
+                    })
+                    .to_string(),
+                ),
             EioError::Draining => HttpResponse::ServiceUnavailable()
                 .insert_header((header::RETRY_AFTER, "1"))
                 .content_type("application/json")
@@ -236,6 +251,16 @@ async fn open_session(
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(EioError::Draining);
     }
+    let client = state.proxies.client_of(head);
+    let slot = match client.filter(|_| state.addresses.enabled()) {
+        Some(ip) => Some(
+            state
+                .addresses
+                .admit(ip, std::time::Instant::now())
+                .map_err(EioError::Crowded)?,
+        ),
+        None => None,
+    };
     let sid = state.new_sid();
     let session = Session::start_with(SessionInit {
         sid: sid.clone(),
@@ -254,8 +279,10 @@ async fn open_session(
         },
         handshake: HandshakeInfo {
             legacy: query.revision == Revision::V3,
+            remote_addr: client.map(|ip| ip.to_string()),
             ..handshake_info(head, &query.params)
         },
+        slot: slot.map(|slot| Box::new(slot) as Box<dyn Send>),
     });
     state
         .registry
@@ -333,6 +360,11 @@ pub async fn upgrade(
             if origin_ok {
                 state.cors.decorate(head.headers(), response.headers_mut());
             }
+            // Written on the raw stream, past the App's DefaultHeaders.
+            response.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             crate::logging::websocket_access(head, response.status().as_u16());
             let (mut res, body) = Response::from(response).into_parts();
             let body = actix_web::body::to_bytes(body).await.unwrap_or_default();
@@ -508,7 +540,10 @@ async fn poll_post(
     Ok(HttpResponse::Ok().content_type("text/html").body("ok"))
 }
 
-/// The CORS policy: any origin, or an allow-list.
+/// Request headers a browser may send cross-origin (what socket.io-client's polling uses).
+const ALLOWED_HEADERS: &str = "content-type, authorization";
+
+/// The CORS policy: any origin (`*`, never with credentials), or an allow-list.
 #[derive(Debug, Clone)]
 pub struct Cors {
     allowed: Option<Vec<String>>,
@@ -537,8 +572,9 @@ impl Cors {
             header::ACCESS_CONTROL_ALLOW_METHODS,
             "GET,HEAD,PUT,PATCH,POST,DELETE",
         ));
-        if let Some(h) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-            res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone()));
+        // A fixed list, never an echo of what the request asks for.
+        if headers.contains_key(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS));
         }
         res.finish()
     }

@@ -2,6 +2,7 @@
 //! and the forwarding of requests for sessions that live on another node; compression of polling
 //! answers (`compress`) and websocket messages (`deflate`).
 
+pub mod addresses;
 pub mod compress;
 pub mod deflate;
 pub mod engineio;

@@ -250,6 +250,8 @@ export async function startCluster({ nodes = 3, prefix = "", name = "cluster", f
       API_KEY,
       "--database-url",
       dbUrl,
+      // One shared SQLite file on one host: the case the refusal of SQLite clusters allows.
+      ...(dbUrl.startsWith("sqlite:") ? ["--allow-sqlite-cluster"] : []),
       ...(prefix ? ["--redis-prefix", prefix] : []),
       ...flags,
     ];

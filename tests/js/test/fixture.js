@@ -395,14 +395,14 @@ export function sessionsBecome(url, n, { timeout = 5_000 } = {}) {
  * (ms since the socket was created) in `trace`, for failure messages.
  */
 export class RawWs {
-  constructor(url, { path: p = "/socket.io/", query = "EIO=4&transport=websocket" } = {}) {
+  constructor(url, { path: p = "/socket.io/", query = "EIO=4&transport=websocket", wsOptions } = {}) {
     this.t0 = Date.now();
     this.trace = [];
     this.frames = [];
     this.waiters = [];
     this.closed = null; // {code, reason, at}
     this.autoPong = false;
-    this.ws = new WebSocket(`${url.replace(/^http/, "ws")}${p}?${query}`);
+    this.ws = new WebSocket(`${url.replace(/^http/, "ws")}${p}?${query}`, wsOptions);
     this.ws.on("message", (data, isBinary) => {
       const text = isBinary ? null : data.toString("utf8");
       const at = this.elapsed();

@@ -6,8 +6,8 @@
 
 import { describe, test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { closeAll } from "./fixture.js";
-import { startProductNode, connectUser, userSocket, connectAuthed, expectConnectError, ack, uid, safeJson } from "./product-fixture.js";
+import { closeAll, RawWs } from "./fixture.js";
+import { startProductNode, connectUser, userSocket, connectAuthed, expectConnectError, ack, uid, safeJson, token } from "./product-fixture.js";
 import { startCluster } from "./cluster-fixture.js";
 
 const T = { timeout: 60_000 };
@@ -106,5 +106,174 @@ describe("per-user socket limit across a cluster", T, () => {
     await expectTooMany(userSocket(n3, u, { device: "tablet" }));
     const other = await connectUser(n3, uid("other"));
     assert.equal(other.connected, true);
+  });
+});
+
+// Logins (issue #17, finding 1): each CONNECT costs a token check, so a connection is closed
+// after 3 refused logins (close reason login_refused) and after 8 CONNECTs without a login,
+// and one address gets SWITCHBOARD_LOGIN_FAILURES_PER_IP refused logins a minute; past them its
+// CONNECTs are refused unchecked with too_many_attempts, and every other address logs in.
+describe("logins", T, () => {
+  let node;
+  before(async () => {
+    node = await startProductNode({ name: "logins", nodeId: "logins-node", flags: ["--login-failures-per-ip", "5", "--max-sockets-per-user", "1"] });
+  });
+  after(async () => {
+    await node?.stop();
+  });
+  afterEach(() => closeAll());
+
+  /** A raw websocket session that sent its open packet. */
+  async function rawSession(localAddress = "127.0.0.1") {
+    const ws = new RawWs(node.url, { wsOptions: { localAddress } });
+    await ws.open();
+    return ws;
+  }
+
+  test("a connection is closed after three refused logins (login_refused); the refusals are answered first", async () => {
+    const ws = await rawSession();
+    for (let i = 0; i < 3; i++) {
+      ws.send(`40${JSON.stringify({ token: `bad-token-${i}` })}`);
+      const refusal = await ws.nextText((t) => t.startsWith("44"));
+      assert.deepEqual(JSON.parse(refusal.slice(2)), { message: "auth_failed", data: { reason: "malformed" } });
+    }
+    const closed = await ws.waitClosed(5_000);
+    assert.ok(closed, `closed after the third refusal\n${ws.traceText()}`);
+    assert.equal(closed.reason, "login_refused", ws.traceText());
+    ws.close();
+  });
+
+  test("past the address's budget a valid token is refused too (too_many_attempts), the connection closed; other addresses log in", async () => {
+    // 5 failures allowed a minute; the first test spent 3 of them from 127.0.0.1.
+    for (let i = 0; i < 2; i++) {
+      const ws = await rawSession();
+      ws.send(`40${JSON.stringify({ token: "bad" })}`);
+      await ws.nextText((t) => t.startsWith("44"));
+      ws.close();
+    }
+    const ws = await rawSession();
+    ws.send(`40${JSON.stringify({ token: token(uid("valid")) })}`);
+    const refusal = await ws.nextText((t) => t.startsWith("44"));
+    assert.deepEqual(JSON.parse(refusal.slice(2)), { message: "auth_failed", data: { reason: "too_many_attempts" } }, ws.traceText());
+    assert.equal((await ws.waitClosed(5_000))?.reason, "login_refused", ws.traceText());
+    ws.close();
+
+    // Another loopback address has its own budget.
+    const other = await rawSession("127.0.0.2");
+    other.send(`40${JSON.stringify({ token: token(uid("elsewhere")) })}`);
+    const answer = await other.nextText((t) => t.startsWith("40") || t.startsWith("44"));
+    assert.ok(answer.startsWith("40{"), `connected from 127.0.0.2: ${other.traceText()}`);
+    other.close();
+  });
+
+  test("a connection that keeps sending CONNECTs without logging in is closed after eight", async () => {
+    // Refusals that are not login failures (the user has its one socket) leave only the
+    // CONNECT budget to close the connection.
+    // From an address the tests above did not spend the budget of.
+    const u = uid("busy");
+    const first = await rawSession("127.0.0.3");
+    first.send(`40${JSON.stringify({ token: token(u) })}`);
+    assert.ok((await first.nextText((t) => t.startsWith("4"))).startsWith("40{"), first.traceText());
+    const ws = await rawSession("127.0.0.3");
+    for (let i = 0; i < 8; i++) {
+      ws.send(`40${JSON.stringify({ token: token(u) })}`);
+      const refusal = await ws.nextText((t) => t.startsWith("44"));
+      assert.equal(JSON.parse(refusal.slice(2)).data?.reason, "too_many_sockets", ws.traceText());
+    }
+    ws.send(`40${JSON.stringify({ token: token(u) })}`);
+    const closed = await ws.waitClosed(5_000);
+    assert.equal(closed?.reason, "login_refused", ws.traceText());
+    ws.close();
+    first.close();
+  });
+});
+
+// Storage (issue #17, finding 10): a user's message text per UTC day is capped
+// (SWITCHBOARD_USER_DAILY_MESSAGE_BYTES); past it message:send is rate_limited until midnight.
+describe("daily message bytes", T, () => {
+  let node;
+  before(async () => {
+    node = await startProductNode({ name: "quota", nodeId: "quota-node", flags: ["--user-daily-message-bytes", "100"] });
+  });
+  after(async () => {
+    await node?.stop();
+  });
+  afterEach(() => closeAll());
+
+  test("a user's 100 bytes a day: 60 stored, 60 more refused rate_limited until midnight UTC, 40 fit; other users unaffected", async () => {
+    const a = await connectUser(node, uid("writer"));
+    const to = uid("reader");
+    const ok = await ack(a, "message:send", { to, text: "x".repeat(60) });
+    assert.equal(ok?.ok, true, safeJson(ok));
+    const refused = await ack(a, "message:send", { to, text: "y".repeat(60) });
+    assert.equal(refused?.error?.code, "rate_limited", safeJson(refused));
+    const untilMidnight = 86_400_000 - (Date.now() % 86_400_000);
+    assert.ok(Math.abs(refused.error.retryAfterMs - untilMidnight) < 60_000, `retryAfterMs ${refused.error.retryAfterMs} vs ${untilMidnight}`);
+    assert.equal((await ack(a, "message:send", { to, text: "z".repeat(40) }))?.ok, true, "the refused bytes were not counted");
+    const b = await connectUser(node, uid("other-writer"));
+    assert.equal((await ack(b, "message:send", { to, text: "w".repeat(60) }))?.ok, true);
+  });
+});
+
+// Per-address limits (issue #17, finding 11): handshakes per minute and open sessions per
+// client address (SWITCHBOARD_HANDSHAKES_PER_IP_PER_MIN, SWITCHBOARD_MAX_SESSIONS_PER_IP),
+// answered 429; the address is the peer's, or behind SWITCHBOARD_TRUSTED_PROXIES the last
+// untrusted one in X-Forwarded-For.
+describe("per-address limits", T, () => {
+  const nodes = [];
+  after(async () => {
+    for (const n of nodes) await n.stop();
+  });
+
+  async function handshake(node, headers = {}) {
+    const res = await fetch(`${node.url}/socket.io/?EIO=4&transport=polling`, { headers });
+    const body = await res.text();
+    return { status: res.status, body, sid: res.status === 200 ? JSON.parse(body.slice(1)).sid : null };
+  }
+
+  test("open sessions per address: the fourth handshake is 429 (code 4), a forged X-Forwarded-For does not help, a closed session frees its place", async () => {
+    const node = await startProductNode({ name: "addr-sessions", nodeId: "addr-sessions", flags: ["--max-sessions-per-ip", "3"] });
+    nodes.push(node);
+    const open = [];
+    for (let i = 0; i < 3; i++) {
+      const h = await handshake(node);
+      assert.equal(h.status, 200, h.body);
+      open.push(h.sid);
+    }
+    const refused = await handshake(node, { "x-forwarded-for": "203.0.113.9" });
+    assert.equal(refused.status, 429, refused.body);
+    assert.deepEqual(JSON.parse(refused.body), { code: 4, message: "Too many sessions from this address" });
+    // The client's own close packet ends one session.
+    const res = await fetch(`${node.url}/socket.io/?EIO=4&transport=polling&sid=${open[0]}`, { method: "POST", body: "1" });
+    assert.equal(res.status, 200);
+    let again;
+    for (let i = 0; i < 50 && again?.status !== 200; i++) {
+      again = await handshake(node);
+      if (again.status !== 200) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(again.status, 200, "a closed session gives its place back");
+  });
+
+  test("handshakes per minute per address: the sixth is 429", async () => {
+    const node = await startProductNode({ name: "addr-rate", nodeId: "addr-rate", flags: ["--handshakes-per-ip-per-min", "5"] });
+    nodes.push(node);
+    for (let i = 0; i < 5; i++) assert.equal((await handshake(node)).status, 200, `handshake ${i}`);
+    const refused = await handshake(node);
+    assert.equal(refused.status, 429);
+    assert.equal(JSON.parse(refused.body).message, "Too many handshakes from this address");
+  });
+
+  test("behind a trusted proxy each client named in X-Forwarded-For has its own count", async () => {
+    const node = await startProductNode({
+      name: "addr-proxy",
+      nodeId: "addr-proxy",
+      flags: ["--max-sessions-per-ip", "1", "--trusted-proxies", "127.0.0.0/8"],
+    });
+    nodes.push(node);
+    // What the client wrote (first) is not believed; the proxy's own entry (last) is.
+    const as = (ip) => ({ "x-forwarded-for": `6.6.6.6, ${ip}` });
+    assert.equal((await handshake(node, as("203.0.113.1"))).status, 200);
+    assert.equal((await handshake(node, as("203.0.113.1"))).status, 429);
+    assert.equal((await handshake(node, as("203.0.113.2"))).status, 200);
   });
 });

@@ -55,6 +55,7 @@ const CONTRACT = [
   ["journal_dropped", "counter", []],
   ["journal_flush_seconds", "histogram", []],
   ["database_up", "gauge", []],
+  ["database_checks", "counter", []],
   ["actor_mailbox_depth", "gauge", ["actor"]],
   ["actor_instances", "gauge", ["actor"]],
   ["actor_messages", "counter", ["actor", "message"]],

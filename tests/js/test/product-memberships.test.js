@@ -26,7 +26,7 @@ import { startProductNode, connectUser, token, ack, api, assertStatus, uid, safe
 
 const execFileP = promisify(execFile);
 const T = { timeout: 60_000 };
-const KEY = "memberships-api-key";
+const KEY = "memberships-api-key-0123456789abcdef";
 const PG_SERVER = process.env.SWITCHBOARD_TEST_POSTGRES_URL || "postgres://postgres@127.0.0.1:5432/postgres";
 /** How long to listen for a room:msg that must not come. */
 const QUIET_MS = 500;

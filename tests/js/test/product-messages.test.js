@@ -68,6 +68,24 @@ describe("message:send", T, () => {
     assert.equal(b2.log.count("message:received"), 1, trace());
   });
 
+  test("clientMsgId: a retry is answered with the first messageId (duplicate: true) and delivered once; a bad one is invalid_payload", async () => {
+    const { alice, bob, a1, b1 } = await pairOfUsers();
+    const cid = `cid-${Date.now()}`;
+    const first = await ack(a1, "message:send", { to: bob, text: "once", clientMsgId: cid });
+    assert.equal(first?.ok, true, safeJson(first));
+    assert.equal(first.duplicate, undefined, safeJson(first));
+    const retry = await ack(a1, "message:send", { to: bob, text: "once", clientMsgId: cid });
+    assert.deepEqual(retry, { ok: true, messageId: first.messageId, createdAt: first.createdAt, duplicate: true });
+    await b1.log.next("message:received");
+    await b1.log.none("message:received", 500, { why: "the retry is not delivered again" });
+    const synced = await ack(b1, "message:sync", { after: first.messageId - 1 });
+    assert.deepEqual(synced.messages.map((m) => [m.messageId, m.from, m.text]), [[first.messageId, alice, "once"]]);
+    for (const bad of ["", "a\u0007b", "x".repeat(256), 42]) {
+      const res = await ack(a1, "message:send", { to: bob, text: "x", clientMsgId: bad });
+      assert.equal(res?.error?.code, "invalid_payload", `clientMsgId ${safeJson(bad)}: ${safeJson(res)}`);
+    }
+  });
+
   test("messageIds increase with every message (and across senders)", async () => {
     const { bob, alice, a1, b1 } = await pairOfUsers();
     const ids = [];

@@ -7,7 +7,7 @@ import { closeAll } from "./fixture.js";
 import { startProductNode, connectUser, token, ack, api, assertStatus, uid, safeJson, traces, assertDmWorks, eventually } from "./product-fixture.js";
 
 const T = { timeout: 30_000 };
-const KEY = "rooms-api-key";
+const KEY = "rooms-api-key-0123456789abcdef-rooms";
 let node;
 before(async () => {
   node = await startProductNode({ name: "rooms", nodeId: "rooms-node", flags: ["--api-key", KEY] });

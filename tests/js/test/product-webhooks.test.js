@@ -29,7 +29,7 @@ import { startProductNode, connectUser, token, ack, api, assertStatus, uid, safe
 import { startBackend, TEST_BACKEND, HOOK_SECRET, verifySignature } from "./backend-fixture.js";
 
 const T = { timeout: 120_000 };
-const KEY = "webhooks-api-key";
+const KEY = "webhooks-api-key-0123456789abcdef-wh";
 const DOWN_MS = 10_000;
 /** Receiving everything after the receiver is back: the backoff doubles up to 60 s, so after a
  * 10 s outage the next attempt comes at most ~16 s later. Generous. */

@@ -36,7 +36,7 @@ import {
 } from "./product-fixture.js";
 import { startCluster } from "./cluster-fixture.js";
 
-const KEY = "recovery-tests-api-key";
+const KEY = "recovery-tests-api-key-0123456789abcdef";
 const T = { timeout: 60_000 };
 const SUITE = { timeout: 300_000 };
 /** Pause between two sends of the background senders. */

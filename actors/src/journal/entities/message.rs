@@ -20,6 +20,9 @@ pub struct Model {
     pub body: String,
     /// Commit time.
     pub created_at: DateTimeUtc,
+    /// The client's id for the send, unique per sender (a retry finds the first row).
+    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    pub client_msg_id: Option<String>,
 }
 
 /// No relations: users live in the application's database.

@@ -1,0 +1,216 @@
+"""The python-socketio client against the built binary in product mode.
+
+A node is started on a loopback port with an HS256 secret; python clients connect with tokens
+minted here (stdlib hmac, as a backend would), send `signal`s and `room:emit`s whose data holds
+`bytes`, and the receiving python client must get identical `bytes` — over websocket and over
+polling. Bytes sent by Node's socket.io-client (tests/js) must reach a python client intact too.
+
+Environment: SWITCHBOARD_BIN (default: <repo>/target/debug/switchboard).
+"""
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import queue
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import socketio
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+BIN = os.environ.get("SWITCHBOARD_BIN") or str(ROOT / "target" / "debug" / "switchboard")
+SECRET = "switchboard-python-tests-secret-0123456789"
+_ids = itertools.count(1)
+
+
+def uid(prefix):
+    """A fresh id, so tests sharing the node never share users or rooms (or rate limits)."""
+    return f"{prefix}-{os.getpid()}-{next(_ids)}"
+
+
+def bytes_of(n, seed):
+    """Same formula as the JS tests' bytes(): (i * 31 + seed) % 256."""
+    return bytes((i * 31 + seed) % 256 for i in range(n))
+
+
+def b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def token(sub, **extra):
+    """HS256 JWT for `sub`, valid for an hour."""
+    now = int(time.time())
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"sub": sub, "iat": now, "exp": now + 3600, **extra}).encode())
+    sig = hmac.new(SECRET.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{b64url(sig)}"
+
+
+@pytest.fixture(scope="module")
+def node():
+    """One product-mode node on 127.0.0.1:<free port>; its URL. Fails if it dies during the tests."""
+    assert os.path.exists(BIN), f"switchboard binary not found at {BIN} (build it or set SWITCHBOARD_BIN)"
+    # No stray SWITCHBOARD_* setting of ours may change the node; its scratch dir holds its SQLite file.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    with tempfile.TemporaryDirectory(prefix="switchboard-python-") as cwd:
+        proc = subprocess.Popen(
+            [BIN, "--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--node-id", "python-node"],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines = []
+        found = queue.Queue()
+
+        def read():
+            # Drains the pipe for the node's whole life, so it never blocks on a full pipe.
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("message") == "listening":
+                    found.put(rec["addr"])
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            addr = found.get(timeout=15)
+        except queue.Empty:
+            proc.kill()
+            pytest.fail("node did not log `listening`:\n" + "\n".join(lines[-50:]))
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", addr), addr
+        try:
+            yield f"http://{addr}"
+        finally:
+            alive = proc.poll() is None
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            assert alive, "the node died during the tests:\n" + "\n".join(lines[-50:])
+
+
+class Client:
+    """A python-socketio client whose every received event goes to a queue."""
+
+    def __init__(self, url, user, transport, **claims):
+        self.user = user
+        self.events = queue.Queue()
+        self.errors = []
+        self.sio = socketio.Client(reconnection=False)
+        self.sio.on("*", lambda event, *args: self.events.put((event, args)))
+        self.sio.on("connect_error", lambda data=None: self.errors.append(("connect_error", data)))
+        self.sio.on("disconnect", lambda *a: self.errors.append(("disconnect", a)))
+        self.sio.connect(url, auth={"token": token(user, **claims)}, transports=[transport], wait_timeout=10)
+        event, args = self.next("authenticated")
+        assert args[0]["userId"] == user
+        assert self.sio.transport() == transport
+
+    def next(self, name, timeout=5):
+        """The next event named `name` (others before it are dropped): (event, args)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.user}: no {name!r} within {timeout} s; errors {self.errors}")
+            try:
+                event, args = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if event == name:
+                return event, args
+
+    def call(self, event, data):
+        return self.sio.call(event, data, timeout=5)
+
+    def close(self):
+        assert self.errors == [], f"{self.user}: session errors {self.errors}"
+        self.sio.disconnect()
+
+
+def assert_payload(data, n):
+    """The payload made by payload(n), with every binary part as identical `bytes`."""
+    assert data["n"] == n
+    for got, want in [
+        (data["blob"], bytes_of(3000, n)),
+        (data["parts"][0], bytes_of(1, 200)),
+        (data["parts"][2]["deep"], bytes_of(100, n + 1)),
+        (data["empty"], b""),
+    ]:
+        assert isinstance(got, bytes), f"binary arrives as bytes, got {type(got).__name__}: {got!r:.100}"
+        assert got == want
+    assert data["parts"][1] == "text"
+
+
+def payload(n):
+    return {
+        "n": n,
+        "blob": bytes_of(3000, n),
+        "parts": [bytes_of(1, 200), "text", {"deep": bytes_of(100, n + 1)}],
+        "empty": b"",
+    }
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_signal_carries_bytes_between_python_clients(node, transport):
+    ua, ub = uid("pya"), uid("pyb")
+    a = Client(node, ua, transport)
+    b = Client(node, ub, transport)
+    assert a.call("signal", {"to": ub, "data": payload(1)}) == {"ok": True}
+    _, (msg, *_) = b.next("signal")
+    assert msg["from"] == ua
+    assert_payload(msg["data"], 1)
+    assert b.call("signal", {"to": ua, "data": payload(2)}) == {"ok": True}
+    _, (msg, *_) = a.next("signal")
+    assert msg["from"] == ub
+    assert_payload(msg["data"], 2)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_room_emit_carries_bytes_to_every_member(node, transport):
+    room = uid("pyroom")
+    members = [Client(node, uid(f"pym{i}"), transport, rooms=[room]) for i in range(2)]
+    assert members[0].call("room:emit", {"room": room, "data": payload(3)}) == {"ok": True}
+    for m in members:
+        # room:msg is recoverable: its recovery offset comes as a last, extra argument.
+        _, (msg, *_) = m.next("room:msg")
+        assert msg["room"] == room and msg["from"] == members[0].user
+        assert_payload(msg["data"], 3)
+    for m in members:
+        m.close()
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_bytes_from_a_node_client_arrive_intact(node, transport):
+    u, sender = uid("pyrecv"), uid("nodesend")
+    c = Client(node, u, transport)
+    run = subprocess.run(
+        ["node", str(HERE / "node_send.mjs"), node, token(sender), u, "5", "2048", "9", "77", "websocket"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, f"node sender failed: {run.stdout}{run.stderr}"
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {"ok": True}
+    _, (msg, *_) = c.next("signal")
+    assert msg["from"] == sender
+    assert msg["data"]["text"] == "from node"
+    assert isinstance(msg["data"]["buf"], bytes) and msg["data"]["buf"] == bytes_of(2048, 5)
+    assert isinstance(msg["data"]["ab"], bytes) and msg["data"]["ab"] == bytes_of(77, 9)
+    c.close()
