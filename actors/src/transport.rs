@@ -362,7 +362,10 @@ mod queue_tests {
     #[test]
     fn the_queue_is_bounded_in_frames_and_in_bytes_and_empties_when_taken() {
         let (out, rx) = ws_out(3, 100);
-        assert!(out.try_send(frame(150)).is_ok(), "a lone frame is always taken");
+        assert!(
+            out.try_send(frame(150)).is_ok(),
+            "a lone frame is always taken"
+        );
         assert!(matches!(out.try_send(frame(1)), Err(SendError::Full(_))));
         let waker = futures_util::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);

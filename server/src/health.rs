@@ -174,8 +174,15 @@ mod tests {
         assert_eq!(down.observe(false, t0), None);
         assert_eq!(down.observe(true, t0), Some(Duration::ZERO));
         let later = t0 + REDIS_GRACE + Duration::from_secs(1);
-        assert_eq!(down.observe(true, later), Some(REDIS_GRACE + Duration::from_secs(1)));
-        assert_eq!(down.observe(false, later), None, "back up: the clock resets");
+        assert_eq!(
+            down.observe(true, later),
+            Some(REDIS_GRACE + Duration::from_secs(1))
+        );
+        assert_eq!(
+            down.observe(false, later),
+            None,
+            "back up: the clock resets"
+        );
         assert_eq!(down.observe(true, later), Some(Duration::ZERO));
     }
 

@@ -44,6 +44,8 @@ use tracing_actix_web::TracingLogger;
 
 pub use config::Config;
 use transport::addresses::{AddressLimits, TrustedProxies};
+use transport::compress::HttpCompression;
+use transport::deflate::WsDeflateConfig;
 use transport::engineio::{self, Cors};
 use transport::forward::{self, Forwarder};
 
@@ -75,6 +77,12 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Cluster mode with forwarding on: where requests for other nodes' sessions go.
     pub forward: Option<Forwarder>,
+    /// How polling answers are compressed.
+    pub http_compression: HttpCompression,
+    /// Whether websockets may use permessage-deflate, and from what size.
+    pub ws_deflate: WsDeflateConfig,
+    /// The most a compressed websocket message may inflate to.
+    pub max_inflated: usize,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub proxies: TrustedProxies,
     /// Handshakes and open sessions per client address.
@@ -251,6 +259,10 @@ pub async fn run(
         draining: AtomicBool::new(false),
         forward,
         redis_down: health::DownSince::default(),
+        http_compression: config.http_compression(),
+        ws_deflate: config.ws_deflate(),
+        // An inflated message is held whole: no bigger than an event or a plain message.
+        max_inflated: config.max_event_bytes.min(config.max_payload),
         proxies: config.trusted_proxies().map_err(StartError::Settings)?,
         addresses: AddressLimits::new(config.handshakes_per_ip_per_min, config.max_sessions_per_ip),
     });

@@ -67,7 +67,7 @@ enum Kind {
 
 impl Kind {
     fn of(arg: &Arg) -> Kind {
-        if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
+        if super::is_on_off(arg) {
             return Kind::Bool;
         }
         let ty = arg.get_value_parser().type_id();

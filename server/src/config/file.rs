@@ -166,7 +166,7 @@ fn find<'a>(command: &'a Command, key: &str) -> Option<&'a Arg> {
 /// settings take strings and numbers (which their parser then checks), and a list where the
 /// flag may repeat.
 fn raw_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
-    let on_off = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
+    let on_off = super::is_on_off(arg);
     match value {
         toml::Value::Array(items) if matches!(arg.get_action(), ArgAction::Append) => {
             items.iter().map(|item| scalar(item, on_off)).collect()

@@ -27,6 +27,9 @@ use switchboard_actors::signing::ClusterKeys;
 use crate::transport::addresses::TrustedProxies;
 use switchboard_actors::webhooks::WebhooksConfig;
 
+use crate::transport::compress::HttpCompression;
+use crate::transport::deflate::WsDeflateConfig;
+
 mod effective;
 mod file;
 
@@ -46,6 +49,13 @@ const ACTIONS: &str = "Actions";
 
 /// The id of `--config` (the field name), which a file cannot set.
 const CONFIG_ID: &str = "config";
+
+/// Whether `arg` is on or off: a plain flag, or one that takes `true`/`false` (for settings
+/// that are on by default).
+fn is_on_off(arg: &Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse)
+        || arg.get_value_parser().type_id() == std::any::TypeId::of::<bool>()
+}
 
 /// Whether `arg` is a setting (and so a file key): every option but `--config`, the actions,
 /// `--help` and `--version`.
@@ -125,6 +135,36 @@ pub struct Config {
     /// `slow_client` (a single larger frame is still sent).
     #[arg(long, env = "SWITCHBOARD_MAX_BUFFERED_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_buffered_bytes: usize,
+
+    /// Compress polling answers of at least `--http-compression-threshold` bytes with gzip or
+    /// deflate, as the request's `Accept-Encoding` allows (`--http-compression=false`: never).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HTTP_COMPRESSION",
+        default_value_t = true,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub http_compression: bool,
+
+    /// Smallest polling answer that is compressed, in bytes.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HTTP_COMPRESSION_THRESHOLD",
+        default_value_t = 1024
+    )]
+    pub http_compression_threshold: usize,
+
+    /// Accept websocket permessage-deflate (RFC 7692, without context takeover) when the client
+    /// offers it; a received message may inflate to at most `--max-event-bytes` (and
+    /// `--max-payload`), else the socket is closed (1009).
+    #[arg(long, env = "SWITCHBOARD_WS_DEFLATE")]
+    pub ws_deflate: bool,
+
+    /// Smallest websocket message sent compressed when permessage-deflate is on, in bytes.
+    #[arg(long, env = "SWITCHBOARD_WS_DEFLATE_THRESHOLD", default_value_t = 1024)]
+    pub ws_deflate_threshold: usize,
 
     /// Also accept Engine.IO v3 / Socket.IO v2 clients (`EIO=3`, socket.io-client 1.x and 2.x,
     /// like socket.io's `allowEIO3`); when off they get 400 "Unsupported protocol version".
@@ -725,6 +765,22 @@ impl Config {
         }
     }
 
+    /// How polling answers are compressed.
+    pub fn http_compression(&self) -> HttpCompression {
+        HttpCompression {
+            enabled: self.http_compression,
+            threshold: self.http_compression_threshold,
+        }
+    }
+
+    /// Whether and how websockets may use permessage-deflate.
+    pub fn ws_deflate(&self) -> WsDeflateConfig {
+        WsDeflateConfig {
+            enabled: self.ws_deflate,
+            threshold: self.ws_deflate_threshold,
+        }
+    }
+
     /// The CORS allow-list; `None` means any origin.
     pub fn allowed_origins(&self) -> Option<Vec<String>> {
         let list: Vec<String> = self
@@ -914,6 +970,59 @@ mod tests {
             Err(other) => panic!("expected a settings error, got {other:?}"),
             Ok(loaded) => panic!("expected a settings error, got {:?}", loaded.config),
         }
+    }
+
+    #[test]
+    fn compression_settings_from_flags_and_file() {
+        let cfg = load(&[]).expect("defaults").config;
+        assert_eq!(
+            cfg.http_compression(),
+            HttpCompression {
+                enabled: true,
+                threshold: 1024
+            }
+        );
+        assert_eq!(
+            cfg.ws_deflate(),
+            WsDeflateConfig {
+                enabled: false,
+                threshold: 1024
+            }
+        );
+        let cfg = load(&["--http-compression=false", "--ws-deflate"])
+            .expect("flags")
+            .config;
+        assert!(!cfg.http_compression().enabled);
+        assert!(cfg.ws_deflate().enabled);
+        assert!(
+            load(&["--http-compression"])
+                .expect("bare")
+                .config
+                .http_compression
+        );
+        assert!(load(&["--http-compression=maybe"]).is_err());
+        let loaded = load_file(
+            "http-compression = false\nhttp-compression-threshold = 10\nws-deflate = true\n\
+             ws-deflate-threshold = 20\n",
+            &[],
+        )
+        .expect("a valid file");
+        let cfg = &loaded.config;
+        assert_eq!(
+            (cfg.http_compression, cfg.http_compression_threshold),
+            (false, 10)
+        );
+        assert_eq!((cfg.ws_deflate, cfg.ws_deflate_threshold), (true, 20));
+        // --print-config writes it back as a TOML boolean.
+        let printed = loaded.effective.to_string();
+        assert!(printed.contains("http-compression = false"), "{printed}");
+        // The flag wins over the file.
+        let cfg = load_file("http-compression = false\n", &["--http-compression=true"])
+            .expect("file and flag")
+            .config;
+        assert!(cfg.http_compression);
+        let why = settings_error(load_file("http-compression = \"off\"\n", &[]));
+        assert!(why.contains("http-compression"), "{why}");
     }
 
     #[test]

@@ -30,8 +30,9 @@ use switchboard_protocol::engineio::{ErrorCode, Revision};
 use tokio::sync::oneshot;
 
 use super::addresses::Crowded;
+use super::deflate::{self, WsDeflate};
 use super::forward::{self, Refusal, Route};
-use super::ws::{WsFraming, WsTransport};
+use super::ws::{WsFraming, WsOptions, WsTransport};
 use crate::AppState;
 
 /// How long a polling POST body may take to arrive (Node: httpRequestBodyTimeout).
@@ -194,11 +195,11 @@ async fn serve(
         None => {
             let session = open_session(req.head(), &query, state, kind).await?;
             // The session queued its open packet: the first GET carries it.
-            return poll_get(&session, query.revision).await;
+            return poll_get(req, state, &session, query.revision).await;
         }
     };
     match *req.method() {
-        Method::GET => poll_get(&session, query.revision).await,
+        Method::GET => poll_get(req, state, &session, query.revision).await,
         Method::POST => poll_post(req, payload, state, &session, query.revision).await,
         _ => Err(EioError::Coded(ErrorCode::BadRequest)),
     }
@@ -377,7 +378,25 @@ pub async fn upgrade(
         }
     };
     crate::logging::websocket_access(head, StatusCode::SWITCHING_PROTOCOLS.as_u16());
-    let (res, _) = ws::handshake_response(head).finish().into_parts();
+    let mut answer = ws::handshake_response(head);
+    let deflate = state.ws_deflate.enabled.then(|| {
+        let offers = head
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .filter_map(|v| v.to_str().ok());
+        deflate::negotiate(offers)
+    });
+    let deflate = match deflate.flatten() {
+        Some(accepted) => {
+            answer.insert_header((header::SEC_WEBSOCKET_EXTENSIONS, accepted));
+            Some(WsDeflate {
+                threshold: state.ws_deflate.threshold,
+                max_inflated: state.max_inflated,
+            })
+        }
+        None => None,
+    };
+    let (res, _) = answer.finish().into_parts();
     // On failure the Session's websocket never attaches: its handshake timeout ends it.
     framed
         .send(h1::Message::Item((res, BodySize::None)))
@@ -389,9 +408,13 @@ pub async fn upgrade(
         parts.read_buf,
         session,
         upgrading,
-        framing,
-        session_config.max_payload,
-        session_config.max_buffered_frames,
+        WsOptions {
+            framing,
+            deflate,
+            max_payload: session_config.max_payload,
+            mailbox: session_config.max_buffered_frames,
+            mailbox_bytes: session_config.max_buffered_bytes,
+        },
     ));
     Ok(())
 }
@@ -424,7 +447,12 @@ async fn open_websocket(
     }
 }
 
-async fn poll_get(session: &SessionPort, revision: Revision) -> Result<HttpResponse, EioError> {
+async fn poll_get(
+    req: &HttpRequest,
+    state: &AppState,
+    session: &SessionPort,
+    revision: Revision,
+) -> Result<HttpResponse, EioError> {
     let (reply, body) = oneshot::channel();
     session
         .send(ToSession::PollGet(PollGet { reply }))
@@ -442,10 +470,26 @@ async fn poll_get(session: &SessionPort, revision: Revision) -> Result<HttpRespo
     } else {
         "text/plain; charset=UTF-8"
     };
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    response
         .content_type(content_type)
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(body.body))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    let compression = state.http_compression;
+    if compression.enabled {
+        // The answer depends on Accept-Encoding even when this one is sent as it is.
+        response.insert_header((header::VARY, "Accept-Encoding"));
+    }
+    if let Some(coding) = compression.coding_for(req.headers(), body.body.len()) {
+        match coding.encode(&body.body) {
+            Ok(packed) => {
+                response.insert_header((header::CONTENT_ENCODING, coding.name()));
+                return Ok(response.body(packed));
+            }
+            // Writing to memory does not fail; if it did, the plain body is still right.
+            Err(err) => tracing::warn!(%err, "compressing a polling answer failed"),
+        }
+    }
+    Ok(response.body(body.body))
 }
 
 async fn poll_post(
@@ -551,7 +595,8 @@ impl Cors {
                     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                     HeaderValue::from_static("true"),
                 );
-                response.insert(header::VARY, HeaderValue::from_static("Origin"));
+                // Appended: a compressed answer also varies on Accept-Encoding.
+                response.append(header::VARY, HeaderValue::from_static("Origin"));
             }
             (Some(_), None) => {}
         }

@@ -10,6 +10,10 @@
 //! The transport also owns the Engine.IO revision's websocket framing ([`WsFraming`]): a v3
 //! binary message carries its type byte, or travels as base64 text, while the Session and the
 //! fan-out deal in v4 frames only.
+//!
+//! With permessage-deflate negotiated ([`WsDeflate`]) it compresses messages from the threshold
+//! up and inflates the client's compressed ones: the compressed message is bounded by
+//! maxPayload (the codec's and the reassembly's cap), the inflated one by `max_inflated`.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -18,7 +22,9 @@ use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::Duration;
 
-use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, Message, ProtocolError};
+use actix_http::ws::{
+    CloseCode, CloseReason, Codec, Frame, Item, Message, OpCode, Parser, ProtocolError,
+};
 use actix_rt::net::TcpStream;
 use bytes::{Buf, Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
@@ -33,12 +39,16 @@ use switchboard_protocol::engineio::{self, Packet, v3};
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
+use super::deflate::{self, InflateError, WsDeflate};
+
 /// Stop taking frames from the queue while this much is unwritten (the client is not reading).
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Read at least this much at a time.
 const READ_CHUNK: usize = 4 * 1024;
 /// How long a closing websocket waits for its last bytes to drain and for the client's end.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// RSV1: the frame (the first of its message) is compressed (RFC 7692).
+const RSV1: u8 = 0x40;
 
 /// How Engine.IO packets map to websocket frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +106,14 @@ pub struct WsTransport {
     /// Frames taken from the queue and not yet encoded.
     taken: VecDeque<Metered<WsOutbound>>,
     max_payload: usize,
-    /// A fragmented message being reassembled: (is text, bytes so far).
-    fragments: Option<(bool, BytesMut)>,
+    /// A fragmented message being reassembled: (is text, is compressed, bytes so far).
+    fragments: Option<(bool, bool, BytesMut)>,
     /// The Engine.IO revision's framing.
     framing: WsFraming,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<WsDeflate>,
+    /// The frame at the head of `read` had RSV1 (cleared there, since the codec refuses it).
+    compressed: bool,
 }
 
 /// How the websocket ended.
@@ -117,6 +131,21 @@ enum Ready {
     Readable,
 }
 
+/// How a websocket is served, as its handshake settled it.
+#[derive(Debug, Clone, Copy)]
+pub struct WsOptions {
+    /// The Engine.IO revision's framing.
+    pub framing: WsFraming,
+    /// permessage-deflate, when negotiated.
+    pub deflate: Option<WsDeflate>,
+    /// Engine.IO maxPayload: the largest message, as received.
+    pub max_payload: usize,
+    /// Frames the outbound queue holds.
+    pub mailbox: usize,
+    /// Bytes the outbound queue holds.
+    pub mailbox_bytes: usize,
+}
+
 impl WsTransport {
     /// Serve a websocket whose handshake was just answered; `read` holds any bytes the client
     /// sent after its handshake. `upgrade` when it upgrades a polling session.
@@ -125,11 +154,16 @@ impl WsTransport {
         read: BytesMut,
         session: SessionPort,
         upgrade: bool,
-        framing: WsFraming,
-        max_payload: usize,
-        mailbox: usize,
+        options: WsOptions,
     ) {
-        let (out, queue) = ws_out(mailbox);
+        let WsOptions {
+            framing,
+            deflate,
+            max_payload,
+            mailbox,
+            mailbox_bytes,
+        } = options;
+        let (out, queue) = ws_out(mailbox, mailbox_bytes);
         let mut transport = WsTransport {
             id: next_transport_id(),
             io,
@@ -142,6 +176,8 @@ impl WsTransport {
             max_payload,
             fragments: None,
             framing,
+            deflate,
+            compressed: false,
         };
         metrics::actor_started("ws_transport");
         transport
@@ -251,11 +287,11 @@ impl WsTransport {
             let started = item.start("ws_transport", counter);
             let close = match item.msg {
                 WsOutbound::Frame(Outgoing::Text(text)) => {
-                    self.encode(Message::Text(text));
+                    self.encode_data(Message::Text(text));
                     false
                 }
                 WsOutbound::Frame(Outgoing::Binary(data)) => {
-                    self.encode(self.framing.binary_message(data));
+                    self.encode_data(self.framing.binary_message(data));
                     false
                 }
                 WsOutbound::Close { code, reason } => {
@@ -272,6 +308,27 @@ impl WsTransport {
             }
         }
         false
+    }
+
+    /// Encode a data message, compressed when permessage-deflate is on and it is big enough.
+    fn encode_data(&mut self, msg: Message) {
+        let Some(deflate) = self.deflate else {
+            return self.encode(msg);
+        };
+        let (op, payload) = match &msg {
+            Message::Text(text) => (OpCode::Text, &text.as_bytes()[..]),
+            Message::Binary(data) => (OpCode::Binary, &data[..]),
+            _ => return self.encode(msg),
+        };
+        if payload.len() < deflate.threshold {
+            return self.encode(msg);
+        }
+        let Some(packed) = deflate::deflate(payload) else {
+            return self.encode(msg);
+        };
+        let start = self.write.len();
+        Parser::write_message(&mut self.write, packed, op, true, false);
+        self.write[start] |= RSV1;
     }
 
     fn encode(&mut self, msg: Message) {
@@ -298,6 +355,9 @@ impl WsTransport {
     fn decode(&mut self) -> Option<End> {
         use actix_codec::Decoder;
         loop {
+            if let Some(end) = self.take_rsv1() {
+                return Some(end);
+            }
             match self.codec.decode(&mut self.read) {
                 Ok(Some(frame)) => {
                     if let Some(end) = self.on_frame(frame) {
@@ -313,15 +373,61 @@ impl WsTransport {
         }
     }
 
+    /// With permessage-deflate, note and clear RSV1 of the frame at the head of `read` (the
+    /// codec refuses reserved bits); only a message's first data frame may carry it.
+    fn take_rsv1(&mut self) -> Option<End> {
+        let first = self.read.first_mut()?;
+        if self.deflate.is_none() || *first & RSV1 == 0 {
+            return None;
+        }
+        let opcode = *first & 0x0f;
+        // 1 and 2: text and binary; continuation (0) and control frames may not set it.
+        if opcode != 1 && opcode != 2 {
+            return Some(End::Fail(
+                CloseCode::Protocol,
+                "RSV1 on a continuation or control frame".into(),
+            ));
+        }
+        *first &= !RSV1;
+        self.compressed = true;
+        None
+    }
+
+    /// A whole compressed message, inflated; its end when it is a bomb or not deflate.
+    fn inflate(&self, data: &[u8]) -> Result<Bytes, End> {
+        let cap = self.deflate.map_or(0, |d| d.max_inflated);
+        deflate::inflate(data, cap)
+            .map(Bytes::from)
+            .map_err(|err| match err {
+                InflateError::TooBig => {
+                    End::Fail(CloseCode::Size, "message too big once inflated".into())
+                }
+                InflateError::Corrupt => {
+                    End::Fail(CloseCode::Invalid, "invalid compressed message".into())
+                }
+            })
+    }
+
     fn on_frame(&mut self, frame: Frame) -> Option<End> {
+        let compressed = std::mem::take(&mut self.compressed);
         match frame {
             Frame::Text(_) | Frame::Binary(_) if self.fragments.is_some() => Some(End::Fail(
                 CloseCode::Protocol,
                 "data frame inside a fragmented message".into(),
             )),
+            Frame::Text(data) if compressed => match self.inflate(&data) {
+                Ok(data) => self.on_text(data),
+                Err(end) => Some(end),
+            },
+            Frame::Binary(data) if compressed => match self.inflate(&data) {
+                Ok(data) => self.on_binary(data),
+                Err(end) => Some(end),
+            },
+            // `take_rsv1` lets RSV1 through on first frames only: inflated once all are in.
+            Frame::Continuation(item) if compressed => self.on_fragment(item, true),
             Frame::Text(data) => self.on_text(data),
             Frame::Binary(data) => self.on_binary(data),
-            Frame::Continuation(item) => self.on_fragment(item),
+            Frame::Continuation(item) => self.on_fragment(item, false),
             Frame::Ping(data) => {
                 self.encode(Message::Pong(data));
                 None
@@ -365,7 +471,7 @@ impl WsTransport {
         }
     }
 
-    fn on_fragment(&mut self, item: Item) -> Option<End> {
+    fn on_fragment(&mut self, item: Item, compressed: bool) -> Option<End> {
         let (first, text, chunk, last) = match item {
             Item::FirstText(b) => (true, true, b, false),
             Item::FirstBinary(b) => (true, false, b, false),
@@ -379,9 +485,9 @@ impl WsTransport {
                     "new message inside a fragmented one".into(),
                 ));
             }
-            self.fragments = Some((text, BytesMut::new()));
+            self.fragments = Some((text, compressed, BytesMut::new()));
         }
-        let Some((is_text, buf)) = self.fragments.as_mut() else {
+        let Some((is_text, _, buf)) = self.fragments.as_mut() else {
             return Some(End::Fail(
                 CloseCode::Protocol,
                 "continuation without a first frame".into(),
@@ -396,8 +502,15 @@ impl WsTransport {
             return None;
         }
         let is_text = *is_text;
-        let (_, buf) = self.fragments.take()?;
-        let data = buf.freeze();
+        let (_, compressed, buf) = self.fragments.take()?;
+        let data = if compressed {
+            match self.inflate(&buf) {
+                Ok(data) => data,
+                Err(end) => return Some(end),
+            }
+        } else {
+            buf.freeze()
+        };
         if is_text {
             self.on_text(data)
         } else {

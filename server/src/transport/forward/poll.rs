@@ -75,8 +75,11 @@ async fn forward(
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{path}", peer.addr.base);
+    // The owner compresses (it gets the client's Accept-Encoding); its bytes and
+    // Content-Encoding are relayed as they are.
     let mut request = CLIENT
         .with(|client| client.request(req.method().clone(), url))
+        .no_decompress()
         .timeout(timeout);
     for (name, value) in req.headers() {
         if !hop_by_hop(name.as_str())
