@@ -2,7 +2,8 @@
 // an ArrayBuffer, a Uint8Array view with a non-zero offset, an ArrayBuffer read from a Blob
 // (`await blob.arrayBuffer()`), a Blob itself and an empty ArrayBuffer, carried in `signal`
 // (both ways) and `room:emit` (every member, the sender included), over websocket and over
-// polling only, on one node and across two cluster nodes. The receiving page hands the bytes
+// polling only (whose large answers come gzip, decoded by the browser), on one node and across
+// two cluster nodes. The receiving page hands the bytes
 // back as base64; they are compared here, byte for byte, against bytes made independently in Node.
 
 import { describe, test, before, after } from "node:test";
@@ -59,8 +60,17 @@ async function exchange(browser, [na, nb, nc], transports) {
   const room = uid("broom");
   const users = [uid("ba"), uid("bb"), uid("bc")];
   const pages = [];
+  // Polling answers the browser received, by Content-Encoding: the large ones come gzip
+  // (Chromium asks for it) and the stock client reads them (issue #16, compression).
+  const encodings = [];
   for (const [i, node] of [na, nb, nc].entries()) {
     const p = await browser.page(users[i]);
+    p.page.on("response", (res) => {
+      const url = res.url();
+      if (url.includes("/socket.io/") && url.includes("transport=polling") && res.request().method() === "GET") {
+        encodings.push(res.headers()["content-encoding"] ?? "identity");
+      }
+    });
     const info = await p.connect({ url: node.url, token: token(users[i], { rooms: [room] }), transports: [transports] });
     assert.equal(info.userId, users[i]);
     assert.equal(await p.transport(), transports);
@@ -86,6 +96,9 @@ async function exchange(browser, [na, nb, nc], transports) {
       assertBinary(m.data, 3, `room:msg at ${users[i]}`);
     }
     for (const p of pages) assert.deepEqual(await p.errors(), [], `${p.label}: no session or page errors\n${await p.trace()}`);
+    if (transports === "polling") {
+      assert.ok(encodings.includes("gzip"), `the binary answers (over 1 KiB) came gzip: ${JSON.stringify(encodings)}`);
+    }
   } finally {
     for (const p of pages) await p.close();
   }
