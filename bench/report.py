@@ -807,10 +807,12 @@ def main():
             if len(runs) > 1:
                 title += f" (median of {len(runs)} runs: run {runs[median_index(runs)][0]})"
             print(table(name, results[name][server], title))
-    # Measured apart (bench/compression/run) and written by hand: kept across regenerations.
-    compression = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compression", "results.md")
-    if os.path.exists(compression):
-        print(open(compression).read().rstrip() + "\n")
+    # Measured apart (bench/compression/run, bench/recovery/run) and written by hand: kept
+    # across regenerations.
+    for part in ("compression", "recovery"):
+        written = os.path.join(os.path.dirname(os.path.abspath(__file__)), part, "results.md")
+        if os.path.exists(written):
+            print(open(written).read().rstrip() + "\n")
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "observations.md")
     if os.path.exists(notes):
         print(open(notes).read().rstrip() + "\n")
