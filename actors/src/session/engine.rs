@@ -121,6 +121,8 @@ pub struct Engine {
     probed: bool,
     /// Frames waiting for a polling GET (or for the websocket to attach).
     buffer: VecDeque<Outgoing>,
+    /// Bytes in `buffer` (kept, so a send does not walk the buffer).
+    buffered_bytes: usize,
     /// v4: when the next ping is due.
     ping_at: Option<Instant>,
     /// v4: when an unanswered ping times out.
@@ -178,6 +180,7 @@ impl Engine {
             probe: None,
             probed: false,
             buffer: VecDeque::new(),
+            buffered_bytes: 0,
             pong_by: None,
             upgrade_by: None,
             linger_until: None,
@@ -325,11 +328,11 @@ impl Engine {
             },
             Transport::Polling { .. } | Transport::WsPending => {
                 let over_bytes = !self.buffer.is_empty()
-                    && self.buffer.iter().map(Outgoing::len).sum::<usize>() + frame.len()
-                        > self.config.max_buffered_bytes;
+                    && self.buffered_bytes + frame.len() > self.config.max_buffered_bytes;
                 if self.buffer.len() >= self.config.max_buffered_frames || over_bytes {
                     true
                 } else {
+                    self.buffered_bytes += frame.len();
                     self.buffer.push_back(frame);
                     self.flush_polling(io);
                     false
@@ -358,6 +361,7 @@ impl Engine {
             && *get
         {
             *get = false;
+            self.buffered_bytes = 0;
             let frames: Vec<_> = self.buffer.drain(..).map(|f| f.to_frame()).collect();
             io.answer_get(self.poll_body(&frames));
         }
@@ -403,6 +407,7 @@ impl Engine {
                     self.answer_get_with(Packet::Noop, io);
                 } else if !reason.drains() || (get && self.buffer.is_empty()) {
                     self.buffer.clear();
+                    self.buffered_bytes = 0;
                     self.answer_get_with(Packet::Close, io);
                 } else {
                     // Deliver what is queued (an error, a `41`) first and the close packet in a
@@ -476,6 +481,7 @@ impl Engine {
         match (self.transport, upgrade) {
             (Transport::WsPending, false) => {
                 self.transport = Transport::WebSocket(link);
+                self.buffered_bytes = 0;
                 let buffered: Vec<_> = self.buffer.drain(..).collect();
                 for frame in buffered {
                     self.send(frame, false, now, io);
@@ -519,6 +525,7 @@ impl Engine {
                 self.answer_get_with(Packet::Noop, io);
                 self.transport = Transport::WebSocket(probe);
                 io.event(Event::Upgraded);
+                self.buffered_bytes = 0;
                 let buffered: Vec<_> = self.buffer.drain(..).collect();
                 for frame in buffered {
                     self.send(frame, false, now, io);
