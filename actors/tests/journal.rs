@@ -17,7 +17,7 @@ use migration::{Migrator, MigratorTrait, SchemaManager};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use serde_json::{Value, json};
 use switchboard_actors::journal::entities::{
@@ -1495,4 +1495,37 @@ async fn a_commit_without_an_answer_is_in_doubt_and_a_retry_finds_the_row() {
     assert!(retry.duplicate, "{retry:?}");
     let rows = message::Entity::find().all(&db).await.unwrap();
     assert_eq!(rows.len(), 1, "stored once");
+}
+
+/// SQLite: a send with a client id reads before it writes. Another connection that holds the
+/// write lock and commits meanwhile (here: the node's own log writer, played by a second
+/// connection) must make the send wait, not fail it (a deferred transaction would fail with
+/// `SQLITE_BUSY_SNAPSHOT` at its first write).
+#[actix::test]
+async fn a_client_id_send_waits_for_another_sqlite_writer() {
+    let test_db = TestDb::create(Backend::Sqlite).await;
+    let journal = Journal::connect(&test_db.url, fast_config())
+        .await
+        .unwrap()
+        .start();
+    journal.send(JournalStats).await.unwrap();
+    let other = test_db.inspect().await;
+    let txn = other
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await
+        .unwrap();
+    txn.execute_unprepared(
+        r#"INSERT INTO "room_memberships" ("room", "user_id", "created_at")
+           VALUES ('r', 'u', '2026-12-03 00:00:00')"#,
+    )
+    .await
+    .unwrap();
+    let send = tokio::spawn(journal.send(with_client_id("alice", "bob", "waits", "c-w")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    txn.commit().await.unwrap();
+    let stored = send.await.unwrap().unwrap();
+    assert!(stored.is_ok(), "{stored:?}");
 }

@@ -18,8 +18,9 @@ use sea_orm::prelude::{DateTimeUtc, Expr, Uuid};
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement, TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait,
 };
 
 use super::JournalConfig;
@@ -44,6 +45,18 @@ pub(super) async fn bounded<T>(
         Ok(result) => result.map_err(JournalError::from),
         Err(_) => Err(JournalError::timed_out(limit)),
     }
+}
+
+/// A transaction that will write. On SQLite it takes the write lock at `BEGIN`
+/// (`IMMEDIATE`): a deferred one that reads first fails at its first write, without waiting,
+/// when another connection committed in between (`SQLITE_BUSY_SNAPSHOT`). PostgreSQL ignores
+/// the mode.
+async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }
 
 /// Open a pool on `url` (`sqlite://path?mode=rwc` or `postgres://…`).
@@ -144,7 +157,7 @@ pub(super) async fn insert_messages(
     batch: MessageBatch,
     committing: Arc<AtomicBool>,
 ) -> Result<(MessageBatch, Vec<Outcome>), DbErr> {
-    let txn = db.begin().await?;
+    let txn = begin_write(&db).await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         // PostgreSQL only: with several nodes, ids from the sequence could otherwise commit out
         // of order, and a `message:sync` cursor past a later id would skip an earlier one that
@@ -157,7 +170,7 @@ pub(super) async fn insert_messages(
         ))
         .await?;
     }
-    // Under the lock (one writer on SQLite), so no other commit adds a client id meanwhile;
+    // Under the lock (on SQLite the write lock, taken at BEGIN), so no other commit adds a client id meanwhile;
     // the unique index stands behind this.
     let stored = stored_client_ids(&txn, &batch).await?;
     let (insert, slots) = batch.plan(&stored);
@@ -261,7 +274,7 @@ pub(super) async fn sync(
 /// rows written earlier, then the batch's outbox rows (a close's event only if it closed a
 /// row).
 pub(super) async fn write_logs(db: DatabaseConnection, plan: LogPlan) -> Result<(), DbErr> {
-    let txn = db.begin().await?;
+    let txn = begin_write(&db).await?;
     insert_all(&txn, plan.opened).await?;
     insert_all(&txn, plan.presence).await?;
     let mut closed_a_row = Vec::with_capacity(plan.closed.len());
@@ -319,7 +332,7 @@ pub(super) async fn close_stale(
     if !webhooks {
         return Ok(update.exec(&db).await?.rows_affected);
     }
-    let txn = db.begin().await?;
+    let txn = begin_write(&db).await?;
     let closed = update.exec_with_returning(&txn).await?;
     let events = closed
         .iter()
@@ -404,7 +417,7 @@ pub(super) async fn add_membership(
     const SQL: &str = r#"
         INSERT INTO "room_memberships" ("room", "user_id", "created_at") VALUES ($1, $2, $3)
         ON CONFLICT ("room", "user_id") DO NOTHING"#;
-    let txn = db.begin().await?;
+    let txn = begin_write(&db).await?;
     let stmt = Statement::from_sql_and_values(
         txn.get_database_backend(),
         SQL,
@@ -429,7 +442,7 @@ pub(super) async fn remove_membership(
     event_id: Option<Uuid>,
 ) -> Result<bool, DbErr> {
     use room_membership::Column;
-    let txn = db.begin().await?;
+    let txn = begin_write(&db).await?;
     let removed = room_membership::Entity::delete_many()
         .filter(Column::Room.eq(room.as_str()))
         .filter(Column::UserId.eq(user.as_str()))
