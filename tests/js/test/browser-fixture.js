@@ -140,12 +140,10 @@ export function fromPage(v) {
   return v;
 }
 
-/** Launch Chromium and the page server. Throws (the test fails) when Chromium cannot start. */
-export async function startBrowser() {
-  const server = await startPageServer();
-  let browser;
+/** Launch headless Chromium. Throws (the test fails, never skips) when it cannot start. */
+export async function launchChromium() {
   try {
-    browser = await puppeteer.launch({
+    return await puppeteer.launch({
       executablePath: CHROMIUM,
       headless: true,
       // Root in a container: no user namespaces for the sandbox; /dev/shm may be small.
@@ -154,8 +152,19 @@ export async function startBrowser() {
       protocolTimeout: 120_000,
     });
   } catch (e) {
-    server.close();
     throw new Error(`headless Chromium (${CHROMIUM}) could not start: ${e.message} (install the Debian package chromium, or set CHROMIUM)`);
+  }
+}
+
+/** Launch Chromium and the page server. Throws (the test fails) when Chromium cannot start. */
+export async function startBrowser() {
+  const server = await startPageServer();
+  let browser;
+  try {
+    browser = await launchChromium();
+  } catch (e) {
+    server.close();
+    throw e;
   }
   return {
     browser,
