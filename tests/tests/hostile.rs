@@ -2677,8 +2677,62 @@ async fn sample_canary(
     samples
 }
 
+/// A request to sample until the flag is set, and where to send the samples.
+type SampleRequest = (
+    Arc<std::sync::atomic::AtomicBool>,
+    oneshot::Sender<Vec<Duration>>,
+);
+
+/// The canary client on a thread and runtime of its own (pinned to `core` when given), so the
+/// flooders' tasks never delay its round trips from the client side.
+struct Canary {
+    requests: mpsc::UnboundedSender<SampleRequest>,
+}
+
+impl Canary {
+    /// Connect the canary as `CANARY_A` to `addr` from its own thread.
+    async fn start(addr: SocketAddr, core: Option<core_affinity::CoreId>) -> Canary {
+        let (requests, mut incoming) = mpsc::unbounded_channel::<SampleRequest>();
+        let (ready, connected) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("canary".into())
+            .spawn(move || {
+                if let Some(core) = core {
+                    assert!(core_affinity::set_for_current(core), "pin the canary");
+                }
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the canary's runtime");
+                runtime.block_on(async move {
+                    let mut canary = SioClient::connect(
+                        addr,
+                        json!({"token": KeyMode::Hs256.token(CANARY_A), "deviceId": "canary"}),
+                    )
+                    .await;
+                    let _ = ready.send(());
+                    while let Some((stop, reply)) = incoming.recv().await {
+                        let _ = reply.send(sample_canary(&mut canary, stop).await);
+                    }
+                });
+            })
+            .expect("spawn the canary thread");
+        connected.await.expect("the canary connected");
+        Canary { requests }
+    }
+
+    /// The canary's round trips until `stop` is set.
+    async fn sample(&self, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec<Duration> {
+        let (reply, samples) = oneshot::channel();
+        self.requests
+            .send((stop, reply))
+            .expect("the canary thread runs");
+        samples.await.expect("the canary's samples")
+    }
+}
+
 /// Run `attack` for `secs` while the canary samples; print the canary's latency.
-async fn measured<F>(canary: &mut SioClient, phase: &str, secs: u64, attack: F) -> F::Output
+async fn measured<F>(canary: &Canary, phase: &str, secs: u64, attack: F) -> F::Output
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
@@ -2697,7 +2751,7 @@ where
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         })
     };
-    let samples = sample_canary(canary, stop).await;
+    let samples = canary.sample(stop).await;
     timer.abort();
     let out = attacking.await.expect("the attack task");
     let (p50, p99, n) = percentiles(samples);
@@ -2705,17 +2759,42 @@ where
     out
 }
 
+/// With two cores or more: the node and the canary on the first, the flooders on the others.
+fn flood_cores() -> Option<(core_affinity::CoreId, Vec<core_affinity::CoreId>)> {
+    let mut cores = core_affinity::get_core_ids()?;
+    if cores.len() < 2 {
+        return None;
+    }
+    let first = cores.remove(0);
+    Some((first, cores))
+}
+
 #[test]
 fn floods_leave_the_canary_answering() {
-    big_stack(floods_body);
+    let cores = flood_cores();
+    let flooders = cores.as_ref().map(|(_, rest)| rest.clone());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(64 * 1024 * 1024)
+        .on_thread_start(move || {
+            if let Some(rest) = &flooders {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                core_affinity::set_for_current(rest[i % rest.len()]);
+            }
+        })
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(floods_body(cores.map(|(first, _)| first)));
 }
 
 /// A `/health` + `/metrics` flood, 2,000 sockets of one user and a login flood against a
 /// one-worker node, one after another, with a canary measuring its round trips throughout
 /// (`cargo nextest run -p switchboard-tests --test hostile floods --no-capture` prints the
 /// `CANARY` lines). Asserted: the canary is answered throughout, and each flood meets its
-/// limit (refused logins, the socket cap); times are reported, never asserted.
-async fn floods_body() {
+/// limit (refused logins, the socket cap); times are reported, never asserted. With `core`, the
+/// node and the canary run on that core and the flooders on the others.
+async fn floods_body(core: Option<core_affinity::CoreId>) {
     let node = Node::start(&[
         "--jwt-secret",
         SECRET,
@@ -2728,13 +2807,23 @@ async fn floods_body() {
     ])
     .await;
     let addr = node.addr();
-    let mut canary = SioClient::connect(
-        addr,
-        json!({"token": KeyMode::Hs256.token(CANARY_A), "deviceId": "canary"}),
-    )
-    .await;
+    if let Some(core) = core {
+        let pinned = std::process::Command::new("taskset")
+            .args([
+                "-a",
+                "-p",
+                "-c",
+                &core.id.to_string(),
+                &node.pid().to_string(),
+            ])
+            .output()
+            .expect("taskset (util-linux)");
+        assert!(pinned.status.success(), "taskset: {pinned:?}");
+    }
+    eprintln!("CANARY cores: node and canary on {core:?}, flooders on the others");
+    let canary = Canary::start(addr, core).await;
     measured(
-        &mut canary,
+        &canary,
         "baseline",
         3,
         tokio::time::sleep(Duration::from_secs(3)),
@@ -2742,7 +2831,7 @@ async fn floods_body() {
     .await;
 
     let deadline = || Instant::now() + Duration::from_secs(3);
-    let requests = measured(&mut canary, "health+metrics flood", 3, async move {
+    let requests = measured(&canary, "health+metrics flood", 3, async move {
         let until = deadline();
         let mut tasks = Vec::new();
         for i in 0..8 {
@@ -2774,7 +2863,7 @@ async fn floods_body() {
     .await;
     eprintln!("CANARY health+metrics flood: {requests} requests");
 
-    let (admitted, refused) = measured(&mut canary, "2000 sockets of one user", 3, async move {
+    let (admitted, refused) = measured(&canary, "2000 sockets of one user", 3, async move {
         let mut tasks = Vec::new();
         for chunk in 0..20 {
             tasks.push(tokio::spawn(async move {
@@ -2813,7 +2902,7 @@ async fn floods_body() {
     assert_eq!(admitted, 50, "the default cap of 50 sockets per user");
     assert_eq!(refused, 1950);
     // Last: past its budget the address (every client here) is refused for a minute.
-    let (attempts, unchecked) = measured(&mut canary, "login flood", 3, async move {
+    let (attempts, unchecked) = measured(&canary, "login flood", 3, async move {
         let until = deadline();
         let mut tasks = Vec::new();
         for _ in 0..8 {
@@ -2852,7 +2941,7 @@ async fn floods_body() {
     );
 
     measured(
-        &mut canary,
+        &canary,
         "after",
         2,
         tokio::time::sleep(Duration::from_secs(2)),
