@@ -110,14 +110,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// An API refusal; the one place API errors become HTTP responses.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    /// The HTTP status.
+    pub(crate) status: StatusCode,
+    /// The stable `error.code`.
+    pub(crate) code: &'static str,
+    /// What went wrong, for people.
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
@@ -125,7 +128,7 @@ impl ApiError {
         }
     }
 
-    fn unavailable(err: impl std::fmt::Display) -> Self {
+    pub(crate) fn unavailable(err: impl std::fmt::Display) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "service_unavailable",
@@ -133,7 +136,7 @@ impl ApiError {
         }
     }
 
-    fn response(&self) -> HttpResponse {
+    pub(crate) fn response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             response.insert_header(("retry-after", "1"));
@@ -152,7 +155,7 @@ impl From<actix::MailboxError> for ApiError {
     }
 }
 
-type ApiResult = Result<HttpResponse, ApiError>;
+pub(crate) type ApiResult = Result<HttpResponse, ApiError>;
 
 /// A database refusal: the caller's mistake (400) or an outage (503).
 fn journal_error(err: switchboard_actors::ports::journal::JournalError) -> ApiError {
@@ -165,7 +168,27 @@ fn journal_error(err: switchboard_actors::ports::journal::JournalError) -> ApiEr
 }
 
 /// Check the API key and hand back the product's actors.
-fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, ApiError> {
+pub(crate) fn authorize<'a>(
+    req: &HttpRequest,
+    state: &'a AppState,
+) -> Result<&'a Product, ApiError> {
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    check_key(state, req.peer_addr().map(|addr| addr.ip()), presented)
+}
+
+/// Check a presented API key from `peer` (a header, or the admin page's live feed), counting
+/// wrong keys per address: the one place the key and the 429 rule are applied.
+pub(crate) fn check_key<'a>(
+    state: &'a AppState,
+    peer: Option<IpAddr>,
+    presented: Option<&str>,
+) -> Result<&'a Product, ApiError> {
     let (Some(key), Some(product)) = (&state.api_key, &state.product) else {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -174,9 +197,7 @@ fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, 
         });
     };
     // No address (not TCP): one shared bucket, which errs on the side of refusing.
-    let ip = req
-        .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
+    let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     if state.api_failures.table().blocked(ip, Instant::now()) {
         return Err(ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -184,13 +205,6 @@ fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, 
             message: "too many wrong API keys from this address; retry in a second".into(),
         });
     }
-    let presented = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(product),
         _ => {
@@ -198,7 +212,7 @@ fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, 
             Err(ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 code: "unauthorized",
-                message: "a valid `Authorization: Bearer <api key>` header is required".into(),
+                message: "a valid API key is required (`Authorization: Bearer <api key>`)".into(),
             })
         }
     }
@@ -209,7 +223,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn respond(result: ApiResult) -> HttpResponse {
+pub(crate) fn respond(result: ApiResult) -> HttpResponse {
     result.unwrap_or_else(|err| err.response())
 }
 
@@ -218,7 +232,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> 
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
     events::check_id(id).map_err(|why| {
         ApiError::bad_request(format!(
             "{what} must be 1 to 255 bytes without control characters ({why})"
