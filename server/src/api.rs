@@ -76,6 +76,26 @@ impl FailureTable {
         })
     }
 
+    /// Judge a key `presented` by `ip` at `now` against `key`, counting it when wrong.
+    fn judge(
+        &mut self,
+        ip: IpAddr,
+        now: Instant,
+        key: &str,
+        presented: Option<&str>,
+    ) -> Result<(), KeyRefusal> {
+        if self.blocked(ip, now) {
+            return Err(KeyRefusal::RateLimited);
+        }
+        match presented {
+            Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(()),
+            _ => {
+                self.record(ip, now);
+                Err(KeyRefusal::Wrong)
+            }
+        }
+    }
+
     /// Count one wrong key from `ip`.
     fn record(&mut self, ip: IpAddr, now: Instant) {
         if self.windows.len() >= TRACKED_ADDRESSES && !self.windows.contains_key(&ip) {
@@ -198,24 +218,32 @@ pub(crate) fn check_key<'a>(
     };
     // No address (not TCP): one shared bucket, which errs on the side of refusing.
     let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if state.api_failures.table().blocked(ip, Instant::now()) {
-        return Err(ApiError {
+    let verdict = state
+        .api_failures
+        .table()
+        .judge(ip, Instant::now(), key, presented);
+    match verdict {
+        Ok(()) => Ok(product),
+        Err(KeyRefusal::RateLimited) => Err(ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "rate_limited",
             message: "too many wrong API keys from this address; retry in a second".into(),
-        });
+        }),
+        Err(KeyRefusal::Wrong) => Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "a valid API key is required (`Authorization: Bearer <api key>`)".into(),
+        }),
     }
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(product),
-        _ => {
-            state.api_failures.table().record(ip, Instant::now());
-            Err(ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                code: "unauthorized",
-                message: "a valid API key is required (`Authorization: Bearer <api key>`)".into(),
-            })
-        }
-    }
+}
+
+/// Why a presented key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyRefusal {
+    /// The address used up its wrong keys this second (even a right key is refused).
+    RateLimited,
+    /// Missing or wrong (and counted).
+    Wrong,
 }
 
 /// Compare without leaking where the first difference is.
@@ -512,6 +540,32 @@ mod tests {
         assert!(!table.blocked(a, next), "a new second starts afresh");
         table.record(a, next);
         assert!(!table.blocked(a, next));
+    }
+
+    #[test]
+    fn keys_are_judged_and_wrong_ones_counted() {
+        let ip = IpAddr::from([10, 0, 0, 3]);
+        let now = Instant::now();
+        let mut table = FailureTable::default();
+        assert_eq!(table.judge(ip, now, "key", Some("key")), Ok(()));
+        assert_eq!(table.judge(ip, now, "key", None), Err(KeyRefusal::Wrong));
+        assert_eq!(
+            table.judge(ip, now, "key", Some("ke")),
+            Err(KeyRefusal::Wrong)
+        );
+        for _ in 2..MAX_FAILURES_PER_SECOND {
+            assert_eq!(
+                table.judge(ip, now, "key", Some("x")),
+                Err(KeyRefusal::Wrong)
+            );
+        }
+        assert_eq!(
+            table.judge(ip, now, "key", Some("key")),
+            Err(KeyRefusal::RateLimited),
+            "the right key too, within the second"
+        );
+        let later = now + FAILURE_WINDOW;
+        assert_eq!(table.judge(ip, later, "key", Some("key")), Ok(()));
     }
 
     #[test]

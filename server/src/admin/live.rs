@@ -52,6 +52,13 @@ struct Login {
     key: String,
 }
 
+/// The key a login message carries; `None` (a wrong key) for anything else.
+fn presented_key(text: &str) -> Option<String> {
+    serde_json::from_str::<Login>(text)
+        .ok()
+        .map(|login| login.key)
+}
+
 /// One open admin page's live feed.
 pub struct Viewer {
     state: web::Data<AppState>,
@@ -75,8 +82,7 @@ impl Viewer {
     }
 
     fn login(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let key = serde_json::from_str::<Login>(text).ok().map(|l| l.key);
-        match api::check_key(&self.state, self.peer, key.as_deref()) {
+        match api::check_key(&self.state, self.peer, presented_key(text).as_deref()) {
             Ok(_) => {
                 self.authed = true;
                 ctx.text(json!({"type": "ready", "node": self.state.node_id}).to_string());
@@ -216,4 +222,17 @@ async fn bridge(io: TcpStream, already_read: BytesMut, viewer: Viewer) {
         }
     }
     let _ = write.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_login_message_presents_a_key() {
+        assert_eq!(presented_key(r#"{"key":"k1"}"#).as_deref(), Some("k1"));
+        assert_eq!(presented_key("k1"), None, "a bare key is not a login");
+        assert_eq!(presented_key(r#"{"token":"k1"}"#), None);
+        assert_eq!(presented_key(r#"{"key":1}"#), None);
+    }
 }
