@@ -105,7 +105,8 @@ pub struct Overview {
     pub node: String,
     /// `cluster` (Redis) or `single` (in memory).
     pub mode: &'static str,
-    /// In cluster mode, whether the other nodes' snapshots could be read just now.
+    /// In cluster mode, whether the other nodes' snapshots could be read just now; `None` when
+    /// they were not read (single node, or no page asked lately).
     pub cluster_read: Option<bool>,
     /// When the overview was built (Unix ms).
     pub at_ms: u64,
@@ -266,12 +267,17 @@ impl Stats {
         }
     }
 
+    /// Whether a page asked recently enough to read the other nodes.
+    fn watched(&self) -> bool {
+        self.last_asked.is_some_and(|at| at.elapsed() < WATCHED_FOR)
+    }
+
     fn refresh(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             return;
         }
         self.busy = true;
-        let watched = self.last_asked.is_some_and(|at| at.elapsed() < WATCHED_FOR);
+        let watched = self.watched();
         let (state, keys) = (self.state.clone(), self.keys.clone());
         let build = async move { build(&state, &keys, watched).await };
         ctx.spawn(build.into_actor(self).map(|overview, act, _| {
@@ -293,8 +299,13 @@ impl Actor for Stats {
 impl Handler<GetOverview> for Stats {
     type Result = Option<ByteString>;
 
-    fn handle(&mut self, _msg: GetOverview, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _msg: GetOverview, ctx: &mut Context<Self>) -> Self::Result {
+        let was_watched = self.watched();
         self.last_asked = Some(Instant::now());
+        if !was_watched {
+            // The latest overview left the other nodes out: read them now, not in a second.
+            self.refresh(ctx);
+        }
         self.latest.clone()
     }
 }
@@ -324,7 +335,7 @@ async fn build(state: &AppState, keys: &Keys, watched: bool) -> Option<ByteStrin
             let cluster = tokio::time::timeout(REDIS_TIMEOUT, cluster(pool, keys, &own, watched));
             match cluster.await {
                 Ok(Ok(Some(nodes))) => (nodes, Some(true)),
-                Ok(Ok(None)) => (node_views(&own, &[], &[]), Some(false)),
+                Ok(Ok(None)) => (node_views(&own, &[], &[]), None),
                 Ok(Err(err)) => {
                     tracing::debug!(%err, "admin stats: Redis");
                     (node_views(&own, &[], &[]), Some(false))
