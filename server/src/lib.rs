@@ -496,9 +496,11 @@ fn serve(
                 .upgrade(fn_service(
                     move |(req, framed): (actix_http::Request, _)| {
                         let state = upgrade_state.clone();
+                        // The admin page's live feed; every other upgrade goes on as before.
                         let live_stats = live_stats
-                            .clone()
-                            .filter(|_| req.head().uri.path() == admin::LIVE_PATH);
+                            .as_ref()
+                            .filter(|_| req.head().uri.path() == admin::LIVE_PATH)
+                            .cloned();
                         async move {
                             if let Some(stats) = live_stats {
                                 return admin::live::serve(req, framed, state, stats).await;
