@@ -110,6 +110,12 @@ impl Keys {
         self.key(&["node:", node, ":addr"])
     }
 
+    /// `node:{id}:stats` STRING: the node's JSON stats snapshot for the admin page, rewritten
+    /// every second with a TTL, so a dead node's numbers vanish with it.
+    pub fn node_stats(&self, node: &str) -> String {
+        self.key(&["node:", node, ":stats"])
+    }
+
     /// `node:{id}:sockets` SET of the node's socket ids.
     pub fn node_sockets(&self, node: &str) -> String {
         self.key(&["node:", node, ":sockets"])
@@ -217,6 +223,7 @@ mod tests {
         assert_eq!(k.node_alive("n"), "p:node:n:alive");
         assert_eq!(k.node_addr("n"), "p:node:n:addr");
         assert_eq!(k.node_sockets("n"), "p:node:n:sockets");
+        assert_eq!(k.node_stats("n"), "p:node:n:stats");
         assert_eq!(k.rate_limit_messages("u"), "p:rate_limit:u:messages");
         assert_eq!(k.room_sockets("r"), "p:room:r:sockets");
         assert_eq!(k.socket_rooms("s"), "p:socket:s:rooms");

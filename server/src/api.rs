@@ -76,6 +76,26 @@ impl FailureTable {
         })
     }
 
+    /// Judge a key `presented` by `ip` at `now` against `key`, counting it when wrong.
+    fn judge(
+        &mut self,
+        ip: IpAddr,
+        now: Instant,
+        key: &str,
+        presented: Option<&str>,
+    ) -> Result<(), KeyRefusal> {
+        if self.blocked(ip, now) {
+            return Err(KeyRefusal::RateLimited);
+        }
+        match presented {
+            Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(()),
+            _ => {
+                self.record(ip, now);
+                Err(KeyRefusal::Wrong)
+            }
+        }
+    }
+
     /// Count one wrong key from `ip`.
     fn record(&mut self, ip: IpAddr, now: Instant) {
         if self.windows.len() >= TRACKED_ADDRESSES && !self.windows.contains_key(&ip) {
@@ -110,14 +130,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// An API refusal; the one place API errors become HTTP responses.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    /// The HTTP status.
+    pub(crate) status: StatusCode,
+    /// The stable `error.code`.
+    pub(crate) code: &'static str,
+    /// What went wrong, for people.
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
@@ -125,7 +148,7 @@ impl ApiError {
         }
     }
 
-    fn unavailable(err: impl std::fmt::Display) -> Self {
+    pub(crate) fn unavailable(err: impl std::fmt::Display) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "service_unavailable",
@@ -133,7 +156,7 @@ impl ApiError {
         }
     }
 
-    fn response(&self) -> HttpResponse {
+    pub(crate) fn response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             response.insert_header(("retry-after", "1"));
@@ -152,7 +175,7 @@ impl From<actix::MailboxError> for ApiError {
     }
 }
 
-type ApiResult = Result<HttpResponse, ApiError>;
+pub(crate) type ApiResult = Result<HttpResponse, ApiError>;
 
 /// A database refusal: the caller's mistake (400) or an outage (503).
 fn journal_error(err: switchboard_actors::ports::journal::JournalError) -> ApiError {
@@ -165,7 +188,27 @@ fn journal_error(err: switchboard_actors::ports::journal::JournalError) -> ApiEr
 }
 
 /// Check the API key and hand back the product's actors.
-fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, ApiError> {
+pub(crate) fn authorize<'a>(
+    req: &HttpRequest,
+    state: &'a AppState,
+) -> Result<&'a Product, ApiError> {
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    check_key(state, req.peer_addr().map(|addr| addr.ip()), presented)
+}
+
+/// Check a presented API key from `peer` (a header, or the admin page's live feed), counting
+/// wrong keys per address: the one place the key and the 429 rule are applied.
+pub(crate) fn check_key<'a>(
+    state: &'a AppState,
+    peer: Option<IpAddr>,
+    presented: Option<&str>,
+) -> Result<&'a Product, ApiError> {
     let (Some(key), Some(product)) = (&state.api_key, &state.product) else {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -174,34 +217,33 @@ fn authorize<'a>(req: &HttpRequest, state: &'a AppState) -> Result<&'a Product, 
         });
     };
     // No address (not TCP): one shared bucket, which errs on the side of refusing.
-    let ip = req
-        .peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
-    if state.api_failures.table().blocked(ip, Instant::now()) {
-        return Err(ApiError {
+    let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let verdict = state
+        .api_failures
+        .table()
+        .judge(ip, Instant::now(), key, presented);
+    match verdict {
+        Ok(()) => Ok(product),
+        Err(KeyRefusal::RateLimited) => Err(ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "rate_limited",
             message: "too many wrong API keys from this address; retry in a second".into(),
-        });
+        }),
+        Err(KeyRefusal::Wrong) => Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "a valid API key is required (`Authorization: Bearer <api key>`)".into(),
+        }),
     }
-    let presented = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(product),
-        _ => {
-            state.api_failures.table().record(ip, Instant::now());
-            Err(ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                code: "unauthorized",
-                message: "a valid `Authorization: Bearer <api key>` header is required".into(),
-            })
-        }
-    }
+}
+
+/// Why a presented key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyRefusal {
+    /// The address used up its wrong keys this second (even a right key is refused).
+    RateLimited,
+    /// Missing or wrong (and counted).
+    Wrong,
 }
 
 /// Compare without leaking where the first difference is.
@@ -209,7 +251,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn respond(result: ApiResult) -> HttpResponse {
+pub(crate) fn respond(result: ApiResult) -> HttpResponse {
     result.unwrap_or_else(|err| err.response())
 }
 
@@ -218,7 +260,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> 
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(id: &str, what: &str) -> Result<(), ApiError> {
     events::check_id(id).map_err(|why| {
         ApiError::bad_request(format!(
             "{what} must be 1 to 255 bytes without control characters ({why})"
@@ -498,6 +540,32 @@ mod tests {
         assert!(!table.blocked(a, next), "a new second starts afresh");
         table.record(a, next);
         assert!(!table.blocked(a, next));
+    }
+
+    #[test]
+    fn keys_are_judged_and_wrong_ones_counted() {
+        let ip = IpAddr::from([10, 0, 0, 3]);
+        let now = Instant::now();
+        let mut table = FailureTable::default();
+        assert_eq!(table.judge(ip, now, "key", Some("key")), Ok(()));
+        assert_eq!(table.judge(ip, now, "key", None), Err(KeyRefusal::Wrong));
+        assert_eq!(
+            table.judge(ip, now, "key", Some("ke")),
+            Err(KeyRefusal::Wrong)
+        );
+        for _ in 2..MAX_FAILURES_PER_SECOND {
+            assert_eq!(
+                table.judge(ip, now, "key", Some("x")),
+                Err(KeyRefusal::Wrong)
+            );
+        }
+        assert_eq!(
+            table.judge(ip, now, "key", Some("key")),
+            Err(KeyRefusal::RateLimited),
+            "the right key too, within the second"
+        );
+        let later = now + FAILURE_WINDOW;
+        assert_eq!(table.judge(ip, later, "key", Some("key")), Ok(()));
     }
 
     #[test]

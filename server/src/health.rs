@@ -76,12 +76,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// What the node's dependencies say, and whether it can take clients.
-struct Report {
-    ready: bool,
-    body: Value,
+pub(crate) struct Report {
+    /// Whether the node can take clients (`/health/ready`).
+    pub(crate) ready: bool,
+    /// `/health`'s JSON body.
+    pub(crate) body: Value,
 }
 
-async fn report(state: &AppState) -> Report {
+/// Check every dependency, as `/health` does (the admin page shows the same answer).
+pub(crate) async fn report(state: &AppState) -> Report {
     let sessions = state.registry.send(CountSessions).await.ok();
     let database = match &state.product {
         None => json!("none"),

@@ -7,10 +7,13 @@
 //! - [`health`]: `/health`, `/health/live`, `/health/ready`.
 //! - [`api`]: the server API for application backends (`/api/v1/*`).
 //! - [`metrics`]: `/metrics` for Prometheus.
+//! - [`admin`]: the operator's admin page, `/admin`, and its live feed.
 //!
 //! [`run`] serves a node on listeners the caller bound, so tests start nodes the way users do:
-//! the public one, and optionally an internal one that alone serves the API and `/metrics`.
+//! the public one, and optionally an internal one that alone serves the API, `/metrics` and
+//! the admin page.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod health;
@@ -266,7 +269,16 @@ pub async fn run(
         proxies: config.trusted_proxies().map_err(StartError::Settings)?,
         addresses: AddressLimits::new(config.handshakes_per_ip_per_min, config.max_sessions_per_ip),
     });
-    let server = serve(listener, admin, state.clone(), registry_start, &config)?.run();
+    let admin_page = admin::start(&state, Keys::new(config.redis_prefix.clone()));
+    let server = serve(
+        listener,
+        admin,
+        state.clone(),
+        admin_page,
+        registry_start,
+        &config,
+    )?
+    .run();
     let handle = server.handle();
     let drain_budget = Duration::from_secs(config.drain_secs.max(1));
     actix::spawn(async move {
@@ -380,6 +392,13 @@ fn advertise_url(config: &Config, listener: &TcpListener) -> Result<Option<Strin
     Ok(Some(url))
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn unix_now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -393,7 +412,7 @@ enum Role {
     All,
     /// Clients and probes only: `/socket.io/` and `/health*`.
     Public,
-    /// Operators only: `/api/v1/*`, `/metrics` and `/health*`.
+    /// Operators only: `/api/v1/*`, `/metrics`, `/admin` and `/health*`.
     Admin,
 }
 
@@ -404,6 +423,7 @@ fn serve(
     listener: TcpListener,
     admin: Option<TcpListener>,
     state: web::Data<AppState>,
+    admin_page: Option<admin::Admin>,
     registry_start: Arc<switchboard_actors::registry::DeferredRegistry>,
     config: &Config,
 ) -> Result<actix_server::ServerBuilder, std::io::Error> {
@@ -431,6 +451,11 @@ fn serve(
         let local_addr = listener.local_addr()?;
         let state = state.clone();
         let registry_start = registry_start.clone();
+        // The page goes where the API goes.
+        let admin_page = admin_page
+            .clone()
+            .filter(|_| role != Role::Public)
+            .map(web::Data::new);
         server = server.listen(name, listener, move || {
             // Started by the first HTTP worker, on its thread (see the registry's module docs).
             registry_start.start_here();
@@ -445,6 +470,10 @@ fn serve(
             } else {
                 app.configure(api::routes).configure(metrics::routes)
             };
+            let app = match &admin_page {
+                Some(page) => app.app_data(page.clone()).configure(admin::routes),
+                None => app,
+            };
             let app = if role == Role::Admin {
                 app
             } else {
@@ -456,6 +485,7 @@ fn serve(
                 app
             };
             let upgrade_state = state.clone();
+            let live_stats = admin_page.as_ref().map(|page| page.stats.clone());
             HttpService::build()
                 // Realtime frames are small and latency-bound: Nagle's algorithm would hold them
                 // for up to ~40 ms (measured in bench/: p99 27.5 → 1.9 ms at 5k msg/s).
@@ -463,17 +493,27 @@ fn serve(
                 .client_request_timeout(Duration::from_secs(5))
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(local_addr)
-                .upgrade(fn_service(move |(req, framed)| {
-                    let state = upgrade_state.clone();
-                    async move {
-                        if role == Role::Admin {
-                            // No websockets on the admin listener: closed unanswered.
-                            drop(framed);
-                            return Ok(());
+                .upgrade(fn_service(
+                    move |(req, framed): (actix_http::Request, _)| {
+                        let state = upgrade_state.clone();
+                        // The admin page's live feed; every other upgrade goes on as before.
+                        let live_stats = live_stats
+                            .as_ref()
+                            .filter(|_| req.head().uri.path() == admin::LIVE_PATH)
+                            .cloned();
+                        async move {
+                            if let Some(stats) = live_stats {
+                                return admin::live::serve(req, framed, state, stats).await;
+                            }
+                            if role == Role::Admin {
+                                // No other websockets on the admin listener: closed unanswered.
+                                drop(framed);
+                                return Ok(());
+                            }
+                            engineio::upgrade(req, framed, state).await
                         }
-                        engineio::upgrade(req, framed, state).await
-                    }
-                }))
+                    },
+                ))
                 // `finish` (not `h1`): its `tcp()` is the one that applies tcp_nodelay.
                 .finish(map_config(
                     app.into_factory()

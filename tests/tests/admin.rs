@@ -131,10 +131,17 @@ async fn the_api_and_metrics_are_only_on_the_admin_listener() {
     let (public, admin) = (node.addr(), admin_addr(&node).await);
     assert_ne!(public, admin);
 
-    for path in ["/api/v1/online", "/metrics"] {
+    for path in [
+        "/api/v1/online",
+        "/metrics",
+        "/admin",
+        "/admin/api/overview",
+    ] {
         let res = api_get(public, path, KEY).await;
         assert_eq!(res.status, 404, "public {path}: {res:?}");
     }
+    let res = http_get(admin, "/admin").await;
+    assert_eq!(res.status, 200, "admin page: {res:?}");
     let res = api_get(admin, "/api/v1/online", KEY).await;
     assert_eq!(res.status, 200, "admin API: {res:?}");
     let res = http_get(admin, "/metrics").await;
@@ -165,6 +172,7 @@ async fn without_an_admin_listener_everything_stays_on_the_public_one() {
         200
     );
     assert_eq!(http_get(node.addr(), "/metrics").await.status, 200);
+    assert_eq!(http_get(node.addr(), "/admin").await.status, 200);
     assert!(!node.logs().contains("admin listening"));
 }
 
