@@ -1,9 +1,26 @@
 //! `process_*` gauges, read from `/proc` at scrape time (the node's own memory, CPU and fds).
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use super::metrics;
 
-/// Refresh the process gauges from /proc (called at scrape time).
+/// Least time between two reads of /proc: listing `/proc/self/fd` is linear in open sockets and
+/// runs on a worker that also serves sessions, so a scrape flood must not repeat it.
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
+
+static LAST_REFRESH: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Refresh the process gauges from /proc (called at scrape time; at most four times a second).
 pub fn refresh_process() {
+    {
+        let mut last = LAST_REFRESH.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < REFRESH_EVERY) {
+            return;
+        }
+        *last = Some(now);
+    }
     let m = metrics();
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")
         && let Some(kb) = status
