@@ -367,6 +367,7 @@ fn cluster_frames() -> Vec<Vec<u8>> {
     let frame = |sent_at_micros, body| ClusterFrame {
         origin: "node-1".to_owned(),
         sent_at_micros,
+        trace: None,
         body,
     };
     [
