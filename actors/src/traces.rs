@@ -193,3 +193,54 @@ fn adopt(span: &Span, remote: Option<TraceParent>) {
     // Fails only for a span no exporter sees, which has nothing to join.
     let _ = span.set_parent(Context::new().with_remote_span_context(parent));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    const CLIENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn spans_adopt_a_remote_parent_and_pass_their_own_on() {
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            enable();
+            let client = TraceParent::parse(CLIENT);
+            let event = event("message:send", "s1", "alice", client);
+            let own = traceparent(&event).expect("a traced event");
+            assert_eq!(own.trace_id, client.unwrap().trace_id, "the client's trace");
+            assert_ne!(own.span_id, client.unwrap().span_id, "a span of its own");
+            assert!(own.sampled());
+
+            let hook = hook(&event, "authorize", "http://backend/authorize");
+            let hooked = traceparent(&hook).expect("a traced hook call");
+            assert_eq!(hooked.trace_id, own.trace_id);
+            assert_ne!(hooked.span_id, own.span_id);
+
+            // Inside the event, `current` hands it on; the commit of two sends is the first's.
+            let entered = event.enter();
+            let handed = current();
+            drop(entered);
+            let commit = commit(&[Span::none(), handed], 2);
+            assert_eq!(traceparent(&commit).unwrap().trace_id, own.trace_id);
+
+            // A frame's trace context makes the delivery a child of the publish.
+            let publish = publish(&event, "sb:user:bob");
+            let sent = traceparent(&publish).unwrap();
+            let delivery = deliver("sb:user:bob", "node-a", Some(sent));
+            assert_eq!(traceparent(&delivery).unwrap().trace_id, own.trace_id);
+            // An untraced frame delivers without a span; so does untraced work.
+            assert!(deliver("sb:user:bob", "node-a", None).is_none());
+            assert!(publish_of_none().is_none());
+        });
+    }
+
+    fn publish_of_none() -> Span {
+        publish(&Span::none(), "sb:user:bob")
+    }
+}

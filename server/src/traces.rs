@@ -14,7 +14,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Tracer};
 
 /// How long one export request may take.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running exporter: the tracer the log layer feeds, and the provider to flush at exit.
 pub struct Exporter {

@@ -417,7 +417,7 @@ pub struct Config {
 
     /// Share of the traces this node starts that are sampled (0.0 to 1.0); a trace a client
     /// or another node started keeps its own sampling decision.
-    #[arg(long, env = "SWITCHBOARD_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    #[arg(long, env = "SWITCHBOARD_TRACE_SAMPLE_RATIO", default_value = "1.0")]
     pub trace_sample_ratio: f64,
 
     /// Print the effective configuration as TOML that `--config` accepts (secrets redacted, each
@@ -876,6 +876,24 @@ mod tests {
     fn problems(args: &[&str]) -> Vec<String> {
         let cfg = Config::parse_from(std::iter::once("switchboard").chain(args.iter().copied()));
         cfg.validate().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_their_settings_are_checked() {
+        let cfg = Config::parse_from(["switchboard"]);
+        assert_eq!(cfg.otlp_endpoint(), None);
+        assert_eq!(cfg.trace_sample_ratio, 1.0);
+        let on = ["--otlp-endpoint", "http://collector:4318"];
+        assert!(problems(&on).is_empty());
+        assert!(problems(&["--otlp-endpoint", ""]).is_empty(), "empty: off");
+        let scheme = problems(&["--otlp-endpoint", "collector:4318"]);
+        assert!(scheme[0].contains("http://"), "{scheme:?}");
+        for ratio in ["1.5", "-0.1", "NaN"] {
+            let flag = format!("--trace-sample-ratio={ratio}");
+            let bad = problems(&[&on[..], &[flag.as_str()]].concat());
+            assert!(bad[0].contains("between 0.0 and 1.0"), "{ratio}: {bad:?}");
+        }
+        assert!(problems(&[&on[..], &["--trace-sample-ratio", "0.25"]].concat()).is_empty());
     }
 
     #[test]
