@@ -482,6 +482,12 @@ async fn a_clients_traceparent_is_honoured_and_log_lines_carry_its_trace_id() {
         assert!(Instant::now() < deadline, "no `hook failed` line:\n{logs}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The log has the trace ids, not the traced spans' own open/close lines.
+    assert!(
+        !cluster.a.logs().contains("switchboard::trace"),
+        "{}",
+        cluster.a.logs()
+    );
     // Malformed client trace contexts are ignored: the event starts a trace of its own.
     for bad in [json!("garbage"), json!(42), json!("00-zz-yy-01")] {
         let ack = alice
@@ -568,5 +574,70 @@ async fn without_an_endpoint_nothing_is_exported() {
         !logs.contains("trace_id"),
         "no trace ids in the log:\n{logs}"
     );
+    node.assert_no_panic();
+}
+
+#[tokio::test]
+async fn a_zero_ratio_exports_only_the_traces_a_sampled_client_started() {
+    let receiver = Receiver::start().await;
+    let endpoint = receiver.endpoint();
+    let node = Node::start_with_env(
+        &[
+            "--jwt-secret",
+            SECRET,
+            "--otlp-endpoint",
+            &endpoint,
+            "--trace-sample-ratio",
+            "0",
+        ],
+        FAST_EXPORT,
+    )
+    .await;
+    let mut alice = SioClient::connect(
+        node.addr(),
+        json!({"token": token("alice-ratio"), "deviceId": "a"}),
+    )
+    .await;
+    let mut bob = SioClient::connect(
+        node.addr(),
+        json!({"token": token("bob-ratio"), "deviceId": "b"}),
+    )
+    .await;
+    // Started here: not sampled.
+    let ack = alice
+        .call(
+            "message:send",
+            json!({"to": "bob-ratio", "text": "unsampled"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "ack {ack}");
+    bob.event("message:received").await;
+    // Started by the client, sampled: kept, with the node's spans in it.
+    let trace_id = random_hex(16);
+    let meta = json!({"traceparent": format!("00-{trace_id}-{}-01", random_hex(8))});
+    let ack = alice
+        .call(
+            "message:send",
+            json!({"to": "bob-ratio", "text": "sampled", "meta": meta}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "ack {ack}");
+    bob.event("message:received").await;
+    let node_id = |spans: &[Span]| spans.first().map(|s| s.instance.clone());
+    let spans = receiver
+        .trace(&trace_id, |spans| {
+            let instance = node_id(spans).unwrap_or_default();
+            has(spans, &instance, "event message:send") && has(spans, &instance, "journal commit")
+        })
+        .await;
+    assert!(!spans.is_empty());
+    // A few more export intervals: still nothing from any other trace.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let others: Vec<Span> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id != trace_id)
+        .collect();
+    assert!(others.is_empty(), "unsampled spans exported: {others:#?}");
     node.assert_no_panic();
 }
