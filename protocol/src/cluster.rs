@@ -224,8 +224,8 @@ impl ClusterFrame {
             magic if magic == MAGIC_TRACED => {
                 let mut binary = [0u8; BINARY_LEN];
                 binary.copy_from_slice(r.take(BINARY_LEN)?);
-                // A zero id is no trace context, not a reason to drop the frame.
-                TraceParent::from_bytes(&binary)
+                // Strict like every field: a zero id is invalid (and would not re-encode).
+                Some(TraceParent::from_bytes(&binary).ok_or(FrameError::Invalid)?)
             }
             _ => return Err(FrameError::Foreign),
         };
@@ -420,10 +420,10 @@ mod tests {
         for cut in 3..bytes.len() {
             assert!(ClusterFrame::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
-        // An all-zero trace context reads as none.
+        // An all-zero trace id is refused, like any invalid field.
         let mut zeroed = bytes.clone();
-        zeroed[3..3 + BINARY_LEN].fill(0);
-        assert_eq!(ClusterFrame::decode(&zeroed), Ok(deliver()));
+        zeroed[3..19].fill(0);
+        assert_eq!(ClusterFrame::decode(&zeroed), Err(FrameError::Invalid));
     }
 
     #[test]

@@ -492,14 +492,11 @@ impl Socket {
         let name = data.first().and_then(Value::as_str).unwrap_or_default();
         message_received(EventName::label(name));
         // The event's span lives as long as the work it starts (messages carry it on).
-        let span = match traces::enabled() {
-            true => traces::event(
-                EventName::label(name),
-                &user.socket,
-                &user.user,
-                TraceParent::from_event(&data),
-            ),
-            false => tracing::Span::none(),
+        let span = if traces::enabled() {
+            let remote = TraceParent::from_event(&data);
+            traces::event(EventName::label(name), &user.socket, &user.user, remote)
+        } else {
+            tracing::Span::none()
         };
         let _entered = span.enter();
         if let Err(retry) = user.bucket.try_take(Instant::now()) {
