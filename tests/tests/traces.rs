@@ -5,8 +5,9 @@
 //! A cross-node `message:send` must be one trace with spans from both nodes (the event, the
 //! backend's `authorize` call, the journal commit and the Redis publish on the sender's node,
 //! the delivery on the recipient's), the hook request must carry that trace's `traceparent`, a
-//! client's own `traceparent` must be honoured, log lines written inside a traced span carry
-//! its trace id, and a node without an endpoint must export nothing at all.
+//! client's own `traceparent` must be honoured (and, with a zero sample ratio, be the only
+//! trace kept), a CONNECT is a trace with its `connect` hook call, log lines written inside a
+//! traced span carry its trace id, and a node without an endpoint must export nothing at all.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -349,16 +350,20 @@ impl Cluster {
 
     /// The `traceparent` of the `authorize` request that asked about `target`.
     fn hook_traceparent(&self, target: &str) -> String {
+        self.traceparent_of("/authorize", |body| body["targets"] == json!([target]))
+    }
+
+    /// The `traceparent` of the last request to `path` whose body matches.
+    fn traceparent_of(&self, path: &str, matches: impl Fn(&Value) -> bool) -> String {
         let requests = self.backend.lock().unwrap().clone();
         let request = requests
             .iter()
             .rev()
             .find(|r| {
-                r.path == "/authorize"
-                    && serde_json::from_slice::<Value>(&r.body)
-                        .is_ok_and(|b| b["targets"] == json!([target]))
+                r.path == path
+                    && serde_json::from_slice::<Value>(&r.body).is_ok_and(|b| matches(&b))
             })
-            .unwrap_or_else(|| panic!("no authorize request about {target}: {requests:?}"));
+            .unwrap_or_else(|| panic!("no matching {path} request: {requests:?}"));
         request
             .headers
             .get("traceparent")
@@ -425,6 +430,20 @@ async fn a_cross_node_send_is_one_trace_with_spans_from_both_nodes() {
             .all(|s| s.instance == NODE_A || s.instance == NODE_B),
         "{spans:#?}"
     );
+
+    // Each CONNECT is a trace of its own, with the `connect` hook call in it.
+    let traceparent = cluster.traceparent_of("/connect", |body| body["userId"] == bob_id);
+    let connect_trace = traceparent.split('-').nth(1).unwrap().to_owned();
+    assert_ne!(connect_trace, trace_id);
+    let spans = cluster
+        .receiver
+        .trace(&connect_trace, |spans| {
+            has(spans, NODE_B, "connect") && has(spans, NODE_B, "hook connect")
+        })
+        .await;
+    let connect = find(&spans, NODE_B, "connect").unwrap();
+    let hook = find(&spans, NODE_B, "hook connect").unwrap();
+    assert_eq!(hook.parent_span_id, connect.span_id);
 
     cluster.a.assert_no_panic();
     cluster.b.assert_no_panic();
