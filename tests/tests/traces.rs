@@ -660,3 +660,49 @@ async fn a_zero_ratio_exports_only_the_traces_a_sampled_client_started() {
     assert!(others.is_empty(), "unsampled spans exported: {others:#?}");
     node.assert_no_panic();
 }
+
+#[tokio::test]
+async fn spans_still_queued_are_flushed_when_the_node_stops() {
+    let receiver = Receiver::start().await;
+    let endpoint = receiver.endpoint();
+    // Batches are due only after a minute: only the flush at exit can send this one.
+    let node = Node::start_with_env(
+        &[
+            "--jwt-secret",
+            SECRET,
+            "--otlp-endpoint",
+            &endpoint,
+            "--drain-secs",
+            "1",
+        ],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "60000")],
+    )
+    .await;
+    let alice = SioClient::connect(
+        node.addr(),
+        json!({"token": token("alice-flush"), "deviceId": "a"}),
+    )
+    .await;
+    alice.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.requests.lock().unwrap().len(),
+        0,
+        "nothing due yet"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &node.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let deadline = Instant::now() + EXPORT_WAIT;
+    while !receiver.spans().iter().any(|s| s.name == "connect") {
+        assert!(
+            Instant::now() < deadline,
+            "no connect span flushed at exit; node output:\n{}",
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.assert_no_panic();
+}
