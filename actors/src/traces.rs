@@ -89,6 +89,7 @@ pub fn hook(parent: &Span, hook: &str, url: &str) -> Span {
         http.request.method = "POST",
         url.full = url,
         http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     )
 }
 
@@ -109,6 +110,7 @@ pub fn commit(stores: &[Span], messages: usize) -> Span {
         otel.kind = "internal",
         db.operation.name = "INSERT messages",
         messages,
+        otel.status_code = tracing::field::Empty,
     );
     for other in traced {
         span.add_link(other.context().span().span_context().clone());
@@ -147,6 +149,11 @@ pub fn deliver(channel: &str, origin: &str, remote: Option<TraceParent>) -> Span
     );
     adopt(&span, remote);
     span
+}
+
+/// Mark `span` as failed (the exporter's span status).
+pub fn failed(span: &Span) {
+    span.record("otel.status_code", "error");
 }
 
 /// `span`'s W3C trace context, to pass on (`None` when it is not traced).

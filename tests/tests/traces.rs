@@ -7,7 +7,8 @@
 //! the delivery on the recipient's), the hook request must carry that trace's `traceparent`, a
 //! client's own `traceparent` must be honoured (and, with a zero sample ratio, be the only
 //! trace kept), a CONNECT is a trace with its `connect` hook call, log lines written inside a
-//! traced span carry its trace id, and a node without an endpoint must export nothing at all.
+//! traced span carry its trace id, a failed hook call is a failed span, the spans still queued
+//! are flushed when a node stops, and a node without an endpoint must export nothing at all.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message as _;
 use serde_json::{Value, json};
 use switchboard_tests::{Node, SioClient};
@@ -173,6 +175,8 @@ struct Span {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
+    /// The span status: whether it failed.
+    error: bool,
 }
 
 impl Receiver {
@@ -214,6 +218,9 @@ impl Receiver {
                             trace_id: hex(&span.trace_id),
                             span_id: hex(&span.span_id),
                             parent_span_id: hex(&span.parent_span_id),
+                            error: span
+                                .status
+                                .is_some_and(|s| s.code == StatusCode::Error as i32),
                         });
                     }
                 }
@@ -501,6 +508,17 @@ async fn a_clients_traceparent_is_honoured_and_log_lines_carry_its_trace_id() {
         assert!(Instant::now() < deadline, "no `hook failed` line:\n{logs}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The failed call is a failed span of the same trace.
+    let spans = cluster
+        .receiver
+        .trace(&trace_id, |spans| {
+            spans.iter().any(|s| s.name == "hook authorize" && s.error)
+        })
+        .await;
+    assert!(
+        spans.iter().any(|s| s.name == "hook authorize" && !s.error),
+        "the answered call did not fail: {spans:#?}"
+    );
     // The log has the trace ids, not the traced spans' own open/close lines.
     assert!(
         !cluster.a.logs().contains("switchboard::trace"),

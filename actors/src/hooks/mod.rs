@@ -216,6 +216,9 @@ impl Hooks {
             .map(move |result, act, _ctx| {
                 // A failure's log line names the call's trace.
                 let _entered = span.enter();
+                if result.is_err() {
+                    traces::failed(&span);
+                }
                 act.record(hook, started, &result);
                 result
             }),

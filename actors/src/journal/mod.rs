@@ -296,9 +296,12 @@ impl Journal {
             self.config.db_timeout,
             store::insert_messages(self.db.clone(), batch, committing.clone()),
         )
-        .instrument(commit);
+        .instrument(commit.clone());
         ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
             act.storing = false;
+            if result.is_err() {
+                traces::failed(&commit);
+            }
             match result {
                 Ok((batch, outcomes)) => {
                     act.stats.message_batches += 1;
