@@ -21,7 +21,8 @@
 //!   channel name, store errors and Redis settings, frames and close reasons.
 //! - [`auth`], [`ratelimit`], [`signing`], [`logins`]: pure parts (JWT verification, rate-limit
 //!   state machines, the backend requests' signature, failed logins per address).
-//! - [`metrics`]: the Prometheus metrics and the mailbox instrumentation.
+//! - [`metrics`]: the Prometheus metrics and the mailbox instrumentation; [`traces`]: the
+//!   OpenTelemetry spans (built only when the node exports traces).
 //!
 //! Actors talk only through typed messages; no actor shares mutable state with another (the
 //! one sanctioned exception, the registry's direct websocket writes, is documented in
@@ -48,6 +49,7 @@ pub mod registry;
 pub mod session;
 pub mod signing;
 pub mod store;
+pub mod traces;
 pub mod transport;
 pub mod webhooks;
 

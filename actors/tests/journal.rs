@@ -90,6 +90,7 @@ async fn store(journal: &Addr<Journal>, from: &str, to: &str, text: &str) -> Sto
             to: to.into(),
             text: text.into(),
             client_msg_id: None,
+            span: tracing::Span::none(),
         })
         .await
         .unwrap()
@@ -189,6 +190,7 @@ async fn concurrent_stores_share_transactions(backend: Backend) {
             to: format!("u{}", (i + 1) % 7).into(),
             text: format!("m{i}"),
             client_msg_id: None,
+            span: tracing::Span::none(),
         })
     });
     let stored: Vec<StoredMessage> = join_all(sends)
@@ -680,6 +682,7 @@ async fn postgres_outage_fails_stores_keeps_log_rows_and_recovers() {
             to: "bob".into(),
             text: "during".into(),
             client_msg_id: None,
+            span: tracing::Span::none(),
         })
         .await
         .unwrap()
@@ -724,6 +727,7 @@ async fn postgres_outage_fails_stores_keeps_log_rows_and_recovers() {
                 to: "bob".into(),
                 text: "after".into(),
                 client_msg_id: None,
+                span: tracing::Span::none(),
             })
             .await
             .unwrap();
@@ -1123,6 +1127,7 @@ async fn a_refused_transaction_leaves_neither_rows_nor_events(backend: Backend) 
             to: "bob".into(),
             text: "lost".into(),
             client_msg_id: None,
+            span: tracing::Span::none(),
         })
         .await
         .unwrap()
@@ -1383,6 +1388,7 @@ fn with_client_id(from: &str, to: &str, text: &str, cid: &str) -> StoreMessage {
         to: to.into(),
         text: text.into(),
         client_msg_id: Some(cid.into()),
+        span: tracing::Span::none(),
     }
 }
 

@@ -8,8 +8,14 @@
 
 use bytes::Bytes;
 
-/// First bytes of every frame (format version 1).
+use crate::trace::{BINARY_LEN, TraceParent};
+
+/// First bytes of every frame without a trace context (format version 1).
 pub const MAGIC: &[u8; 3] = b"SB1";
+/// First bytes of a frame with a trace context: the 25-byte binary `traceparent` follows, then
+/// the rest of a version-1 frame. Only traced frames use it, so nodes without tracing keep
+/// exchanging version-1 frames.
+pub const MAGIC_TRACED: &[u8; 3] = b"SB2";
 /// Largest frame accepted.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// Most parts (one text frame plus attachments) one delivery may carry.
@@ -99,6 +105,8 @@ pub struct ClusterFrame {
     pub origin: String,
     /// Publish time, microseconds since the Unix epoch.
     pub sent_at_micros: u64,
+    /// The publishing span, so the receiving node's work joins the sender's trace.
+    pub trace: Option<TraceParent>,
     /// The action.
     pub body: Body,
 }
@@ -139,8 +147,14 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 impl ClusterFrame {
     /// Encode to bytes for `PUBLISH`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.payload_len());
-        out.extend_from_slice(MAGIC);
+        let mut out = Vec::with_capacity(64 + BINARY_LEN + self.payload_len());
+        match &self.trace {
+            Some(trace) => {
+                out.extend_from_slice(MAGIC_TRACED);
+                out.extend_from_slice(&trace.to_bytes());
+            }
+            None => out.extend_from_slice(MAGIC),
+        }
         out.extend_from_slice(&self.sent_at_micros.to_be_bytes());
         put_str(&mut out, &self.origin);
         match &self.body {
@@ -205,9 +219,16 @@ impl ClusterFrame {
             return Err(FrameError::TooLarge);
         }
         let mut r = Reader { buf: bytes };
-        if r.take(3).map_err(|_| FrameError::Foreign)? != MAGIC {
-            return Err(FrameError::Foreign);
-        }
+        let trace = match r.take(3).map_err(|_| FrameError::Foreign)? {
+            magic if magic == MAGIC => None,
+            magic if magic == MAGIC_TRACED => {
+                let mut binary = [0u8; BINARY_LEN];
+                binary.copy_from_slice(r.take(BINARY_LEN)?);
+                // Strict like every field: a zero id is invalid (and would not re-encode).
+                Some(TraceParent::from_bytes(&binary).ok_or(FrameError::Invalid)?)
+            }
+            _ => return Err(FrameError::Foreign),
+        };
         let sent_at_micros = r.u64()?;
         let origin = r.string()?;
         if origin.is_empty() {
@@ -265,6 +286,7 @@ impl ClusterFrame {
         Ok(ClusterFrame {
             origin,
             sent_at_micros,
+            trace,
             body,
         })
     }
@@ -327,6 +349,7 @@ mod tests {
         ClusterFrame {
             origin: "node-1".into(),
             sent_at_micros: 1_700_000_000_000_000,
+            trace: None,
             body: Body::Deliver {
                 except: Some("sid123".into()),
                 volatile: true,
@@ -347,6 +370,7 @@ mod tests {
             ClusterFrame {
                 origin: "n".into(),
                 sent_at_micros: 1,
+                trace: None,
                 body: Body::Presence {
                     user: "dave".into(),
                     change: PresenceWire::Status("away".into()),
@@ -355,6 +379,7 @@ mod tests {
             ClusterFrame {
                 origin: "n".into(),
                 sent_at_micros: 2,
+                trace: None,
                 body: Body::Presence {
                     user: "dave".into(),
                     change: PresenceWire::Offline,
@@ -363,11 +388,13 @@ mod tests {
             ClusterFrame {
                 origin: "n".into(),
                 sent_at_micros: 3,
+                trace: None,
                 body: Body::DisconnectUser { user: "eve".into() },
             },
             ClusterFrame {
                 origin: "n".into(),
                 sent_at_micros: 4,
+                trace: None,
                 body: Body::Membership {
                     user: "eve".into(),
                     room: "r".into(),
@@ -378,6 +405,25 @@ mod tests {
         for frame in frames {
             assert_eq!(ClusterFrame::decode(&frame.encode()), Ok(frame));
         }
+    }
+
+    #[test]
+    fn traced_frames_carry_the_trace_and_untraced_ones_keep_version_1() {
+        let plain = deliver().encode();
+        assert_eq!(&plain[..3], MAGIC);
+        let trace = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let traced = ClusterFrame { trace, ..deliver() };
+        let bytes = traced.encode();
+        assert_eq!(&bytes[..3], MAGIC_TRACED);
+        assert_eq!(bytes.len(), plain.len() + BINARY_LEN);
+        assert_eq!(ClusterFrame::decode(&bytes), Ok(traced));
+        for cut in 3..bytes.len() {
+            assert!(ClusterFrame::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // An all-zero trace id is refused, like any invalid field.
+        let mut zeroed = bytes.clone();
+        zeroed[3..19].fill(0);
+        assert_eq!(ClusterFrame::decode(&zeroed), Err(FrameError::Invalid));
     }
 
     #[test]

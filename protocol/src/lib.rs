@@ -13,6 +13,8 @@
 //! * [`socketio`] — Socket.IO v5 packets carried inside Engine.IO messages, with
 //!   strict validation and reassembly of binary attachments
 //!   ([`socketio::PartialPacket`]).
+//! * [`cluster`] — frames between nodes; [`trace`] — the W3C `traceparent` they and
+//!   clients' events may carry.
 //!
 //! Socket.IO sits on top of Engine.IO: a Socket.IO packet encodes to one Engine.IO
 //! message plus one Engine.IO binary message per attachment
@@ -24,5 +26,6 @@ pub mod engineio;
 pub mod events;
 pub mod offset;
 pub mod socketio;
+pub mod trace;
 
 pub use bytes::Bytes;

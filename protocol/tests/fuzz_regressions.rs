@@ -21,6 +21,7 @@ use switchboard_protocol::Bytes;
 use switchboard_protocol::cluster::{Body, ClusterFrame, Part, PresenceWire};
 use switchboard_protocol::engineio::{self, Frame, Handshake, payload, v3};
 use switchboard_protocol::socketio::{self, PacketData};
+use switchboard_protocol::trace::TraceParent;
 
 /// `protocol/fuzz`.
 fn fuzz_dir() -> PathBuf {
@@ -367,6 +368,7 @@ fn cluster_frames() -> Vec<Vec<u8>> {
     let frame = |sent_at_micros, body| ClusterFrame {
         origin: "node-1".to_owned(),
         sent_at_micros,
+        trace: None,
         body,
     };
     [
@@ -421,6 +423,18 @@ fn cluster_frames() -> Vec<Vec<u8>> {
                 join: true,
             },
         ),
+        // A traced frame (version 2): the trace context before the rest.
+        ClusterFrame {
+            trace: TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ..frame(
+                6,
+                Body::Deliver {
+                    except: None,
+                    volatile: false,
+                    parts: vec![Part::Text(Bytes::from_static(b"42[\"ev\"]"))],
+                },
+            )
+        },
     ]
     .iter()
     .map(ClusterFrame::encode)

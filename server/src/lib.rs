@@ -19,6 +19,7 @@ pub mod config;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod traces;
 pub mod transport;
 
 use std::future::Future;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use switchboard::Config;
 use switchboard::config::{ConfigError, Loaded, Source};
+use switchboard::traces::Exporter;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc instead of glibc malloc (see server/Cargo.toml for why).
 #[global_allocator]
@@ -39,17 +39,30 @@ async fn main() -> ExitCode {
     if let Some(user) = &config.mint_token {
         return mint_token(&config, user);
     }
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        // One access-log line per HTTP request (tracing-actix-web's span, with its request id).
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_env_filter(filter)
-        .init();
+    // Traces are off (and no span is built) unless an OTLP endpoint is set.
+    let exporter = config
+        .otlp_endpoint()
+        .map(|endpoint| Exporter::start(endpoint, config.trace_sample_ratio, &config.node_id()));
+    let (exporter, exporter_failed) = match exporter {
+        Some(Ok(exporter)) => (Some(exporter), None),
+        Some(Err(err)) => (None, Some(err)),
+        None => (None, None),
+    };
+    switchboard::logging::init(&config.log, exporter.as_ref().map(|e| e.tracer.clone()));
+    if let Some(err) = exporter_failed {
+        error!(%err, "refusing to start: cannot set up the trace exporter");
+        return ExitCode::FAILURE;
+    }
+    let code = serve(config, effective).await;
+    if let Some(exporter) = exporter {
+        // The last spans go out before exit; shutting down blocks, so off the async thread.
+        let _ = actix_web::rt::task::spawn_blocking(move || exporter.shutdown()).await;
+    }
+    code
+}
 
+/// Everything after logging is set up: checks, then the node until it stops.
+async fn serve(config: Config, effective: switchboard::config::Effective) -> ExitCode {
     #[cfg(feature = "fault-drop-acked")]
     warn!("FAULT-INJECTION BUILD: one acknowledged message:send in 1000 is not stored");
     // Purge freed pages in the background (jemalloc's decay, ~10 s): without it memory freed

@@ -97,8 +97,23 @@ impl Node {
         Self::start_binary(&binary_path(), args).await
     }
 
+    /// Like [`Node::start`], with extra environment variables (not `SWITCHBOARD_*` ones, which
+    /// tests give as flags: e.g. the OpenTelemetry SDK's `OTEL_*`).
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::start_binary_with_env(&binary_path(), args, env).await
+    }
+
     /// Like [`Node::start`], with another build of the binary (e.g. a fault-injection build).
     pub async fn start_binary(bin: &std::path::Path, args: &[&str]) -> Node {
+        Self::start_binary_with_env(bin, args, &[]).await
+    }
+
+    /// [`Node::start_binary`] with extra environment variables.
+    pub async fn start_binary_with_env(
+        bin: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         assert!(
             bin.is_file(),
             "switchboard binary not found at {}: run `cargo build -p switchboard` first \
@@ -118,6 +133,7 @@ impl Node {
             .kill_on_drop(true);
         // The node reads its config from SWITCHBOARD_* too; only the flags given here may count.
         without_switchboard_env(&mut cmd);
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));

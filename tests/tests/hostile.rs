@@ -2493,6 +2493,7 @@ fn deliver(origin: &str, text: &str) -> ClusterFrame {
     ClusterFrame {
         origin: origin.to_owned(),
         sent_at_micros: now() * 1_000_000,
+        trace: None,
         body: Body::Deliver {
             except: None,
             volatile: false,
@@ -2607,6 +2608,7 @@ async fn cluster_frames_body() {
     let frame = ClusterFrame {
         origin: "evil-node".into(),
         sent_at_micros: now() * 1_000_000,
+        trace: None,
         body: Body::DisconnectUser {
             user: "victim".into(),
         },
@@ -2632,6 +2634,7 @@ async fn cluster_frames_body() {
     let frame = ClusterFrame {
         origin: "evil-node".into(),
         sent_at_micros: now() * 1_000_000,
+        trace: None,
         body: Body::DisconnectUser {
             user: CANARY_A.into(),
         },

@@ -257,7 +257,10 @@ fn ask_backend(s: &mut Socket, conn: &mut dyn Conn, admission: Box<Admission>, a
         user_agent: s.handshake.user_agent.clone(),
         origin: s.handshake.origin.clone(),
     };
-    let asked = hooks.connect.send(AskConnect { request });
+    let asked = hooks.connect.send(AskConnect {
+        request,
+        span: crate::traces::current(),
+    });
     conn.spawn(work(async move {
         let answer = match asked.await {
             Ok(answer) => answer,

@@ -86,6 +86,7 @@ pub(super) fn ask(
         user: user.user.clone(),
         socket: user.socket.clone(),
         targets,
+        span: crate::traces::current(),
     });
     conn.spawn(work(async move {
         let result = match asked.await {

@@ -15,6 +15,7 @@ use crate::ports::hooks::{Action, Decision, HookFailure};
 use crate::ports::journal::{StoreMessage, StoredMessage, SyncMessages};
 use crate::ports::ratelimiter::CheckMessage;
 use crate::ports::registry::{Deliver, Target};
+use crate::traces;
 use crate::transport::encode_event;
 
 /// Most `message:send` events one socket may have waiting (beyond the per-socket rate limit,
@@ -37,7 +38,7 @@ pub(super) fn send(
             Refusal::new(ErrorCode::ServiceUnavailable, message),
         );
     }
-    user.sends.push_back((msg, id));
+    user.sends.push_back((msg, id, traces::current()));
     if !user.sending {
         next(app, user, conn);
     }
@@ -46,10 +47,12 @@ pub(super) fn send(
 /// Start the oldest queued `message:send`, if any: first the backend's `authorize` (when it is
 /// asked about `message:send`), then the per-user limit.
 fn next(app: &App, user: &mut User, conn: &mut dyn Conn) {
-    let Some((msg, id)) = user.sends.pop_front() else {
+    let Some((msg, id, span)) = user.sends.pop_front() else {
         user.sending = false;
         return;
     };
+    // Queued behind another send: its own event's span again.
+    let _entered = span.enter();
     user.sending = true;
     let gated = app
         .hooks
@@ -126,6 +129,7 @@ pub(super) fn checked(
         to: UserId::from(msg.to),
         text: sanitize_text(&msg.text),
         client_msg_id: msg.client_msg_id,
+        span: traces::current(),
     });
     conn.spawn(work(async move {
         let result = settle(store.await, "journal");
@@ -173,6 +177,7 @@ fn deliver(app: &App, user: &User, stored: &StoredMessage) {
         except: None,
         volatile: false,
         event: EventName::MessageReceived.as_str(),
+        span: traces::current(),
     });
     app.ports.deliver.do_send(Deliver {
         target: Target::User(UserId::from(stored.from.as_str())),
@@ -180,6 +185,7 @@ fn deliver(app: &App, user: &User, stored: &StoredMessage) {
         except: Some(user.socket.clone()),
         volatile: false,
         event: EventName::MessageSent.as_str(),
+        span: traces::current(),
     });
 }
 

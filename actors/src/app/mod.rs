@@ -66,6 +66,7 @@ use crate::ports::recovery::{Recorded, SaveSession, SavedSession, TakeSession};
 use crate::ports::registry::{Authenticated, Deliver, JoinRoom, Recover, Watch};
 use crate::ports::session::Push;
 use crate::ratelimit::TokenBucket;
+use crate::traces::{self, TraceParent};
 use crate::transport::{CloseReason, Outgoing, WsOut};
 use errors::Refusal;
 
@@ -202,7 +203,8 @@ pub struct HandshakeInfo {
     pub legacy: bool,
 }
 
-/// Work for another actor; its answer comes back to the socket as a [`Done`].
+/// Work for another actor; its answer comes back to the socket as a [`Done`] (inside the span
+/// the work was started in, so a chain of steps stays one trace).
 pub type Work = Pin<Box<dyn Future<Output = Done>>>;
 
 /// What the application needs from the connection it serves (the Session implements it).
@@ -392,7 +394,7 @@ struct User {
     /// When the socket was admitted (connection duration metric).
     since: Instant,
     /// `message:send` events waiting for the one in flight.
-    sends: VecDeque<(MessageSend, Option<u64>)>,
+    sends: VecDeque<(MessageSend, Option<u64>, tracing::Span)>,
     /// A `message:send` is being checked or stored.
     sending: bool,
     /// Users whose presence this socket watches (bounded by `presence::MAX_WATCHED`).
@@ -468,6 +470,8 @@ impl Socket {
 
     /// A CONNECT to namespace `nsp` with its `auth` payload.
     pub fn connect(&mut self, conn: &mut dyn Conn, nsp: String, auth: Option<Value>) {
+        let span = traces::connect(conn.sid());
+        let _entered = span.enter();
         connect::connect(self, conn, nsp, auth);
     }
 
@@ -487,6 +491,14 @@ impl Socket {
         user.received = user.received.saturating_add(1);
         let name = data.first().and_then(Value::as_str).unwrap_or_default();
         message_received(EventName::label(name));
+        // The event's span lives as long as the work it starts (messages carry it on).
+        let span = if traces::enabled() {
+            let remote = TraceParent::from_event(&data);
+            traces::event(EventName::label(name), &user.socket, &user.user, remote)
+        } else {
+            tracing::Span::none()
+        };
+        let _entered = span.enter();
         if let Err(retry) = user.bucket.try_take(Instant::now()) {
             return fail(conn, id, Refusal::rate_limited(retry));
         }

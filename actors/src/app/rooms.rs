@@ -136,6 +136,7 @@ pub(super) fn emit(
         except: None,
         volatile: msg.volatile.unwrap_or(false),
         event: EventName::RoomMsg.as_str(),
+        span: crate::traces::current(),
     });
     ack(conn, id, json!({"ok": true}));
 }

@@ -47,6 +47,7 @@ pub(super) fn call(
         data,
         user: user.user.clone(),
         socket: user.socket.clone(),
+        span: crate::traces::current(),
     });
     conn.spawn(work(async move {
         let result = match asked.await {

@@ -62,5 +62,6 @@ fn relay(
         except: None,
         volatile: true,
         event: event.as_str(),
+        span: crate::traces::current(),
     });
 }

@@ -24,7 +24,7 @@ use futures_util::future::{BoxFuture, Shared};
 use redis::aio::{ConnectionManager, PubSubSink};
 use switchboard_protocol::cluster::{ClusterFrame, FrameError, split_recorded};
 use switchboard_protocol::offset::Offset;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::ids::{NodeId, Sid};
 use crate::keys::{Channel, Keys};
@@ -434,14 +434,20 @@ impl Handler<Publish> for RedisBridge {
             .redis_commands
             .get_or_create(&CommandLabel { command: "PUBLISH" })
             .inc();
+        let Publish {
+            channel,
+            payload,
+            span,
+        } = msg;
         // Started in handling order on one multiplexed connection, so publishes keep order.
         let fut = async move {
             redis::cmd("PUBLISH")
-                .arg(&msg.channel)
-                .arg(msg.payload.as_ref())
+                .arg(&channel)
+                .arg(payload.as_ref())
                 .query_async::<i64>(&mut conn)
                 .await
-        };
+        }
+        .instrument(span);
         ctx.spawn(fut.into_actor(self).map(|result, act, _ctx| {
             if let Err(err) = result {
                 act.status.publish_errors += 1;
@@ -466,19 +472,26 @@ impl Handler<PublishRecorded> for RedisBridge {
             self.clock_key.clone(),
             self.recording,
         );
+        let PublishRecorded {
+            channel,
+            stream,
+            payload,
+            span,
+        } = msg;
         // In handling order on the one publishing connection, like plain publishes.
         let fut = async move {
             script
                 .key(clock)
-                .key(&msg.stream)
-                .arg(&msg.channel)
-                .arg(msg.payload.as_ref())
+                .key(&stream)
+                .arg(&channel)
+                .arg(payload.as_ref())
                 .arg(recording.max_len)
                 .arg(recording.window.as_millis() as u64)
                 .arg(recording.window.as_secs().max(1))
                 .invoke_async::<String>(&mut conn)
                 .await
-        };
+        }
+        .instrument(span);
         ctx.spawn(fut.into_actor(self).map(|result, act, _ctx| {
             if let Err(err) = result {
                 act.status.publish_errors += 1;

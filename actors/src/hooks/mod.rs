@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, warn};
 
 pub use crate::decisions::DecisionCache;
 use crate::metrics::{HookLabel, HookOutcomeLabel, MeteredActor, metrics};
@@ -36,6 +36,7 @@ pub use crate::ports::hooks::FailurePolicy;
 use crate::ports::hooks::{
     Action, AskAuthorize, AskConnect, AskRpc, ConnectAnswer, Decision, Hook, HookFailure, RpcAnswer,
 };
+use crate::traces;
 use circuit::Circuit;
 use wire::AuthorizeAnswer;
 
@@ -88,36 +89,42 @@ impl Hooks {
         }
     }
 
-    /// The request for `hook`, or why none goes out (circuit open).
+    /// The request for `hook` to `url`, or why none goes out (circuit open); traced in `span`,
+    /// whose `traceparent` it sends.
     fn request(
         &mut self,
         hook: Hook,
+        url: String,
         body: Vec<u8>,
+        span: Span,
     ) -> impl Future<Output = Result<Bytes, HookFailure>> + 'static {
         let admitted = self.circuits.entry(hook).or_default().admit(Instant::now());
         self.circuit_gauge(hook);
         let client = self.client.get_or_insert_with(awc::Client::default).clone();
         let config = self.config.clone();
+        let traceparent = traces::traceparent(&span).map(|t| t.to_string());
+        let status_span = span.clone();
         async move {
             if !admitted {
                 return Err(HookFailure::CircuitOpen);
             }
-            let url = format!("{}/{}", config.url.trim_end_matches('/'), hook.as_str());
             let timestamp = unix_ms();
             let signature = wire::signature(&config.secret, timestamp, &body);
             let call = async {
-                let mut response = client
+                let mut request = client
                     .post(url)
                     .timeout(config.timeout)
                     .insert_header(("content-type", "application/json"))
                     .insert_header(("x-switchboard-timestamp", timestamp.to_string()))
-                    .insert_header(("x-switchboard-signature", signature))
-                    .send_body(body)
-                    .await
-                    .map_err(|err| match err {
-                        awc::error::SendRequestError::Timeout => HookFailure::Timeout,
-                        other => HookFailure::Unreachable(other.to_string()),
-                    })?;
+                    .insert_header(("x-switchboard-signature", signature));
+                if let Some(traceparent) = traceparent {
+                    request = request.insert_header(("traceparent", traceparent));
+                }
+                let mut response = request.send_body(body).await.map_err(|err| match err {
+                    awc::error::SendRequestError::Timeout => HookFailure::Timeout,
+                    other => HookFailure::Unreachable(other.to_string()),
+                })?;
+                status_span.record("http.response.status_code", response.status().as_u16());
                 if response.status().as_u16() != 200 {
                     return Err(HookFailure::Status(response.status().as_u16()));
                 }
@@ -137,6 +144,7 @@ impl Hooks {
                 .await
                 .unwrap_or(Err(HookFailure::Timeout))
         }
+        .instrument(span)
     }
 
     /// Count a call's outcome and move its circuit.
@@ -190,15 +198,27 @@ impl Hooks {
         &mut self,
         hook: Hook,
         body: Vec<u8>,
+        parent: &Span,
         check: impl FnOnce(&[u8]) -> Result<T, HookFailure> + 'static,
     ) -> ResponseActFuture<Self, Result<T, HookFailure>> {
         let started = Instant::now();
-        let request = self.request(hook, body);
+        let url = format!(
+            "{}/{}",
+            self.config.url.trim_end_matches('/'),
+            hook.as_str()
+        );
+        let span = traces::hook(parent, hook.as_str(), &url);
+        let request = self.request(hook, url, body, span.clone());
         Box::pin(
             actix::fut::wrap_future::<_, Self>(
                 async move { request.await.and_then(|b| check(&b)) },
             )
             .map(move |result, act, _ctx| {
+                // A failure's log line names the call's trace.
+                let _entered = span.enter();
+                if result.is_err() {
+                    traces::failed(&span);
+                }
                 act.record(hook, started, &result);
                 result
             }),
@@ -260,7 +280,7 @@ impl Handler<AskConnect> for Hooks {
 
     fn handle(&mut self, msg: AskConnect, _ctx: &mut Context<Self>) -> Self::Result {
         let body = serde_json::to_vec(&msg.request).unwrap_or_default();
-        self.call(Hook::Connect, body, wire::connect_answer)
+        self.call(Hook::Connect, body, &msg.span, wire::connect_answer)
     }
 }
 
@@ -275,7 +295,7 @@ impl Handler<AskRpc> for Hooks {
             socket_id: &msg.socket,
         })
         .unwrap_or_default();
-        self.call(Hook::Rpc, body, wire::rpc_answer)
+        self.call(Hook::Rpc, body, &msg.span, wire::rpc_answer)
     }
 }
 
@@ -305,7 +325,7 @@ impl Handler<AskAuthorize> for Hooks {
             })
             .unwrap_or_default();
             let targets = msg.targets.clone();
-            let asked = self.call(Hook::Authorize, body, move |b| {
+            let asked = self.call(Hook::Authorize, body, &msg.span, move |b| {
                 wire::authorize_answer(b, &targets)
             });
             ctx.spawn(asked.map(move |answer, act, _ctx| act.decided(&key, &msg, answer)));

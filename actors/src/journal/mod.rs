@@ -55,7 +55,7 @@ use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use sea_orm::prelude::DateTimeUtc;
 use tokio::sync::oneshot;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 use uuid::Uuid;
 
 use crate::ids::{Room, UserId};
@@ -67,6 +67,7 @@ use crate::ports::journal::{
     RetentionSweep, Stats, StoreMessage, StoredMessage, SyncMessages, SyncPage, TakeWebhooks,
     WebhookDepth, WebhookEvent,
 };
+use crate::traces;
 use entities::message;
 use rows::{
     ClosedRow, LogPlan, LogQueue, LogRow, MessageBatch, NewMessage, OpenedRow, Outcome,
@@ -140,6 +141,8 @@ impl Default for JournalConfig {
 struct PendingStore {
     message: NewMessage,
     reply: oneshot::Sender<Result<StoredMessage, JournalError>>,
+    /// The send's span (disabled when traces are off).
+    span: tracing::Span,
 }
 
 /// The Journal actor (see the module docs).
@@ -270,7 +273,11 @@ impl Journal {
         // Per store, in arrival order: its reply, and its message if it is deliberately
         // dropped (the others travel in `batch` and come back with it).
         let mut slots = Vec::with_capacity(n);
+        let mut spans = Vec::new();
         for p in self.pending.drain(..n).collect::<Vec<_>>() {
+            if traces::enabled() {
+                spans.push(p.span);
+            }
             if self.deliberately_dropped() {
                 slots.push((p.reply, Some(p.message)));
             } else {
@@ -283,12 +290,18 @@ impl Journal {
         }
         self.storing = true;
         let committing = Arc::new(AtomicBool::new(false));
+        let commit = traces::commit(&spans, n);
+        drop(spans);
         let op = store::bounded(
             self.config.db_timeout,
             store::insert_messages(self.db.clone(), batch, committing.clone()),
-        );
+        )
+        .instrument(commit.clone());
         ctx.spawn(op.into_actor(self).map(move |result, act, ctx| {
             act.storing = false;
+            if result.is_err() {
+                traces::failed(&commit);
+            }
             match result {
                 Ok((batch, outcomes)) => {
                     act.stats.message_batches += 1;
@@ -627,6 +640,7 @@ impl Handler<StoreMessage> for Journal {
                 client_msg_id: msg.client_msg_id,
             },
             reply,
+            span: msg.span,
         });
         self.schedule_store(ctx);
         Box::pin(async move {

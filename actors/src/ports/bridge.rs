@@ -25,6 +25,8 @@ pub struct Publish {
     pub channel: String,
     /// `ClusterFrame::encode` output.
     pub payload: Bytes,
+    /// The publish's span, ended when Redis answers (disabled when traces are off).
+    pub span: tracing::Span,
 }
 
 /// Record a recoverable event in its channel's recovery stream and publish it with its offset
@@ -38,6 +40,8 @@ pub struct PublishRecorded {
     pub stream: String,
     /// `ClusterFrame::encode` output.
     pub payload: Bytes,
+    /// The publish's span, ended when Redis answers (disabled when traces are off).
+    pub span: tracing::Span,
 }
 
 /// Answer once the subscriber connection is subscribed to `channels` (so that what is published

@@ -134,6 +134,8 @@ impl HookFailure {
 pub struct AskConnect {
     /// The request body.
     pub request: ConnectRequest,
+    /// The CONNECT's span: the call joins its trace (disabled when traces are off).
+    pub span: tracing::Span,
 }
 
 /// The body of a `connect` call.
@@ -189,6 +191,8 @@ pub struct AskAuthorize {
     pub socket: SocketId,
     /// The users, or the one room, acted on (distinct).
     pub targets: Vec<String>,
+    /// The event's span: the call joins its trace (disabled when traces are off).
+    pub span: tracing::Span,
 }
 
 /// Which targets of a question are allowed.
@@ -220,6 +224,8 @@ pub struct AskRpc {
     pub user: UserId,
     /// From which socket.
     pub socket: SocketId,
+    /// The event's span: the call joins its trace (disabled when traces are off).
+    pub span: tracing::Span,
 }
 
 /// What `rpc` answered.

@@ -120,6 +120,8 @@ pub struct StoreMessage {
     pub text: String,
     /// The client's id for the send, unique per sender.
     pub client_msg_id: Option<String>,
+    /// The send's span: the commit joins its trace (disabled when traces are off).
+    pub span: tracing::Span,
 }
 
 /// Messages to or from `user` with an id above `after`, ascending.

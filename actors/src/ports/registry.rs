@@ -122,6 +122,9 @@ pub struct Deliver {
     pub volatile: bool,
     /// The event name, for `socket_messages_sent_total{event_type}` (bounded label).
     pub event: &'static str,
+    /// The span of the work that sends it: a publish joins its trace (disabled when traces
+    /// are off).
+    pub span: tracing::Span,
 }
 
 /// What changed about a user's presence.

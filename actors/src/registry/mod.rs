@@ -55,9 +55,11 @@ use crate::ports::registry::{AttachPresence, AttachRecovery, JoinRoom, Recover};
 use crate::ports::session::{Push, SessionPort, SetRooms, ToSession};
 use crate::store::StoreError;
 use crate::store::now_micros;
+use crate::traces::{self, TraceParent};
 use crate::transport::{Outgoing, WsOutbound, encode_event};
 use index::{Entry, Index, Socket};
 use switchboard_protocol::offset::{Offset, append_offset};
+use tracing::Span;
 
 /// Mailbox capacity: sessions deregister with `do_send`; HTTP handlers `send` and wait for room.
 const MAILBOX: usize = 4096;
@@ -75,10 +77,12 @@ struct ClusterLink {
 }
 
 impl ClusterLink {
-    fn frame(&self, body: Body) -> bytes::Bytes {
+    /// The signed frame; `trace` (inside the signed bytes) lets the receivers join the trace.
+    fn frame(&self, body: Body, trace: Option<TraceParent>) -> bytes::Bytes {
         let frame = ClusterFrame {
             origin: self.node_id.to_string(),
             sent_at_micros: now_micros(),
+            trace,
             body,
         }
         .encode();
@@ -88,20 +92,29 @@ impl ClusterLink {
         }
     }
 
-    fn publish(&self, channel: &Channel, body: Body) {
+    /// Publish `body`; work done in `parent` (a traced span, or none) is traced on.
+    fn publish(&self, channel: &Channel, body: Body, parent: &Span) {
+        let channel = self.keys.channel(channel);
+        let span = traces::publish(parent, &channel);
+        let payload = self.frame(body, traces::traceparent(&span));
         self.publish.do_send(Publish {
-            channel: self.keys.channel(channel),
-            payload: self.frame(body),
+            channel,
+            payload,
+            span,
         });
     }
 
     /// Record a recoverable event in the channel's stream and publish it with its offset;
     /// every node, this one included, delivers it when it comes back.
-    fn publish_recorded(&self, channel: &Channel, body: Body) {
+    fn publish_recorded(&self, channel: &Channel, body: Body, parent: &Span) {
+        let name = self.keys.channel(channel);
+        let span = traces::publish(parent, &name);
+        let payload = self.frame(body, traces::traceparent(&span));
         self.publish_recorded.do_send(PublishRecorded {
-            channel: self.keys.channel(channel),
+            channel: name,
             stream: self.keys.stream(channel),
-            payload: self.frame(body),
+            payload,
+            span,
         });
     }
 
@@ -239,6 +252,7 @@ impl SessionRegistry {
         except: Option<SocketId>,
         volatile: bool,
         event: &'static str,
+        span: &Span,
     ) {
         let body = |frames: &[Outgoing], except: &Option<SocketId>| Body::Deliver {
             except: except.as_ref().map(|s| s.to_string()),
@@ -247,7 +261,7 @@ impl SessionRegistry {
         };
         if !volatile && let Some(recovery) = &mut self.recovery {
             if let Some(c) = &self.cluster {
-                c.publish_recorded(&channel, body(&frames, &except));
+                c.publish_recorded(&channel, body(&frames, &except), span);
                 return;
             }
             if let Some((record, last)) = &mut recovery.record {
@@ -273,7 +287,7 @@ impl SessionRegistry {
         }
         self.deliver_to(&channel, &frames, except.as_ref(), volatile, event, None);
         if let Some(c) = &self.cluster {
-            c.publish(&channel, body(&frames, &except));
+            c.publish(&channel, body(&frames, &except), span);
         }
     }
 
@@ -522,7 +536,14 @@ impl Handler<Deliver> for SessionRegistry {
             Target::Room(room) => Channel::Room(room),
             Target::All => Channel::Broadcast,
         };
-        self.deliver(channel, msg.frames, msg.except, msg.volatile, msg.event);
+        self.deliver(
+            channel,
+            msg.frames,
+            msg.except,
+            msg.volatile,
+            msg.event,
+            &msg.span,
+        );
     }
 }
 
@@ -532,7 +553,14 @@ impl Handler<PresenceChanged> for SessionRegistry {
     fn handle(&mut self, msg: PresenceChanged, _ctx: &mut Context<Self>) {
         let (event, frames) = presence_frames(&msg.user, msg.change);
         // The watchers on every node get the same encoded event (and, with recovery, offset).
-        self.deliver(Channel::Watch(msg.user), frames, None, false, event);
+        self.deliver(
+            Channel::Watch(msg.user),
+            frames,
+            None,
+            false,
+            event,
+            &Span::none(),
+        );
     }
 }
 
@@ -598,6 +626,7 @@ impl Handler<RoomMembership> for SessionRegistry {
                     room: msg.room.to_string(),
                     join: msg.join,
                 },
+                &Span::none(),
             );
         }
         changed
@@ -635,6 +664,7 @@ impl Handler<DisconnectUser> for SessionRegistry {
                 Body::DisconnectUser {
                     user: msg.user.to_string(),
                 },
+                &Span::none(),
             );
         }
         n
@@ -709,6 +739,8 @@ impl Handler<ClusterInbound> for SessionRegistry {
                 let Some(frames) = from_parts(parts) else {
                     return;
                 };
+                let span = traces::deliver(&msg.channel, &msg.frame.origin, msg.frame.trace);
+                let _entered = span.enter();
                 let except = except.map(SocketId::from);
                 let offset = msg.offset;
                 self.deliver_to(

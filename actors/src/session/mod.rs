@@ -629,9 +629,12 @@ impl Conn for SessionConn<'_> {
     }
 
     fn spawn(&mut self, work: Work) {
+        let span = crate::traces::current();
         self.ctx.spawn(
-            actix::fut::wrap_future::<_, Session>(work)
-                .map(|done, act, ctx| act.app_done(done, ctx)),
+            actix::fut::wrap_future::<_, Session>(work).map(move |done, act, ctx| {
+                let _entered = span.enter();
+                act.app_done(done, ctx)
+            }),
         );
     }
 

@@ -409,6 +409,17 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info")]
     pub log: String,
 
+    /// OpenTelemetry collector base URL: traces are exported as OTLP over HTTP with protobuf
+    /// bodies to `{url}/v1/traces` (e.g. `http://otel-collector:4318`) [default: unset, no
+    /// traces and no spans built].
+    #[arg(long, env = "SWITCHBOARD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Share of the traces this node starts that are sampled (0.0 to 1.0); a trace a client
+    /// or another node started keeps its own sampling decision.
+    #[arg(long, env = "SWITCHBOARD_TRACE_SAMPLE_RATIO", default_value = "1.0")]
+    pub trace_sample_ratio: f64,
+
     /// Print the effective configuration as TOML that `--config` accepts (secrets redacted, each
     /// setting's source in a comment) and exit.
     #[arg(long, help_heading = ACTIONS)]
@@ -613,6 +624,19 @@ impl Config {
                 "admin-listen {admin} is the public listen address; give it its own port"
             ));
         }
+        if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
+            problems.push(format!(
+                "trace-sample-ratio {} is not between 0.0 and 1.0",
+                self.trace_sample_ratio
+            ));
+        }
+        if let Some(endpoint) = self.otlp_endpoint()
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "otlp-endpoint {endpoint:?} is not an http:// or https:// URL"
+            ));
+        }
         // actix-server asserts at least one worker.
         if self.workers == Some(0) {
             problems.push("workers = 0: at least one HTTP worker is needed".to_owned());
@@ -693,6 +717,11 @@ impl Config {
                     .map_err(|e| format!("cluster-key: {e}"))
             })
             .transpose()
+    }
+
+    /// The OTLP collector's base URL, when traces are on.
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref().filter(|e| !e.is_empty())
     }
 
     /// The backend hooks, when a hook URL is set; an unusable setting is named in the error.
@@ -847,6 +876,24 @@ mod tests {
     fn problems(args: &[&str]) -> Vec<String> {
         let cfg = Config::parse_from(std::iter::once("switchboard").chain(args.iter().copied()));
         cfg.validate().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_their_settings_are_checked() {
+        let cfg = Config::parse_from(["switchboard"]);
+        assert_eq!(cfg.otlp_endpoint(), None);
+        assert_eq!(cfg.trace_sample_ratio, 1.0);
+        let on = ["--otlp-endpoint", "http://collector:4318"];
+        assert!(problems(&on).is_empty());
+        assert!(problems(&["--otlp-endpoint", ""]).is_empty(), "empty: off");
+        let scheme = problems(&["--otlp-endpoint", "collector:4318"]);
+        assert!(scheme[0].contains("http://"), "{scheme:?}");
+        for ratio in ["1.5", "-0.1", "NaN"] {
+            let flag = format!("--trace-sample-ratio={ratio}");
+            let bad = problems(&[&on[..], &[flag.as_str()]].concat());
+            assert!(bad[0].contains("between 0.0 and 1.0"), "{ratio}: {bad:?}");
+        }
+        assert!(problems(&[&on[..], &["--trace-sample-ratio", "0.25"]].concat()).is_empty());
     }
 
     #[test]
