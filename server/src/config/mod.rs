@@ -86,9 +86,9 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: String,
 
-    /// Internal listener for the server API `/api/v1/*`, `/metrics` and `/health*`; when set,
-    /// the public listener answers 404 for the API and `/metrics` [default: unset, everything on
-    /// `--listen`].
+    /// Internal listener for the server API `/api/v1/*`, `/metrics`, the admin page `/admin` and
+    /// `/health*`; when set, the public listener answers 404 for the API, `/metrics` and `/admin`
+    /// [default: unset, everything on `--listen`].
     #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
 
