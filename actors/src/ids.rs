@@ -122,8 +122,7 @@ impl Sid {
     /// can follow one session's lines but cannot take the session over with it.
     pub fn public(&self) -> String {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(self.as_bytes());
-        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&Sha256::digest(self.as_bytes())[..6])
     }
 
     /// A fresh random id.

@@ -1,4 +1,5 @@
-//! Failed logins per client address, and a sampler for the log lines a flood repeats.
+//! Failed logins per client address (refused tokens; the server API counts wrong keys with
+//! it too), and a sampler for the log lines a flood repeats.
 //!
 //! A token check costs real CPU (an ES256 verify is ~340 µs), so one address sending bad
 //! tokens could spend a node's CPU on them. [`LoginGuard`] counts failed CONNECTs per address

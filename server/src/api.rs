@@ -4,15 +4,14 @@
 //! JSON in and out; every refusal is `{"error":{"code","message"}}` with a 400, 401, 404 or
 //! 429 (a client address past [`MAX_FAILURES_PER_SECOND`] wrong keys in a second).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use switchboard_actors::logins::LoginGuard;
 use switchboard_actors::node::Product;
 use switchboard_actors::ports::journal::{AddMembership, MembersOf, RemoveMembership};
 use switchboard_actors::ports::presence::{OnlineUsers, QueryStatuses, RoomOnline};
@@ -44,72 +43,32 @@ const SERVER_EVENTS: [&str; 6] = [
 /// that address is answered 429 until the second is over.
 pub const MAX_FAILURES_PER_SECOND: u32 = 10;
 
-/// Addresses tracked at most; past it expired windows are dropped, and new addresses are not
-/// tracked until there is room (memory stays bounded under a spread-out flood).
-const TRACKED_ADDRESSES: usize = 10_000;
-
 const FAILURE_WINDOW: Duration = Duration::from_secs(1);
 
-/// Failed API-key attempts per client address, in fixed one-second windows.
-#[derive(Debug, Default)]
-pub struct FailedAttempts(Mutex<FailureTable>);
-
-impl FailedAttempts {
-    fn table(&self) -> std::sync::MutexGuard<'_, FailureTable> {
-        // A panic elsewhere while holding it leaves plain counters: still usable.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// Failed API-key attempts per client address, in fixed one-second windows (the guard that
+/// counts refused logins, with the API's own budget).
+pub fn failed_keys() -> LoginGuard {
+    LoginGuard::new(MAX_FAILURES_PER_SECOND, FAILURE_WINDOW)
 }
 
-/// The pure state behind [`FailedAttempts`], taking `now` as an argument.
-#[derive(Debug, Default)]
-struct FailureTable {
-    windows: HashMap<IpAddr, (Instant, u32)>,
-}
-
-impl FailureTable {
-    /// Whether `ip` has used up its failures in the current window.
-    fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.windows.get(&ip).is_some_and(|(start, failures)| {
-            now.saturating_duration_since(*start) < FAILURE_WINDOW
-                && *failures >= MAX_FAILURES_PER_SECOND
-        })
+/// Judge a key `presented` by `ip` at `now` against `key`, counting it in `failures` when
+/// wrong; an address past its budget is refused even the right key until the window is over.
+fn judge(
+    failures: &LoginGuard,
+    ip: IpAddr,
+    now: Instant,
+    key: &str,
+    presented: Option<&str>,
+) -> Result<(), KeyRefusal> {
+    if failures.blocked(ip, now) {
+        return Err(KeyRefusal::RateLimited);
     }
-
-    /// Judge a key `presented` by `ip` at `now` against `key`, counting it when wrong.
-    fn judge(
-        &mut self,
-        ip: IpAddr,
-        now: Instant,
-        key: &str,
-        presented: Option<&str>,
-    ) -> Result<(), KeyRefusal> {
-        if self.blocked(ip, now) {
-            return Err(KeyRefusal::RateLimited);
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(()),
+        _ => {
+            failures.failed(ip, now);
+            Err(KeyRefusal::Wrong)
         }
-        match presented {
-            Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Ok(()),
-            _ => {
-                self.record(ip, now);
-                Err(KeyRefusal::Wrong)
-            }
-        }
-    }
-
-    /// Count one wrong key from `ip`.
-    fn record(&mut self, ip: IpAddr, now: Instant) {
-        if self.windows.len() >= TRACKED_ADDRESSES && !self.windows.contains_key(&ip) {
-            self.windows
-                .retain(|_, (start, _)| now.saturating_duration_since(*start) < FAILURE_WINDOW);
-            if self.windows.len() >= TRACKED_ADDRESSES {
-                return;
-            }
-        }
-        let window = self.windows.entry(ip).or_insert((now, 0));
-        if now.saturating_duration_since(window.0) >= FAILURE_WINDOW {
-            *window = (now, 0);
-        }
-        window.1 = window.1.saturating_add(1);
     }
 }
 
@@ -218,10 +177,7 @@ pub(crate) fn check_key<'a>(
     };
     // No address (not TCP): one shared bucket, which errs on the side of refusing.
     let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let verdict = state
-        .api_failures
-        .table()
-        .judge(ip, Instant::now(), key, presented);
+    let verdict = judge(&state.api_failures, ip, Instant::now(), key, presented);
     match verdict {
         Ok(()) => Ok(product),
         Err(KeyRefusal::RateLimited) => Err(ApiError {
@@ -531,56 +487,49 @@ mod tests {
     fn wrong_keys_are_limited_per_address_and_second() {
         let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         let start = Instant::now();
-        let mut table = FailureTable::default();
+        let failures = failed_keys();
         for _ in 0..MAX_FAILURES_PER_SECOND {
-            assert!(!table.blocked(a, start));
-            table.record(a, start);
+            assert!(!failures.blocked(a, start));
+            failures.failed(a, start);
         }
-        assert!(table.blocked(a, start));
-        assert!(!table.blocked(b, start), "other addresses are not affected");
+        assert!(failures.blocked(a, start));
+        assert!(
+            !failures.blocked(b, start),
+            "other addresses are not affected"
+        );
         let next = start + FAILURE_WINDOW;
-        assert!(!table.blocked(a, next), "a new second starts afresh");
-        table.record(a, next);
-        assert!(!table.blocked(a, next));
+        assert!(!failures.blocked(a, next), "a new second starts afresh");
+        failures.failed(a, next);
+        assert!(!failures.blocked(a, next));
     }
 
     #[test]
     fn keys_are_judged_and_wrong_ones_counted() {
         let ip = IpAddr::from([10, 0, 0, 3]);
         let now = Instant::now();
-        let mut table = FailureTable::default();
-        assert_eq!(table.judge(ip, now, "key", Some("key")), Ok(()));
-        assert_eq!(table.judge(ip, now, "key", None), Err(KeyRefusal::Wrong));
+        let failures = failed_keys();
+        assert_eq!(judge(&failures, ip, now, "key", Some("key")), Ok(()));
         assert_eq!(
-            table.judge(ip, now, "key", Some("ke")),
+            judge(&failures, ip, now, "key", None),
+            Err(KeyRefusal::Wrong)
+        );
+        assert_eq!(
+            judge(&failures, ip, now, "key", Some("ke")),
             Err(KeyRefusal::Wrong)
         );
         for _ in 2..MAX_FAILURES_PER_SECOND {
             assert_eq!(
-                table.judge(ip, now, "key", Some("x")),
+                judge(&failures, ip, now, "key", Some("x")),
                 Err(KeyRefusal::Wrong)
             );
         }
         assert_eq!(
-            table.judge(ip, now, "key", Some("key")),
+            judge(&failures, ip, now, "key", Some("key")),
             Err(KeyRefusal::RateLimited),
             "the right key too, within the second"
         );
         let later = now + FAILURE_WINDOW;
-        assert_eq!(table.judge(ip, later, "key", Some("key")), Ok(()));
-    }
-
-    #[test]
-    fn the_table_stays_bounded() {
-        let now = Instant::now();
-        let mut table = FailureTable::default();
-        for n in 0..(TRACKED_ADDRESSES as u32 + 50) {
-            table.record(IpAddr::from(n.to_be_bytes()), now);
-        }
-        assert_eq!(table.windows.len(), TRACKED_ADDRESSES);
-        // Once the windows expired, room is made for new addresses.
-        table.record(IpAddr::from([1, 2, 3, 4]), now + FAILURE_WINDOW);
-        assert_eq!(table.windows.len(), 1);
+        assert_eq!(judge(&failures, ip, later, "key", Some("key")), Ok(()));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub struct AppState {
     /// Bearer key of the server API; `None` turns the API off.
     pub api_key: Option<String>,
     /// Failed API-key attempts per client address, to answer floods with 429.
-    pub api_failures: api::FailedAttempts,
+    pub api_failures: switchboard_actors::logins::LoginGuard,
     /// The last database check, shared by `/health*` and `/metrics` (at most one per second).
     pub database_check: health::DatabaseCheck,
     /// Set once SIGTERM arrives: readiness fails and new sessions are refused.
@@ -258,7 +258,7 @@ pub async fn run(
         kind,
         product: node.product,
         api_key: config.api_key.clone().filter(|k| !k.is_empty()),
-        api_failures: api::FailedAttempts::default(),
+        api_failures: api::failed_keys(),
         database_check: health::DatabaseCheck::default(),
         draining: AtomicBool::new(false),
         forward,

@@ -52,16 +52,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand_byte())).collect()
-}
-
-/// Good enough randomness for ids: the clock's nanoseconds, stirred.
-fn rand_byte() -> u8 {
-    use std::hash::{BuildHasher, RandomState};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    RandomState::new().hash_one(nanos) as u8
+    hex(&(0..bytes).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
 }
 
 // ---------------------------------------------------------------------------------------------
