@@ -16,6 +16,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
 use switchboard_actors::ports::bridge::GetStatus;
@@ -24,6 +27,7 @@ use switchboard_actors::ports::registry::CountSessions;
 use switchboard_actors::{journal::Journal, metrics::MeteredAddr};
 
 use crate::AppState;
+use crate::transport::addresses::{MAX_PACE_WAIT, Pace};
 
 /// Longest a health check waits for one dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,9 +74,49 @@ fn fresh(last: Option<(Instant, bool)>, now: Instant) -> Option<bool> {
 
 /// Register `/health`, `/health/live` and `/health/ready`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/health/live", web::get().to(live))
-        .route("/health/ready", web::get().to(ready));
+    cfg.service(paced("/health").route(web::get().to(health)))
+        .service(paced("/health/live").route(web::get().to(live)))
+        .service(paced("/health/ready").route(web::get().to(ready)));
+}
+
+/// A resource whose requests are paced per client address (`--probes-per-ip-per-sec`):
+/// probes and scrapes are unauthenticated, so a flood of them must not take the node's CPU.
+pub(crate) fn paced(
+    path: &str,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::resource(path).wrap(from_fn(pace))
+}
+
+async fn pace(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let pace = req.app_data::<web::Data<AppState>>().and_then(|state| {
+        let ip = state.proxies.client_of(req.head())?;
+        Some(state.probes.pace(ip, Instant::now()))
+    });
+    match pace {
+        None | Some(Pace::Now) => {}
+        Some(Pace::After(wait)) => tokio::time::sleep(wait).await,
+        Some(Pace::Refuse) => {
+            tokio::time::sleep(MAX_PACE_WAIT).await;
+            let refusal = HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", "1"))
+                .json(json!({"error": "too_many_requests"}));
+            return Ok(req.into_response(refusal).map_into_right_body());
+        }
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 /// What the node's dependencies say, and whether it can take clients.

@@ -47,7 +47,7 @@ use tracing::{info, warn};
 use tracing_actix_web::TracingLogger;
 
 pub use config::Config;
-use transport::addresses::{AddressLimits, TrustedProxies};
+use transport::addresses::{AddressLimits, ProbePacer, TrustedProxies};
 use transport::compress::HttpCompression;
 use transport::deflate::WsDeflateConfig;
 use transport::engineio::{self, Cors};
@@ -91,6 +91,8 @@ pub struct AppState {
     pub proxies: TrustedProxies,
     /// Handshakes and open sessions per client address.
     pub addresses: Arc<AddressLimits>,
+    /// Probe and scrape requests per client address.
+    pub probes: ProbePacer,
     /// Since when the health checks have seen Redis down (readiness has a grace period).
     pub redis_down: health::DownSince,
 }
@@ -269,6 +271,7 @@ pub async fn run(
         max_inflated: config.max_event_bytes.min(config.max_payload),
         proxies: config.trusted_proxies().map_err(StartError::Settings)?,
         addresses: AddressLimits::new(config.handshakes_per_ip_per_min, config.max_sessions_per_ip),
+        probes: ProbePacer::new(config.probes_per_ip_per_sec),
     });
     let admin_page = admin::start(&state, Keys::new(config.redis_prefix.clone()));
     let server = serve(

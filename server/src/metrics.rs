@@ -21,7 +21,7 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Register `/metrics`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(scrape));
+    cfg.service(crate::health::paced("/metrics").route(web::get().to(scrape)));
 }
 
 async fn scrape(state: web::Data<AppState>) -> HttpResponse {

@@ -29,7 +29,7 @@ use switchboard_protocol::cluster::{Body, ClusterFrame, Part};
 use switchboard_tests::faults::Redis;
 use switchboard_tests::{
     Node, OP_BINARY, OP_CLOSE, OP_TEXT, Polling, RawWs, SioClient, SioPacket, WS_PATH, WsEvent,
-    health_sessions, http_get, metric, ws_frame,
+    health_sessions, http_get, http_get_with_headers, metric, ws_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -2772,6 +2772,52 @@ fn flood_cores() -> Option<(core_affinity::CoreId, Vec<core_affinity::CoreId>)> 
     Some((first, cores))
 }
 
+/// Probes and scrapes over an address's rate wait for their turn, and past a second's wait are
+/// refused with `429` (held for that second, so ignoring refusals gains nothing); an
+/// `X-Forwarded-For` from an untrusted peer does not buy a fresh budget.
+#[tokio::test]
+async fn probe_floods_are_paced_per_address() {
+    let node = Node::start(&["--jwt-secret", SECRET, "--probes-per-ip-per-sec", "5"]).await;
+    let addr = node.addr();
+    let replies = futures_util::future::join_all((0..40).map(|i| async move {
+        let path = if i % 2 == 0 {
+            "/metrics"
+        } else {
+            "/health/live"
+        };
+        let forged = format!("203.0.113.{i}");
+        let started = Instant::now();
+        let res = http_get_with_headers(addr, path, &[("X-Forwarded-For", &forged)]).await;
+        (res.status, started.elapsed())
+    }))
+    .await;
+    let served: Vec<_> = replies.iter().filter(|(s, _)| *s == 200).collect();
+    let refused: Vec<_> = replies.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(served.len() + refused.len(), 40, "{replies:?}");
+    // A burst of 5, then one every 200 ms for at most a second: 10 (11 at a slot boundary).
+    assert!(
+        (9..=11).contains(&served.len()),
+        "served {} of 40: {replies:?}",
+        served.len()
+    );
+    let delayed = served
+        .iter()
+        .filter(|(_, took)| *took >= Duration::from_millis(150))
+        .count();
+    assert!(delayed >= 4, "the ones past the burst waited: {replies:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(_, took)| *took >= Duration::from_millis(900)),
+        "refusals are held for a second: {replies:?}"
+    );
+    // The budget refills: after a quiet while, probes are served at once again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let started = Instant::now();
+    assert_eq!(http_get(addr, "/health/live").await.status, 200);
+    assert!(started.elapsed() < Duration::from_millis(150));
+}
+
 #[test]
 fn floods_leave_the_canary_answering() {
     let cores = flood_cores();
@@ -2848,7 +2894,7 @@ async fn floods_body(core: Option<core_affinity::CoreId>) {
                 while Instant::now() < until {
                     let res = http_get(addr, path).await;
                     assert!(
-                        res.status == 200 || res.status == 503,
+                        [200, 503, 429].contains(&res.status),
                         "{path}: {}",
                         res.status
                     );
@@ -2865,6 +2911,12 @@ async fn floods_body(core: Option<core_affinity::CoreId>) {
     })
     .await;
     eprintln!("CANARY health+metrics flood: {requests} requests");
+    // Paced at the default 50 a second per address (a second's worth at once), whatever the
+    // flooders' pace: 3 s plus the burst, and the requests still in flight at the end.
+    assert!(
+        requests <= 50 * 4 + 8,
+        "{requests} probe requests answered in 3 s: not paced"
+    );
 
     let (admitted, refused) = measured(&canary, "2000 sockets of one user", 3, async move {
         let mut tasks = Vec::new();

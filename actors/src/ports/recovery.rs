@@ -13,7 +13,7 @@ use crate::store::StoreError;
 use crate::transport::Outgoing;
 
 /// What a socket had, kept under its private `pid` for the recovery window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedSession {
     /// Its user: a recovery must present a token for the same user.
     pub user: String,
@@ -67,6 +67,9 @@ pub struct Record {
     pub stream: Channel,
     /// The event.
     pub event: Recorded,
+    /// Whether a connected socket of this node got it (a room or watch event nobody got and
+    /// no kept session reads is not recorded).
+    pub live: bool,
 }
 
 /// The recoverable events of `streams` after `after`, in order; `None` when some of them are

@@ -90,7 +90,7 @@ impl Handler<Record> for Recovery {
     type Result = ();
 
     fn handle(&mut self, msg: Record, _ctx: &mut Context<Self>) {
-        self.store.record(msg.stream, msg.event);
+        self.store.record(msg.stream, msg.event, msg.live);
     }
 }
 

@@ -20,7 +20,7 @@ pub trait RecoveryStore: Send + Sync + 'static {
     /// The events of `streams` after `after`; `None` when some are gone.
     fn replay(&self, streams: Vec<Channel>, after: Offset) -> StoreFuture<Option<Vec<Recorded>>>;
     /// Single node: record an event (cluster nodes record with the publish).
-    fn record(&self, _stream: Channel, _event: Recorded) {}
+    fn record(&self, _stream: Channel, _event: Recorded, _live: bool) {}
     /// Drop what is past the window.
     fn trim(&self) {}
 }
@@ -69,8 +69,8 @@ impl RecoveryStore for MemoryRecoveryStore {
         self.with(move |log| log.replay(&streams, after, now_ms()))
     }
 
-    fn record(&self, stream: Channel, event: Recorded) {
-        self.log().append(stream, event);
+    fn record(&self, stream: Channel, event: Recorded, live: bool) {
+        self.log().append(stream, event, live);
     }
 
     fn trim(&self) {

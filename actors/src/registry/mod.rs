@@ -203,7 +203,7 @@ impl SessionRegistry {
     }
 
     /// Deliver to this node's sockets of `channel` only; a recoverable event's `offset` is
-    /// appended as its last argument (once, for every recipient).
+    /// appended as its last argument (once, for every recipient). How many sockets got it.
     fn deliver_to(
         &self,
         channel: &Channel,
@@ -212,11 +212,11 @@ impl SessionRegistry {
         volatile: bool,
         event: &'static str,
         offset: Option<Offset>,
-    ) {
+    ) -> u64 {
         let stamped = match offset {
             Some(offset) => match with_offset(frames, &offset) {
                 Some(frames) => Some(frames),
-                None => return,
+                None => return 0,
             },
             None => None,
         };
@@ -241,6 +241,7 @@ impl SessionRegistry {
             Channel::Node(_) => {}
         }
         messages_sent(event, sent);
+        sent
     }
 
     /// Deliver `frames` to `channel`'s sockets on every node: recorded for recovery when it is
@@ -266,15 +267,8 @@ impl SessionRegistry {
             }
             if let Some((record, last)) = &mut recovery.record {
                 let offset = RecoveryLink::next_offset(last);
-                record.do_send(Record {
-                    stream: channel.clone(),
-                    event: Recorded {
-                        offset,
-                        frames: frames.clone(),
-                        except: except.clone(),
-                    },
-                });
-                self.deliver_to(
+                let record = record.clone();
+                let sent = self.deliver_to(
                     &channel,
                     &frames,
                     except.as_ref(),
@@ -282,6 +276,15 @@ impl SessionRegistry {
                     event,
                     Some(offset),
                 );
+                record.do_send(Record {
+                    stream: channel,
+                    event: Recorded {
+                        offset,
+                        frames,
+                        except,
+                    },
+                    live: sent > 0,
+                });
                 return;
             }
         }

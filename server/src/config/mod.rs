@@ -286,6 +286,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS_PER_IP", default_value_t = 0)]
     pub max_sessions_per_ip: u32,
 
+    /// Requests a second one client address may make to `/health*` and `/metrics` on a node (a
+    /// second's worth at once); past it requests are delayed, and refused with `429` when more
+    /// than a second behind, so a flood of probes costs the node little (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_PROBES_PER_IP_PER_SEC", default_value_t = 50)]
+    pub probes_per_ip_per_sec: u32,
+
     /// Proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the
     /// client: the per-address limits and logs then use the last address in it that is not
     /// one of them. Unset: the peer address, whatever the header says.

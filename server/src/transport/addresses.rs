@@ -225,6 +225,72 @@ impl AddressLimits {
     }
 }
 
+/// What a request to a paced endpoint does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Served at once.
+    Now,
+    /// Served after waiting this long (its address is over its rate).
+    After(Duration),
+    /// Refused: its address is so far over its rate that even [`MAX_PACE_WAIT`] is not enough.
+    Refuse,
+}
+
+/// The longest a paced request is held before it is served; refusals are held this long too,
+/// so a client that ignores `429` cannot spin on cheap refusals.
+pub const MAX_PACE_WAIT: Duration = Duration::from_secs(1);
+
+/// Requests per second per client address on the unauthenticated probe and scrape endpoints,
+/// with a burst of one second's worth (a generic cell rate: one "next free time" per address).
+/// Over the rate, requests are delayed rather than refused, so a monitor that polls too fast
+/// slows down instead of failing; a flood is held to the rate and costs the node little.
+#[derive(Debug)]
+pub struct ProbePacer {
+    /// Time between requests at the rate; `None`: no limit.
+    interval: Option<Duration>,
+    /// How far ahead of now an address's next free time may be and still be served at once.
+    burst: Duration,
+    next_free: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl ProbePacer {
+    /// `per_sec` requests a second per address (0: no limit).
+    pub fn new(per_sec: u32) -> Self {
+        let interval = (per_sec > 0).then(|| Duration::from_secs(1) / per_sec);
+        ProbePacer {
+            interval,
+            burst: interval.map_or(Duration::ZERO, |i| i * per_sec.saturating_sub(1)),
+            next_free: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What a request from `ip` arriving at `now` does.
+    pub fn pace(&self, ip: IpAddr, now: Instant) -> Pace {
+        let Some(interval) = self.interval else {
+            return Pace::Now;
+        };
+        let mut next_free = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
+        if next_free.len() >= MAX_TRACKED && !next_free.contains_key(&ip) {
+            // An address whose next free time has passed is as good as untracked.
+            next_free.retain(|_, at| *at > now);
+            if next_free.len() >= MAX_TRACKED {
+                return Pace::Now;
+            }
+        }
+        let slot = next_free.get(&ip).copied().unwrap_or(now).max(now);
+        let wait = slot.saturating_duration_since(now + self.burst);
+        if wait > MAX_PACE_WAIT {
+            return Pace::Refuse;
+        }
+        next_free.insert(ip, slot + interval);
+        if wait.is_zero() {
+            Pace::Now
+        } else {
+            Pace::After(wait)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +372,36 @@ mod tests {
             .map(|_| limits.admit(ip("203.0.113.1"), now).unwrap())
             .collect();
         assert_eq!(slots.len(), 1000);
+    }
+    #[test]
+    fn probes_are_paced_per_address_after_a_burst() {
+        let pacer = ProbePacer::new(10);
+        let t0 = Instant::now();
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        for i in 0..10 {
+            assert_eq!(pacer.pace(a, t0), Pace::Now, "burst request {i}");
+        }
+        // Past the burst: one more every 100 ms, the wait growing with the queue.
+        assert_eq!(pacer.pace(a, t0), Pace::After(Duration::from_millis(100)));
+        assert_eq!(pacer.pace(a, t0), Pace::After(Duration::from_millis(200)));
+        assert_eq!(
+            pacer.pace(b, t0),
+            Pace::Now,
+            "another address has its own budget"
+        );
+        for _ in 0..8 {
+            assert!(matches!(pacer.pace(a, t0), Pace::After(_)));
+        }
+        assert_eq!(pacer.pace(a, t0), Pace::Refuse, "more than a second behind");
+        // Once the queue has drained the budget refills.
+        let later = t0 + Duration::from_secs(3);
+        for _ in 0..10 {
+            assert_eq!(pacer.pace(a, later), Pace::Now);
+        }
+        assert!(matches!(pacer.pace(a, later), Pace::After(_)));
+        let unlimited = ProbePacer::new(0);
+        for _ in 0..1000 {
+            assert_eq!(unlimited.pace(a, t0), Pace::Now);
+        }
     }
 }
