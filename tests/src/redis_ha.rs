@@ -202,7 +202,7 @@ pub struct SentinelGroup {
     pub sentinel_ports: [u16; 3],
     data: Vec<Option<Child>>,
     _sentinels: Vec<Child>,
-    _dir: ScratchDir,
+    dir: ScratchDir,
 }
 
 fn spawn_redis(args: &[String]) -> Child {
@@ -286,7 +286,7 @@ impl SentinelGroup {
             sentinel_ports,
             data,
             _sentinels: sentinels,
-            _dir: dir,
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -331,6 +331,71 @@ impl SentinelGroup {
         )
         .await;
         reply.lines().nth(1).and_then(|p| p.trim().parse().ok())
+    }
+
+    /// Start the (killed) data server on `port` again, empty; the Sentinels make it a replica
+    /// of the current master. Returns once it is in sync and every Sentinel lists it as a
+    /// healthy replica.
+    pub async fn restart(&mut self, port: u16) {
+        let i = self
+            .data_ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("one of the group's data servers");
+        assert!(self.data[i].is_none(), "{port} is still running");
+        self.data[i] = Some(spawn_redis(&data_args(&self.dir.0, port, None)));
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let synced = cli(port, &["INFO", "replication"])
+                .await
+                .contains("master_link_status:up");
+            let mut healthy = synced;
+            for sentinel in self.sentinel_ports {
+                let replicas = cli(sentinel, &["SENTINEL", "replicas", MASTER_NAME]).await;
+                // `flags` of that replica: plain `slave`, not `s_down`/`disconnected`.
+                let lines: Vec<&str> = replicas.lines().collect();
+                let entry = lines
+                    .iter()
+                    .position(|l| l.trim() == port.to_string())
+                    .map(|at| &lines[at..]);
+                healthy &= entry.is_some_and(|rest| {
+                    rest.iter()
+                        .position(|l| l.trim() == "flags")
+                        .and_then(|f| rest.get(f + 1))
+                        .is_some_and(|flags| flags.trim() == "slave")
+                });
+            }
+            if healthy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the restarted {port} did not become a healthy replica within 40 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Ask the Sentinels for a planned failover (`SENTINEL FAILOVER`): the master is demoted
+    /// while nodes are connected to it. Retried while a Sentinel answers that no replica is
+    /// ready yet.
+    pub async fn failover(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = cli(
+                self.sentinel_ports[0],
+                &["SENTINEL", "FAILOVER", MASTER_NAME],
+            )
+            .await;
+            if reply.trim() == "OK" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SENTINEL FAILOVER kept answering {reply:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// SIGKILL the data server on `port`.

@@ -227,7 +227,7 @@ async fn sentinel_failover_under_load_loses_no_acked_message_and_no_user() {
     assert_eq!(h["redis_mode"], "sentinel", "{h}");
 
     let targets: Targets = Arc::new(Mutex::new(vec![a.addr(), b.addr()]));
-    let load = DurableLoad::start(targets, SECRET, 4, 3);
+    let load = DurableLoad::start(targets.clone(), SECRET, 4, 3);
     let mut x = client(a.addr(), "x-on-a").await;
     let mut y = client(b.addr(), "y-on-b").await;
     let mut q = client(b.addr(), "q-on-b").await;
@@ -263,20 +263,26 @@ async fn sentinel_failover_under_load_loses_no_acked_message_and_no_user() {
     let sockets = cli(promoted, &["SMEMBERS", "user:x-on-a:sockets"]).await;
     assert!(sockets.contains(x.socket_id()), "{sockets:?}");
     // Both nodes follow the new master.
-    for node in [&a, &b] {
-        let deadline = Instant::now() + RECOVERY;
-        loop {
-            let h = health(node.addr()).await;
-            if h["redis_master"] == format!("127.0.0.1:{promoted}") && h["redis"] == "up" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{h}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    until_both_on(&a, &b, promoted).await;
     load.wait_acked(300, RECOVERY).await;
     let report = load.finish().await;
     report.assert_no_loss("Sentinel failover");
+
+    // A planned failover back to the old master (restarted empty, now a replica in sync): the
+    // master the nodes are connected to is demoted under them.
+    group.restart(first_master).await;
+    let load = DurableLoad::start(targets, SECRET, 4, 3);
+    load.wait_acked(200, RECOVERY).await;
+    group.failover().await;
+    let asked = Instant::now();
+    until_both_on(&a, &b, first_master).await;
+    let followed = asked.elapsed();
+    until_signal_flows(&mut y, &mut x, "x-on-a").await;
+    until_status(&mut q, "x-on-a", "online").await;
+    load.wait_acked(300, RECOVERY).await;
+    let planned = load.finish().await;
+    planned.assert_no_loss("planned Sentinel failover");
+
     let false_offline: Vec<SioPacket> = watcher
         .take_buffered()
         .into_iter()
@@ -296,15 +302,37 @@ async fn sentinel_failover_under_load_loses_no_acked_message_and_no_user() {
     b.assert_healthy().await;
     eprintln!(
         "FAULT sentinel: master SIGKILLed -> cross-node signals back {}, presence queries \
-         answered right {} after the kill ({presence_refused} refused meanwhile; both within {}); durable \
-         acked={} refused during failover={} in doubt={} longest stall {} missing=0; \
-         friend:offline for connected users: 0",
+         answered right {} after the kill ({presence_refused} refused meanwhile; both within {}); \
+         durable acked={} refused during failover={} in doubt={} longest stall {} missing=0; \
+         planned failover (SENTINEL FAILOVER) -> both nodes on the new master {} after asking, \
+         durable acked={} refused={} in doubt={} longest stall {} missing=0; friend:offline for \
+         connected users: 0",
         secs(signals_back),
         secs(presence_back),
         secs(since_kill),
         report.acked,
         report.refused - refused_before,
         report.in_doubt,
-        secs(report.longest_stall)
+        secs(report.longest_stall),
+        secs(followed),
+        planned.acked,
+        planned.refused,
+        planned.in_doubt,
+        secs(planned.longest_stall)
     );
+}
+
+/// Wait until both nodes report Redis up on the master at `port`.
+async fn until_both_on(a: &Node, b: &Node, port: u16) {
+    for node in [a, b] {
+        let deadline = Instant::now() + RECOVERY;
+        loop {
+            let h = health(node.addr()).await;
+            if h["redis_master"] == format!("127.0.0.1:{port}") && h["redis"] == "up" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{h}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -6,7 +6,9 @@
 //! and always `sb:node:{id}` and `sb:broadcast`). Frames are published on one multiplexed
 //! connection, so frames published by this node keep their order. When the subscriber stream
 //! ends (Redis restarted, or cut us off as a slow subscriber) the bridge reconnects with backoff
-//! and re-subscribes everything, counting the gap.
+//! and re-subscribes everything, counting the gap. Connections come from the node's
+//! [`Connector`] (one server, or the master the Sentinels name; a `+switch-master` makes a lost
+//! subscriber reconnect at once).
 //!
 //! # Layout
 //! - this file: the actor shell (connections, the subscriber stream, publishes).
@@ -314,10 +316,11 @@ impl Handler<MasterSwitched> for RedisBridge {
 
     fn handle(&mut self, _msg: MasterSwitched, ctx: &mut Context<Self>) {
         // A live subscriber is cut off by Sentinel's reconfiguration and ends by itself; a lost
-        // one reconnects now instead of after its backoff.
+        // one reconnects now instead of after its backoff (and an attempt in flight, likely at
+        // the old master, retries after the shortest pause).
+        self.channels.reset_backoff();
         if !self.status.connected && !self.connecting {
             info!("sentinel: new master; reconnecting now");
-            self.channels.reset_backoff();
             self.connect(ctx);
         }
     }
