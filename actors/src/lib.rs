@@ -17,6 +17,7 @@
 //! - [`ports`]: what each actor accepts (its messages, answers and errors) and [`ports::Port`],
 //!   the metered handle senders hold. Actor modules import ports, never each other.
 //! - [`node`]: the composition root that starts the actors and wires their ports.
+//! - [`connector`]: where every Redis connection comes from (one server or Sentinel, TLS).
 //! - [`ids`], [`keys`], [`store`], [`transport`]: shared types — id newtypes, every Redis key and
 //!   channel name, store errors and Redis settings, frames and close reasons.
 //! - [`auth`], [`ratelimit`], [`signing`], [`logins`]: pure parts (JWT verification, rate-limit
@@ -31,6 +32,7 @@
 pub mod app;
 pub mod auth;
 pub mod bridge;
+pub mod connector;
 pub mod decisions;
 pub mod directory;
 pub mod hooks;

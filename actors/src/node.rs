@@ -16,6 +16,7 @@ use crate::app::{App, AppLimits, AppPorts, HookClient, RecoveryClient};
 use crate::auth::Authenticator;
 use crate::bridge::Recording;
 use crate::bridge::RedisBridge;
+use crate::connector::Connector;
 use crate::hooks::{DecisionCache, Hooks, HooksConfig};
 use crate::ids::NodeId;
 use crate::journal::{Journal, JournalConfig};
@@ -31,7 +32,7 @@ use crate::recovery::Recovery;
 use crate::recovery::redis_store::RedisRecoveryStore;
 use crate::recovery::store::{MemoryRecoveryStore, SharedRecoveryStore};
 use crate::registry::{DeferredRegistry, SessionRegistry};
-use crate::store::{RedisPool, RedisSettings, pool};
+use crate::store::{RedisPool, RedisSettings, pool_on};
 use crate::webhooks::{WebhookPorts, Webhooks, WebhooksConfig};
 
 /// What a product node is started with.
@@ -46,6 +47,8 @@ pub struct NodeConfig {
     pub journal: JournalConfig,
     /// Cluster mode: Redis; `None` for a single node.
     pub redis: Option<RedisSettings>,
+    /// How Redis is reached (mode, TLS); `None`: the one plain server at `redis.url`.
+    pub redis_connector: Option<Connector>,
     /// This node's internal base URL, published in Redis (`node:{id}:addr`) in cluster mode so
     /// that other nodes can forward requests for its sessions; `None` publishes nothing.
     pub advertise_url: Option<String>,
@@ -101,6 +104,8 @@ pub struct Product {
     pub bridge: Option<MeteredAddr<RedisBridge>>,
     /// The Redis pool, in cluster mode (for its gauge).
     pub redis_pool: Option<RedisPool>,
+    /// How Redis is reached, in cluster mode (its mode and current master for `/health`).
+    pub redis_connector: Option<Connector>,
     /// The webhook deliverer, when webhooks are on.
     pub webhooks: Option<Addr<Webhooks>>,
 }
@@ -134,15 +139,24 @@ impl Node {
             config.user_message_limit.max(1),
             config.user_message_window.max(Duration::from_millis(1)),
         );
-        let (presence, rate_limiter, bridge, redis_pool) = match &config.redis {
-            Some(settings) => {
-                let pool = pool(settings)?;
-                let bridge =
-                    RedisBridge::new(settings, config.node_id.clone(), Port::new(&registry))?
-                        .with_recording(Recording {
-                            max_len: RECOVERY_STREAM_LEN,
-                            window: config.recovery.unwrap_or(Duration::from_secs(1)),
-                        });
+        let connector = match (&config.redis_connector, &config.redis) {
+            (Some(connector), _) => Some(connector.clone()),
+            (None, Some(settings)) => Some(Connector::single(&settings.url, None)?),
+            (None, None) => None,
+        };
+        let (presence, rate_limiter, bridge, redis_pool) = match (&config.redis, &connector) {
+            (Some(settings), Some(connector)) => {
+                let pool = pool_on(connector.clone());
+                let bridge = RedisBridge::new(
+                    settings,
+                    connector.clone(),
+                    config.node_id.clone(),
+                    Port::new(&registry),
+                )
+                .with_recording(Recording {
+                    max_len: RECOVERY_STREAM_LEN,
+                    window: config.recovery.unwrap_or(Duration::from_secs(1)),
+                });
                 let bridge = supervise(bridge);
                 node.registry.do_send(AttachCluster {
                     node_id: config.node_id.clone(),
@@ -154,7 +168,7 @@ impl Node {
                     release: Port::new(&bridge),
                     cluster_keys: settings.cluster_keys.clone(),
                 });
-                info!(prefix = %settings.keys.prefix(), "cluster mode: presence, limits and routing on Redis");
+                info!(prefix = %settings.keys.prefix(), redis_mode = connector.mode().label(), "cluster mode: presence, limits and routing on Redis");
                 let store = RedisPresenceStore::new(pool.clone(), settings, config.node_id.clone())
                     .advertising(config.advertise_url.clone());
                 let presence = Presence::new(Arc::new(store), presence_ports, true);
@@ -167,7 +181,7 @@ impl Node {
                     Some(pool),
                 )
             }
-            None => (
+            _ => (
                 supervise(Presence::in_memory(presence_ports)),
                 supervise(RateLimiter::new(Arc::new(
                     MemoryRateStore::new(limit, window).with_daily_bytes(config.user_daily_bytes),
@@ -273,6 +287,7 @@ impl Node {
             journal,
             bridge,
             redis_pool,
+            redis_connector: connector,
             webhooks,
         });
         Ok(node)

@@ -5,8 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bb8_redis::RedisConnectionManager;
-
+use crate::connector::Connector;
 use crate::keys::Keys;
 use crate::metrics::redis_command;
 
@@ -41,7 +40,8 @@ impl<E: std::fmt::Display + std::fmt::Debug + std::error::Error + 'static> From<
 /// Redis connection settings shared by every Redis-backed actor.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://…` URL.
+    /// `redis://…` URL of the one server (what [`pool`] connects to; a node started with a
+    /// [`Connector`] uses that instead).
     pub url: String,
     /// Key and channel names.
     pub keys: Keys,
@@ -50,17 +50,21 @@ pub struct RedisSettings {
     pub cluster_keys: Option<std::sync::Arc<crate::signing::ClusterKeys>>,
 }
 
-/// The pool the Redis-backed stores share.
-pub type RedisPool = bb8::Pool<RedisConnectionManager>;
+/// The pool the Redis-backed stores share (its connections come from a [`Connector`]).
+pub type RedisPool = bb8::Pool<Connector>;
 
-/// Build the pool; it connects on demand, so a node starts while Redis is down.
+/// Build a pool on the one plain server at `settings.url`.
 pub fn pool(settings: &RedisSettings) -> Result<RedisPool, redis::RedisError> {
-    let manager = RedisConnectionManager::new(settings.url.as_str())?;
-    Ok(bb8::Pool::builder()
+    Ok(pool_on(Connector::single(&settings.url, None)?))
+}
+
+/// Build the pool on `connector`; it connects on demand, so a node starts while Redis is down.
+pub fn pool_on(connector: Connector) -> RedisPool {
+    bb8::Pool::builder()
         .max_size(16)
         .connection_timeout(Duration::from_secs(2))
         .min_idle(Some(0))
-        .build_unchecked(manager))
+        .build_unchecked(connector)
 }
 
 /// A Redis command, counted in `redis_commands_total`.

@@ -144,6 +144,12 @@ pub(crate) async fn report(state: &AppState) -> Report {
             _ => json!("down"),
         },
     };
+    let connector = state
+        .product
+        .as_ref()
+        .and_then(|p| p.redis_connector.as_ref());
+    let redis_mode = connector.map_or("none", |c| c.mode().label());
+    let redis_master = connector.and_then(|c| c.current());
     let draining = state.draining.load(Ordering::Relaxed);
     let redis_down_for = state.redis_down.observe(redis == "down", Instant::now());
     let redis_ok = redis_down_for.is_none_or(|down| down <= REDIS_GRACE);
@@ -161,6 +167,8 @@ pub(crate) async fn report(state: &AppState) -> Report {
             "sessions": sessions,
             "database": database,
             "redis": redis,
+            "redis_mode": redis_mode,
+            "redis_master": redis_master,
             "draining": draining,
         }),
     }

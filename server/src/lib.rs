@@ -35,6 +35,7 @@ use actix_web::http::header::X_CONTENT_TYPE_OPTIONS;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpRequest, web};
 use switchboard_actors::auth::{self, AuthConfig, Authenticator, KeySource};
+use switchboard_actors::connector::is_certificate_error;
 use switchboard_actors::directory::Directory;
 use switchboard_actors::keys::Keys;
 use switchboard_actors::metrics::MeteredAddr;
@@ -170,7 +171,8 @@ fn node_config(
     let auth = authenticator(config)?;
     info!(algorithm = auth.algorithm(), "client tokens verified");
     let cluster_keys = config.cluster_keys().map_err(StartError::Settings)?;
-    if config.redis_url.is_some() && cluster_keys.is_none() {
+    let redis_connector = config.redis_connector().map_err(StartError::Settings)?;
+    if redis_connector.is_some() && cluster_keys.is_none() {
         warn!(
             "cluster mode without SWITCHBOARD_CLUSTER_KEY: cluster frames are not signed, so \
              anyone who can PUBLISH to Redis can inject events or disconnect users"
@@ -181,11 +183,12 @@ fn node_config(
         auth,
         database_url: config.database_url.clone(),
         journal: config.journal(),
-        redis: config.redis_url.as_ref().map(|url| RedisSettings {
-            url: url.clone(),
+        redis: redis_connector.as_ref().map(|_| RedisSettings {
+            url: config.redis_url().unwrap_or_default().to_owned(),
             keys: Keys::new(config.redis_prefix.clone()),
             cluster_keys: cluster_keys.clone(),
         }),
+        redis_connector,
         advertise_url,
         user_message_limit: config.user_message_limit,
         user_message_window: Duration::from_millis(config.user_message_window_ms),
@@ -314,23 +317,21 @@ const ALIVE_WATCH: Duration =
 /// "own". The liveness key alone cannot tell a live twin from this node's own crashed run (its
 /// key outlives it by the TTL), so when the key exists it is watched for [`ALIVE_WATCH`]: only
 /// a live node refreshes it. Redis being unreachable is not a refusal (the node retries later).
+///
+/// A `rediss://` server whose certificate the configured CA does not vouch for is a refusal
+/// too: that does not fix itself.
 pub async fn check_node_id(config: &Config) -> Result<(), StartError> {
-    let Some(url) = config
-        .redis_url
-        .as_deref()
-        .filter(|_| config.cluster_mode())
-    else {
+    let Some(connector) = config.redis_connector().map_err(StartError::Settings)? else {
         return Ok(());
     };
     let node_id = config.node_id();
     let key = Keys::new(config.redis_prefix.clone()).node_alive(&node_id);
-    let client = redis::Client::open(url).map_err(NodeError::from)?;
-    let connect = tokio::time::timeout(
-        CHECK_REDIS_TIMEOUT,
-        client.get_multiplexed_async_connection(),
-    );
+    let connect = tokio::time::timeout(CHECK_REDIS_TIMEOUT, connector.connection());
     let mut conn = match connect.await {
         Ok(Ok(conn)) => conn,
+        Ok(Err(err)) if is_certificate_error(&err) => {
+            return Err(StartError::Settings(err.to_string()));
+        }
         Ok(Err(err)) => {
             tracing::warn!(%err, "cannot reach Redis to check that the node id is free; starting anyway");
             return Ok(());
@@ -381,7 +382,7 @@ const CHECK_REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 /// The internal URL this node publishes for forwarding: only in cluster mode with forwarding on
 /// (`--forward-timeout-ms` > 0), and refused at start when it cannot be a reachable URL.
 fn advertise_url(config: &Config, listener: &TcpListener) -> Result<Option<String>, StartError> {
-    if config.conformance || config.redis_url.is_none() || config.forward_timeout_ms == 0 {
+    if !config.cluster_mode() || config.forward_timeout_ms == 0 {
         return Ok(None);
     }
     let listen = listener.local_addr()?;

@@ -3,13 +3,16 @@
 //! Most metrics are updated where things happen; values owned by an actor (the journal's queue,
 //! the database check) and process figures from /proc are refreshed here, at scrape time. The
 //! database check is the cached one of `/health` ([`crate::health::DatabaseCheck`]); its count
-//! is the one metric the server crate owns (`database_checks_total`).
+//! is one of the two metrics the server crate owns (`database_checks_total`); the other is
+//! `redis_mode`, an info gauge (1) labelled with the Redis mode and the server in use.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use switchboard_actors::metrics::{metrics, refresh_process};
 use switchboard_actors::ports::journal::JournalStats;
@@ -56,6 +59,23 @@ async fn scrape(state: web::Data<AppState>) -> HttpResponse {
         "Database checks that reached the database (cached for health probes and scrapes)",
         state.database_check.performed.clone(),
     );
+    if let Some(connector) = state
+        .product
+        .as_ref()
+        .and_then(|p| p.redis_connector.as_ref())
+    {
+        let mode = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        mode.get_or_create(&vec![
+            ("mode", connector.mode().label().to_owned()),
+            ("master", connector.current().unwrap_or_default()),
+        ])
+        .set(1);
+        own.register(
+            "redis_mode",
+            "How this node reaches Redis (mode: single or sentinel; master: the server in use)",
+            mode,
+        );
+    }
     let mut body = String::new();
     let encoded = encode_registry(&mut body, &m.registry)
         .and_then(|()| encode_registry(&mut body, &own))

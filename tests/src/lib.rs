@@ -12,6 +12,9 @@
 //! - [`Canary`]: a well-behaved Socket.IO client that keeps a session alive in the background so a
 //!   test can prove other sessions are unaffected by a misbehaving one.
 //!
+//! - [`faults`] and [`redis_ha`]: servers of the test's own (Redis, PostgreSQL, a TLS-only Redis
+//!   with a test CA, a Sentinel group) and the durable-message loss checker.
+//!
 //! Every wait is bounded: a broken server makes a test fail, never hang. Fixtures the actor
 //! suites use too (throwaway databases, a TCP proxy, scratch directories) live in
 //! `switchboard-test-support`.
@@ -36,6 +39,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod faults;
+pub mod redis_ha;
 
 /// How long any single wait in a test may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(5);

@@ -6,7 +6,9 @@
 //! and always `sb:node:{id}` and `sb:broadcast`). Frames are published on one multiplexed
 //! connection, so frames published by this node keep their order. When the subscriber stream
 //! ends (Redis restarted, or cut us off as a slow subscriber) the bridge reconnects with backoff
-//! and re-subscribes everything, counting the gap.
+//! and re-subscribes everything, counting the gap. Connections come from the node's
+//! [`Connector`] (one server, or the master the Sentinels name; a `+switch-master` makes a lost
+//! subscriber reconnect at once).
 //!
 //! # Layout
 //! - this file: the actor shell (connections, the subscriber stream, publishes).
@@ -26,6 +28,7 @@ use switchboard_protocol::cluster::{ClusterFrame, FrameError, split_recorded};
 use switchboard_protocol::offset::Offset;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::connector::{Connector, RedisMode};
 use crate::ids::{NodeId, Sid};
 use crate::keys::{Channel, Keys};
 use crate::metrics::{CommandLabel, MeteredActor, metrics};
@@ -40,7 +43,9 @@ use subscriptions::Subscriptions;
 
 /// The RedisBridge actor (see the module docs).
 pub struct RedisBridge {
-    client: redis::Client,
+    connector: Connector,
+    /// The reconnect waiting for its backoff, cancelled when a failover calls for one now.
+    retry: Option<SpawnHandle>,
     node_id: NodeId,
     inbound: Port<ClusterInbound>,
     channels: Subscriptions,
@@ -86,19 +91,21 @@ impl Default for Recording {
 }
 
 impl RedisBridge {
-    /// A bridge for `node_id` that hands inbound frames to `inbound` (the registry).
+    /// A bridge for `node_id`, connected through `connector`, that hands inbound frames to
+    /// `inbound` (the registry).
     pub fn new(
         settings: &RedisSettings,
+        connector: Connector,
         node_id: NodeId,
         inbound: Port<ClusterInbound>,
-    ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(settings.url.as_str())?;
+    ) -> Self {
         let channels = Subscriptions::new([
             settings.keys.channel(&Channel::Node(node_id.clone())),
             settings.keys.channel(&Channel::Broadcast),
         ]);
-        Ok(RedisBridge {
-            client,
+        RedisBridge {
+            connector,
+            retry: None,
             node_id,
             inbound,
             channels,
@@ -121,7 +128,7 @@ impl RedisBridge {
                 publish_errors: 0,
             },
             connecting: false,
-        })
+        }
     }
 
     /// Bound recovery streams this way (default: 1000 events, 120 s).
@@ -135,11 +142,15 @@ impl RedisBridge {
             return;
         }
         self.connecting = true;
-        let client = self.client.clone();
+        if let Some(retry) = self.retry.take() {
+            ctx.cancel_future(retry);
+        }
+        let connector = self.connector.clone();
         let channels = self.channels.all();
         let fut = async move {
-            let pubsub_client = client.clone();
-            let pubsub = pubsub_client.get_async_pubsub().await?;
+            // Sentinel mode: the master they name now, checked to be one.
+            let client = connector.checked_client().await?;
+            let pubsub = client.get_async_pubsub().await?;
             let (mut sink, stream) = pubsub.split();
             if !channels.is_empty() {
                 sink.subscribe(&channels).await?;
@@ -176,7 +187,10 @@ impl RedisBridge {
 
     fn retry_later(&mut self, ctx: &mut Context<Self>) {
         let delay = self.channels.next_backoff();
-        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+        self.retry = Some(ctx.run_later(delay, |act, ctx| {
+            act.retry = None;
+            act.connect(ctx);
+        }));
     }
 
     fn resubscribe_missing(&mut self, ctx: &mut Context<Self>) {
@@ -280,7 +294,35 @@ impl Actor for RedisBridge {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(16_384);
+        if self.connector.mode() == RedisMode::Sentinel {
+            let switches =
+                futures_util::stream::unfold(self.connector.failovers(), |mut rx| async {
+                    rx.changed().await.ok()?;
+                    Some((MasterSwitched, rx))
+                });
+            ctx.add_message_stream(switches);
+        }
         self.connect(ctx);
+    }
+}
+
+/// The Sentinels announced a new master.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct MasterSwitched;
+
+impl Handler<MasterSwitched> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, _msg: MasterSwitched, ctx: &mut Context<Self>) {
+        // A live subscriber is cut off by Sentinel's reconfiguration and ends by itself; a lost
+        // one reconnects now instead of after its backoff (and an attempt in flight, likely at
+        // the old master, retries after the shortest pause).
+        self.channels.reset_backoff();
+        if !self.status.connected && !self.connecting {
+            info!("sentinel: new master; reconnecting now");
+            self.connect(ctx);
+        }
     }
 }
 
@@ -289,6 +331,7 @@ impl Supervised for RedisBridge {
         crate::metrics::restarted("redis_bridge");
         // The subscriber stream died with the old context: `started` connects again.
         self.sink = None;
+        self.retry = None;
         self.connecting = false;
         self.status.connected = false;
     }

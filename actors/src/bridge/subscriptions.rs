@@ -95,6 +95,11 @@ impl Subscriptions {
         generation == self.generation
     }
 
+    /// Start the backoff over (a failover was announced: the next attempt should succeed).
+    pub fn reset_backoff(&mut self) {
+        self.backoff = FIRST_BACKOFF;
+    }
+
     /// The pause before the next reconnect attempt (doubling up to a bound).
     pub fn next_backoff(&mut self) -> Duration {
         let delay = self.backoff;

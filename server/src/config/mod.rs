@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use switchboard_actors::SessionConfig;
 
 use switchboard_actors::app::AppLimits;
+use switchboard_actors::connector::{Connector, TlsFiles};
 use switchboard_actors::hooks::{FailurePolicy, HooksConfig};
 use switchboard_actors::ports::hooks::Action;
 use switchboard_actors::signing::ClusterKeys;
@@ -183,6 +184,32 @@ pub struct Config {
     /// single node with in-memory presence and limits].
     #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// CA certificate file (PEM) that a `rediss://` server's certificate must chain to
+    /// [default: unset, the system's roots].
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// Client certificate file (PEM) for a `rediss://` server that asks for one; needs
+    /// `redis-client-key-file` [default: unset, no client certificate].
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLIENT_CERT_FILE")]
+    pub redis_client_cert_file: Option<PathBuf>,
+
+    /// The client certificate's private key file (PEM) [default: unset].
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<PathBuf>,
+
+    /// Redis Sentinels, `host:port,…`: the node asks them for the master of
+    /// `redis-master-name` and follows failovers; setting it turns on cluster mode (a
+    /// `redis-url`, if set, then only gives the master's scheme, password and database)
+    /// [default: unset].
+    #[arg(long, env = "SWITCHBOARD_REDIS_SENTINELS")]
+    pub redis_sentinels: Option<String>,
+
+    /// The master's name in the Sentinels' configuration [default: unset; needed with
+    /// `redis-sentinels`].
+    #[arg(long, env = "SWITCHBOARD_REDIS_MASTER_NAME")]
+    pub redis_master_name: Option<String>,
 
     /// Let cluster mode run on SQLite: only for tests and one-host development where every node
     /// opens the same file (separate files break message ids and `message:sync`).
@@ -569,9 +596,67 @@ impl Config {
         }
     }
 
-    /// Cluster mode: a Redis URL is set (and this is not a conformance node).
+    /// Cluster mode: a Redis URL or Sentinels are set (and this is not a conformance node).
     pub fn cluster_mode(&self) -> bool {
-        !self.conformance && self.redis_url.as_deref().is_some_and(|u| !u.is_empty())
+        !self.conformance && (self.redis_url().is_some() || !self.sentinels().is_empty())
+    }
+
+    /// The Redis URL, when set and not empty.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.is_empty())
+    }
+
+    /// The Sentinels' `host:port`s (none when unset).
+    pub fn sentinels(&self) -> Vec<String> {
+        self.redis_sentinels
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// How the node reaches Redis (mode and TLS), in cluster mode; an unusable setting or an
+    /// unreadable certificate file is named in the error.
+    pub fn redis_connector(&self) -> Result<Option<Connector>, String> {
+        if !self.cluster_mode() {
+            return Ok(None);
+        }
+        let read = |setting: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("{setting} {}: {e}", path.display()))
+        };
+        let ca = match &self.redis_ca_file {
+            Some(path) => Some(read("redis-ca-file", path)?),
+            None => None,
+        };
+        let client = match (&self.redis_client_cert_file, &self.redis_client_key_file) {
+            (Some(cert), Some(key)) => Some((
+                read("redis-client-cert-file", cert)?,
+                read("redis-client-key-file", key)?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "redis-client-cert-file and redis-client-key-file go together".to_owned(),
+                );
+            }
+        };
+        let tls = (ca.is_some() || client.is_some()).then_some(TlsFiles { ca, client });
+        let sentinels = self.sentinels();
+        let connector = if sentinels.is_empty() {
+            // Cluster mode without Sentinels has a URL.
+            Connector::single(self.redis_url().unwrap_or_default(), tls)
+        } else {
+            let name = self
+                .redis_master_name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .ok_or("redis-sentinels needs redis-master-name")?;
+            Connector::sentinel(&sentinels, name, self.redis_url(), tls)
+        };
+        connector.map(Some).map_err(|e| format!("redis: {e}"))
     }
 
     /// Replace `--jwt-secret-file` by the secret it holds (a trailing newline is not part of
@@ -602,6 +687,21 @@ impl Config {
                  (e.g. `openssl rand -hex 32`)",
                 key.len()
             ));
+        }
+        if !self.sentinels().is_empty()
+            && self.redis_master_name.as_deref().is_none_or(str::is_empty)
+        {
+            problems.push("redis-sentinels needs redis-master-name".to_owned());
+        }
+        let tls_files = self.redis_ca_file.is_some()
+            || self.redis_client_cert_file.is_some()
+            || self.redis_client_key_file.is_some();
+        if tls_files && !self.redis_url().is_some_and(|u| u.starts_with("rediss://")) {
+            problems.push(
+                "redis-ca-file and redis-client-*-file are for TLS: set a rediss:// redis-url \
+                 (in Sentinel mode it gives the master's scheme)"
+                    .to_owned(),
+            );
         }
         if self.cluster_mode() {
             if self.database_url.starts_with("sqlite:") && !self.allow_sqlite_cluster {
@@ -930,6 +1030,43 @@ mod tests {
         assert!(problems(&args).is_empty());
         // Conformance nodes have no database or tokens.
         assert!(problems(&[&redis[..], &["--conformance"]].concat()).is_empty());
+    }
+
+    #[test]
+    fn sentinel_and_tls_settings_are_checked() {
+        let ok = [
+            "--database-url",
+            "postgres://u:p@db/sb",
+            "--jwt-secret",
+            "s",
+        ];
+        let sentinels = ["--redis-sentinels", "s1:26379, s2:26379"];
+        let args = [&ok[..], &sentinels].concat();
+        let cfg = Config::parse_from(std::iter::once("switchboard").chain(args.iter().copied()));
+        assert!(cfg.cluster_mode(), "Sentinels alone turn on cluster mode");
+        assert_eq!(cfg.sentinels(), ["s1:26379", "s2:26379"]);
+        let missing = problems(&args);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(missing[0].contains("redis-master-name"), "{missing:?}");
+        let named = [&args[..], &["--redis-master-name", "m"]].concat();
+        assert!(problems(&named).is_empty());
+        // TLS files without a rediss:// URL are a mistake, not silently plain text.
+        let plain = [
+            &ok[..],
+            &["--redis-url", "redis://r:6379", "--redis-ca-file", "ca.pem"],
+        ];
+        let plain = plain.concat();
+        assert!(problems(&plain).iter().any(|p| p.contains("rediss://")));
+        let tls = [
+            &ok[..],
+            &[
+                "--redis-url",
+                "rediss://r:6380",
+                "--redis-ca-file",
+                "ca.pem",
+            ],
+        ];
+        assert!(problems(&tls.concat()).is_empty());
     }
 
     #[test]
