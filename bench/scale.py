@@ -230,6 +230,10 @@ def report(a):
     node_cpu_connect = sum(cpu_between(timeline, marks.get("connect_start", 0), marks.get("connected", 0), i) or 0
                            for i in range(1, nodes + 1))
     redis_cpu_connect = cpu_between(timeline, marks.get("connect_start", 0), marks.get("connected", 0), "redis")
+    # Idle cost of the held sockets: the settle window between "connected" and the snapshot.
+    i0, i1 = marks.get("connected", 0), marks.get("snapshot", 0)
+    idle = {"seconds": i1 - i0, "redis_cpu_s": cpu_between(timeline, i0, i1, "redis"),
+            "node_cpu_s": sum(cpu_between(timeline, i0, i1, i) or 0 for i in range(1, nodes + 1))}
     um = lambda r: int(r["used_memory"]) if "used_memory" in r else None
     res["connect"] = {
         "target": int(p.get("scale_n", 0)), "authenticated": connected, "seconds": connect_s,
@@ -238,6 +242,7 @@ def report(a):
         "loadgen_established": (hold.get("connections") or {}).get("established", 0)
         + (rest.get("connections") or {}).get("established", 0),
         "node_cpu_s": node_cpu_connect, "redis_cpu_s": redis_cpu_connect,
+        "idle": idle,
         "redis": {"before": r_before, "connected": r_conn,
                   "bytes_per_connection": (um(r_conn) - um(r_before)) / connected
                   if connected and um(r_conn) is not None and um(r_before) is not None else None},
@@ -270,7 +275,7 @@ def report(a):
                     "rate": rl.get("send_rate_per_s"), "latency_ms": relay.get("latency_ms"),
                     "cross_node": (relay.get("scenario_details") or {}).get("cross_node_sent"),
                     "errors": (relay.get("errors") or {}).get("count"),
-                    "loadgen_cpu": (relay.get("loadgen") or {}).get("cpu_percent_avg"),
+                    "loadgen_cpu": (relay.get("loadgen") or {}).get("cpu_avg_pct"),
                     "redis_cpu_s": r_cpu_r, "node_cpu_s": n_cpu_r,
                     "redis_us_per_delivery": r_cpu_r * 1e6 / delivered if r_cpu_r and delivered else None,
                     "nodes_us_per_delivery": n_cpu_r * 1e6 / delivered if n_cpu_r and delivered else None}
@@ -317,6 +322,7 @@ def report(a):
         "online_users_before_kill": baseline, "online_users_min": low[1] if low else None,
         "online_users_min_at_s": low[0] - kill if low else None,
         "online_after": r_after.get("online_users"),
+        "online_settled_after_traffic_s": marks.get("online_settled", 0) - marks.get("traffic_end", 0),
         "sweep_started_s": sweep_start - kill if sweep_start else None,
         "sweep_done_s": sweep_end - kill if sweep_end else None,
         "presence_after": pres,
@@ -358,6 +364,10 @@ def render(res, run):
     L.append(f"| connect time (first handshake → every node counts its sockets) | {fmt(c['seconds'], 1)} s ({fmt(c['rate'], 0)}/s) |")
     L.append(f"| CPU while connecting: nodes / Redis | {fmt(c['node_cpu_s'], 1)} s / {fmt(c['redis_cpu_s'], 1)} s |")
     L.append(f"| load-generator connect errors | {fmt(c['loadgen_errors'])} |")
+    idle = c["idle"]
+    pct = lambda v: fmt(v * 100 / idle["seconds"], 1) if v is not None and idle["seconds"] > 0 else "?"
+    L.append(f"| CPU % of one core while held, idle ({fmt(idle['seconds'], 1)} s window): all nodes / Redis | "
+             f"{pct(idle['node_cpu_s'])} / {pct(idle['redis_cpu_s'])} |")
     rows = ", ".join(f"n{n['node']} {fmt(n['kib_per_connection'])} ({fmt(n['sockets'])})" for n in c["per_node"])
     L.append(f"| RSS per connection per node, KiB (sockets) | {rows} |")
     L.append(f"| node RSS after connect, MiB | {', '.join(fmt(n['rss_mib'], 1) for n in c['per_node'])} |")
@@ -402,7 +412,8 @@ def render(res, run):
     L.append(f"| drop → authenticated again ms p50 / p99 / p99.9 / max | {lat(s['reconnect_ms'])} |")
     L.append(f"| dead node swept (its `node:…:sockets` set shrinking → gone) | {fmt(s['sweep_started_s'], 1)} s → {fmt(s['sweep_done_s'], 1)} s after the kill |")
     L.append(f"| `online_users` before the kill / lowest during the storm (at) / after | {fmt(s['online_users_before_kill'])} / "
-             f"{fmt(s['online_users_min'])} ({fmt(s['online_users_min_at_s'], 1)} s) / {s['online_after'] or '?'} |")
+             f"{fmt(s['online_users_min'])} ({fmt(s['online_users_min_at_s'], 1)} s) / {s['online_after'] or '?'} "
+             f"({fmt(s['online_settled_after_traffic_s'], 1)} s after the traffic's users left) |")
     pa = s["presence_after"]
     L.append(f"| the killed node's users through `GET /api/v1/presence` afterwards | {fmt(pa.get('checked'))} asked: "
              f"{', '.join(f'{k} {fmt(v)}' for k, v in sorted((pa.get('statuses') or {}).items())) or '?'} |")

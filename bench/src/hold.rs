@@ -134,7 +134,12 @@ async fn keep(
                 to => to[((i + u64::from(attempt)) % to.len() as u64) as usize],
             };
             attempt += 1;
-            match ctx.try_connect(&user, i, server, &[]).await {
+            // An attempt may wait up to --connect-timeout: the stop must not.
+            let connected = tokio::select! {
+                connected = ctx.try_connect(&user, i, server, &[]) => connected,
+                _ = stop.changed() => return,
+            };
+            match connected {
                 Ok(conn) => break conn,
                 Err(_) => {
                     stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
