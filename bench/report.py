@@ -893,6 +893,10 @@ def main():
     print("- `bench/smoke`: every scenario at tiny size against the debug binary with `--check` "
           "(non-zero exit on any loss, duplicate, misrouted message, error or dropped connection); "
           "`bench/peers/smoke` does the same for the peers (idle, relay, room-fanout).")
+    print("- `bench/scale` (not in CI, about 10 minutes): 100,000 connections over six cluster nodes, "
+          "a server-API broadcast to all, cross-node relay next to them and a reconnect storm "
+          "through HAProxy; writes its own section (`bench/scale-results.md`, kept here) and the "
+          "raw results in `target/bench-results/scale-<timestamp>/`.")
     print("- By hand: `target/release/switchboard-loadgen --help`; the server under test needs "
           "`--jwt-secret` shared with the load generator and raised `--socket-event-limit` / "
           "`--user-message-limit`.\n")
