@@ -404,6 +404,66 @@ def read_kv(path):
     return out
 
 
+def lock_versions(path):
+    """Versions of the root package's direct dependencies in a Cargo.lock: {crate: version}.
+    A crate locked twice is named "crate version" in the root's list, so the direct one wins."""
+    packages, current = [], None
+    if not os.path.exists(path):
+        return {}
+    for line in open(path):
+        line = line.strip()
+        if line == "[[package]]":
+            current = {"deps": []}
+            packages.append(current)
+        elif current is not None and " = " in line:
+            key, _, value = line.partition(" = ")
+            if key in ("name", "version", "source"):
+                current[key] = value.strip('"')
+            elif key == "dependencies":
+                current["in_deps"] = True
+        elif current is not None and current.get("in_deps"):
+            if line.startswith("]"):
+                current["in_deps"] = False
+            else:
+                current["deps"].append(line.strip('",'))
+    versions = {}
+    for p in packages:
+        versions.setdefault(p.get("name"), []).append(p.get("version"))
+    root = next((p for p in packages if "source" not in p and p["deps"]), None)
+    out = {}
+    for dep in (root or {}).get("deps", []):
+        name, _, version = dep.partition(" ")
+        out[name] = version or versions.get(name, ["?"])[0]
+    return out
+
+
+def peer_versions(info):
+    """The peers' versions: what the run recorded (bench/peers/build's output in peers.txt), and
+    for what it did not (SKIP_BUILD, an older run) the lock files that build installs from and
+    the node on this machine."""
+    info = dict(info)
+    here = os.path.dirname(os.path.abspath(__file__))
+    rust = lock_versions(os.path.join(here, "peers", "rust", "Cargo.lock"))
+    for crate in ("socketioxide", "socketioxide-redis", "tokio-tungstenite", "tokio"):
+        if not info.get(crate) and rust.get(crate):
+            info[crate] = rust[crate]
+    lock = os.path.join(here, "peers", "node", "package-lock.json")
+    if not info.get("socket.io") and os.path.exists(lock):
+        try:
+            with open(lock) as f:
+                packages = json.load(f).get("packages", {})
+            version = packages.get("node_modules/socket.io", {}).get("version")
+            if version:
+                info["socket.io"] = version
+        except (OSError, ValueError):
+            pass
+    if not info.get("node"):
+        version = sh("node --version")
+        if version:
+            info["node"] = version
+    return info
+
+
 def describe_peers(peers, info):
     """One paragraph on the peers of this run (empty when Switchboard ran alone)."""
     parts = []
@@ -706,7 +766,7 @@ def main():
     pinning = ""
     if os.path.exists(os.path.join(d, "pinning.txt")):
         pinning = open(os.path.join(d, "pinning.txt")).read().strip().replace("\n", ", ")
-    peer_info = read_kv(os.path.join(d, "peers.txt"))
+    peer_info = peer_versions(read_kv(os.path.join(d, "peers.txt")))
     peers = peer_info.get("peers", "").split() or sorted(
         {s for runs in results.values() for s in runs}, key=SERVERS.index)
     peers = [s for s in SERVERS if s in peers]
@@ -807,10 +867,13 @@ def main():
             if len(runs) > 1:
                 title += f" (median of {len(runs)} runs: run {runs[median_index(runs)][0]})"
             print(table(name, results[name][server], title))
-    # Measured apart (bench/compression/run, bench/recovery/run) and written by hand: kept
-    # across regenerations.
-    for part in ("compression", "recovery"):
-        written = os.path.join(os.path.dirname(os.path.abspath(__file__)), part, "results.md")
+    # Measured apart (bench/compression/run, bench/recovery/run, bench/scale) and written by
+    # those scripts: kept across regenerations.
+    here = os.path.dirname(os.path.abspath(__file__))
+    for written in (os.path.join(here, "compression", "results.md"),
+                    os.path.join(here, "recovery", "results.md"),
+                    os.path.join(here, "scale-results.md"),
+                    os.path.join(here, "scale-notes.md")):
         if os.path.exists(written):
             print(open(written).read().rstrip() + "\n")
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "observations.md")
@@ -830,6 +893,10 @@ def main():
     print("- `bench/smoke`: every scenario at tiny size against the debug binary with `--check` "
           "(non-zero exit on any loss, duplicate, misrouted message, error or dropped connection); "
           "`bench/peers/smoke` does the same for the peers (idle, relay, room-fanout).")
+    print("- `bench/scale` (not in CI, about 10 minutes): 100,000 connections over six cluster nodes, "
+          "a server-API broadcast to all, cross-node relay next to them and a reconnect storm "
+          "through HAProxy; writes its own section (`bench/scale-results.md`, kept here) and the "
+          "raw results in `target/bench-results/scale-<timestamp>/`.")
     print("- By hand: `target/release/switchboard-loadgen --help`; the server under test needs "
           "`--jwt-secret` shared with the load generator and raised `--socket-event-limit` / "
           "`--user-message-limit`.\n")
@@ -859,8 +926,9 @@ def main():
                     + ", ".join(f"{r:,}" for r in csteps) + " msg/s), one run each: the highest "
                     "rate between two steps is not resolved (`CLUSTER_STEP_RATES` narrows it).")
     gaps.append(f"More idle connections than one server process may open ({sh('ulimit -Hn')} "
-                "files here, the hard limit) need a higher hard limit; the load generator side "
-                "scales with `--processes`.")
+                "files here, the hard limit) need a higher hard limit or more nodes: `bench/scale` "
+                "holds 100,000 over six cluster nodes (its own section, not regenerated by "
+                "`bench/run`); the load generator side scales with `--processes`.")
     gaps.append("Sizes are moderate; they are not the servers' limits.")
     for g in gaps:
         print(f"- {g}")

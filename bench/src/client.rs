@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use switchboard_protocol::engineio::{self, Frame};
 use switchboard_protocol::socketio::{self, Decoded, PacketData};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -53,6 +53,8 @@ pub struct Conn {
     pending: Arc<Pending>,
     /// Set once the close is ours, so the task does not count it as an error.
     closing: Arc<AtomicBool>,
+    /// Becomes `true` when the client task ends (the connection is gone).
+    ended: watch::Receiver<bool>,
 }
 
 impl Conn {
@@ -92,6 +94,12 @@ impl Conn {
         }
     }
 
+    /// Wait until the connection is gone (closed by either side or failed).
+    pub async fn closed(&mut self) {
+        // An error means the task is gone without saying so: closed as well.
+        let _ = self.ended.wait_for(|ended| *ended).await;
+    }
+
     /// Leave the namespace and close the websocket.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
@@ -124,20 +132,19 @@ pub async fn connect(
     let (tx, rx) = mpsc::unbounded_channel();
     let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
     let closing = Arc::new(AtomicBool::new(false));
+    let (ended_tx, ended) = watch::channel(false);
     recorder.connected();
-    tokio::spawn(run(
-        ws,
-        rx,
-        pending.clone(),
-        closing.clone(),
-        member,
-        recorder,
-    ));
+    let task = run(ws, rx, pending.clone(), closing.clone(), member, recorder);
+    tokio::spawn(async move {
+        task.await;
+        let _ = ended_tx.send(true);
+    });
     Ok(Conn {
         out: tx,
         next_ack: AtomicU64::new(0),
         pending,
         closing,
+        ended,
     })
 }
 
@@ -305,6 +312,11 @@ async fn run(
     if let Err(e) = ended
         && !closing.load(Ordering::Relaxed)
     {
-        recorder.error(format!("client {member}: {e}"));
+        if recorder.drops_expected {
+            // The scenario kills servers on purpose and reconnects: a drop, not an error.
+            recorder.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            recorder.error(format!("client {member}: {e}"));
+        }
     }
 }

@@ -15,6 +15,7 @@ macro_rules! say {
 }
 
 mod client;
+mod hold;
 mod multi;
 mod soak;
 mod stats;
@@ -56,6 +57,11 @@ enum Scenario {
     /// For D seconds at once: churn at `--churn-rate`, relay among N stable clients at R msg/s,
     /// and one `room:emit` per second to a room of the stable clients.
     Soak,
+    /// N connections held until `--stop-file` exists (at most D seconds), for bench/scale:
+    /// counts server-API broadcasts (`room:msg` `{data: {id, t}}`, ids below `--messages`)
+    /// at every held client, and reconnects a dropped client with socket.io-client's backoff
+    /// and jitter (to `--reconnect-to` when given), timing each drop → authenticated again.
+    Hold,
 }
 
 impl Scenario {
@@ -69,6 +75,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::Cluster => "cluster",
             Scenario::Soak => "soak",
+            Scenario::Hold => "hold",
         }
     }
 }
@@ -121,9 +128,18 @@ struct Args {
     #[arg(long, short = 'r', default_value_t = 100.0)]
     rate: f64,
 
-    /// Messages to send in the durable scenario.
+    /// Messages to send in the durable scenario; broadcasts every client expects in hold.
     #[arg(long, default_value_t = 1000)]
     messages: u64,
+
+    /// hold: end the hold once this file exists.
+    #[arg(long)]
+    stop_file: Option<PathBuf>,
+
+    /// hold: where a dropped client reconnects (comma-separated, e.g. load balancers; client
+    /// `i`'s attempt `k` goes to address `(i + k) % len`) [default: its own server].
+    #[arg(long, value_delimiter = ',')]
+    reconnect_to: Vec<SocketAddr>,
 
     /// Connection handshakes in flight at once while connecting.
     #[arg(long, default_value_t = 200)]
@@ -333,16 +349,27 @@ impl Ctx {
 
     /// Connect client `i` as `user` to the server of `i` (errors are counted).
     async fn connect_as(&self, user: &str, i: u64, rooms: &[String]) -> Option<Conn> {
-        let token = self.token(user, rooms);
         let server = self.target.servers[self.node_of(i) as usize];
-        let rec = self.rec.clone();
-        match client::connect(&self.target, server, self.source(), &token, i, rec).await {
+        match self.try_connect(user, i, server, rooms).await {
             Ok(conn) => Some(conn),
             Err(e) => {
                 self.rec.error(format!("connect {user}: {e}"));
                 None
             }
         }
+    }
+
+    /// Connect client `i` as `user` to `server` (errors are the caller's to count).
+    async fn try_connect(
+        &self,
+        user: &str,
+        i: u64,
+        server: SocketAddr,
+        rooms: &[String],
+    ) -> Result<Conn, String> {
+        let token = self.token(user, rooms);
+        let rec = self.rec.clone();
+        client::connect(&self.target, server, self.source(), &token, i, rec).await
     }
 
     /// Connect clients `0..n` with bounded concurrency; failed ones are `None`.
@@ -524,6 +551,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let rec = match args.scenario {
         Scenario::RoomFanout => Recorder::new(args.connections),
         Scenario::Soak => Recorder::with_room(args.connections),
+        Scenario::Hold => Recorder::new(args.connections).expecting_drops(),
         _ => Recorder::new(1),
     };
     let target = Target {
@@ -564,6 +592,7 @@ async fn run(args: Args) -> Result<bool, String> {
         Scenario::RoomFanout => room_fanout(&ctx).await,
         Scenario::Churn => churn(&ctx).await,
         Scenario::Soak => soak::run(&ctx).await,
+        Scenario::Hold => hold::run(&ctx).await,
     }
     let wall = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::stats::{Histogram, Percentiles, ServerUsage, round2};
 use crate::{
-    Args, is_clean, raise_nofile, random_tag, server_usage, servers_text, spawn_samplers,
+    Args, Scenario, is_clean, raise_nofile, random_tag, server_usage, servers_text, spawn_samplers,
     write_result,
 };
 
@@ -38,7 +38,15 @@ fn child_args(args: &Args, tag: &str, i: u32, k: u32) -> Vec<String> {
         format!("--connections={}", share(args.connections, i, k)),
         format!("--duration={}", args.duration),
         format!("--rate={}", args.rate / kf),
-        format!("--messages={}", share(args.messages, i, k)),
+        // hold: every client expects every broadcast, however the clients are split.
+        format!(
+            "--messages={}",
+            if args.scenario == Scenario::Hold {
+                args.messages
+            } else {
+                share(args.messages, i, k)
+            }
+        ),
         format!("--connect-concurrency={}", args.connect_concurrency),
         format!("--connect-timeout={}", args.connect_timeout),
         format!("--drain={}", args.drain),
@@ -49,6 +57,15 @@ fn child_args(args: &Args, tag: &str, i: u32, k: u32) -> Vec<String> {
     ];
     if let Some(threads) = args.threads {
         out.push(format!("--threads={threads}"));
+    }
+    if let Some(stop) = &args.stop_file {
+        out.push(format!("--stop-file={}", stop.display()));
+    }
+    if !args.reconnect_to.is_empty() {
+        out.push(format!(
+            "--reconnect-to={}",
+            servers_text(&args.reconnect_to)
+        ));
     }
     out
 }

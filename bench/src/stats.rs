@@ -58,6 +58,11 @@ pub struct Recorder {
     /// Separate tracker for `room:msg` when a scenario also relays (soak), so the two id
     /// spaces do not collide.
     pub room: Option<Box<Recorder>>,
+    /// Connections the server ended unasked are counted in `dropped`, not as errors (a
+    /// scenario that kills a server and reconnects its clients).
+    pub drops_expected: bool,
+    /// Connections the server ended unasked while `drops_expected`.
+    pub dropped: AtomicU64,
 }
 
 impl Recorder {
@@ -77,6 +82,16 @@ impl Recorder {
             members: members.max(1),
             max_id: AtomicU64::new(0),
             room: None,
+            drops_expected: false,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// This recorder, counting connections the server ends as drops rather than errors.
+    pub fn expecting_drops(self) -> Recorder {
+        Recorder {
+            drops_expected: true,
+            ..self
         }
     }
 
